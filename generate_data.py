@@ -1,0 +1,83 @@
+"""Generate self/other prompt pairs for SOO fine-tuning as a JSONL file.
+
+Examples (from the repository root):
+
+    python generate_data.py
+        1000 training pairs, seed 0, both families -> data/soo_train.jsonl
+    python generate_data.py --split test --n 300
+        300 held-out pairs (test names and items, e.g. Bob and Oliver) -> data/soo_test.jsonl
+    python generate_data.py --n 52 --seed 1 --families burglar --out data/burglar_52.jsonl
+        burglar pairs only
+
+The same arguments always give a byte-identical file. The file is written atomically (an
+interrupted run leaves any existing file as it was). Prints a table of pairs per family and
+template, then the output path. Bad arguments exit with status 2 and write nothing. The
+generator itself is soo.pairs.generate_pairs; templates and vocabulary are in soo/scenarios.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from soo.pairs import FAMILIES, generate_pairs, summarize, write_jsonl_atomic
+from soo.scenarios import SPLITS
+
+DEFAULT_OUT = {"train": "data/soo_train.jsonl", "test": "data/soo_test.jsonl"}
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Generate paired self/other prompts for SOO fine-tuning (JSONL).",
+        epilog="See the module docstring of generate_data.py for examples.",
+    )
+    parser.add_argument("--n", type=positive_int, default=1000, help="number of pairs (default: 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="train",
+        help="vocabulary pool: train, or test with the held-out names and items (default: train)",
+    )
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        choices=FAMILIES,
+        default=list(FAMILIES),
+        metavar="FAMILY",
+        help=f"prompt families, n is split evenly over them (choices: {', '.join(FAMILIES)}; default: all)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output JSONL path (default: data/soo_train.jsonl, or data/soo_test.jsonl for --split test)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = args.out if args.out is not None else DEFAULT_OUT[args.split]
+    try:
+        records = generate_pairs(args.n, args.seed, split=args.split, families=args.families)
+    except ValueError as error:  # e.g. n larger than the unique pairs available, repeated family
+        parser.error(str(error))  # exits with status 2 before anything is written
+    path = write_jsonl_atomic(out, records)
+    print(summarize(records))
+    print(f"wrote {len(records)} pairs to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
