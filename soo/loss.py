@@ -1,0 +1,69 @@
+"""The SOO distance between self and other activations, and the LM term beside it.
+
+Both prompts of a pair go through one forward pass as rows `i` (self) and `B + i` (other) of
+the concatenated batch. Which token positions are compared is decided by the collator
+(`soo.trainer.SOOPairCollator`) and handed over as indices, so this module never sees padding:
+
+  full  token-by-token over the aligned prompts: `align_pair[k]` compares position
+        `align_self_pos[k]` of self row with `align_other_pos[k]` of other row;
+  last  the same index form with one entry per pair: each prompt's last real token;
+  mean  masked mean over each prompt's compared span `[span_start, length)`, then MSE.
+
+Per pair the distance is a mean of squared differences (over hidden units, and over aligned
+positions for `full`); the loss is the mean over pairs and over SOO layers. Weighting every
+pair equally, whatever its length, makes the loss of a batch of 4 the exact mean of two
+batches of 2, so gradient accumulation needs no token counts. Computed in fp32: Gemma-2/3
+activations overflow in fp16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+TOKEN_MODES = ("full", "last", "mean")
+
+
+def soo_distance_per_pair(activations: torch.Tensor, batch: dict, token_mode: str) -> torch.Tensor:
+    """Distance between self and other activations for each pair, shape [num_pairs], fp32.
+
+    `activations` is [2 * num_pairs, seq_len, hidden] from the concatenated [self; other] batch.
+    """
+    num_pairs = activations.shape[0] // 2
+    acts = activations.float()
+    if token_mode in ("full", "last"):
+        pair = batch["align_pair"]
+        self_acts = acts[pair, batch["align_self_pos"]]
+        other_acts = acts[pair + num_pairs, batch["align_other_pos"]]
+        per_position = (self_acts - other_acts).pow(2).mean(dim=-1)
+        totals = torch.zeros(num_pairs, dtype=acts.dtype, device=acts.device).index_add_(0, pair, per_position)
+        counts = torch.bincount(pair, minlength=num_pairs).to(acts.dtype)
+        return totals / counts
+    if token_mode == "mean":
+        mask = batch["span_mask"].to(acts.dtype).unsqueeze(-1)  # [2B, T, 1]: compared span only
+        means = (acts * mask).sum(dim=1) / mask.sum(dim=1)
+        return (means[:num_pairs] - means[num_pairs:]).pow(2).mean(dim=-1)
+    raise ValueError(f"Unknown SOO token mode '{token_mode}'; choose one of {', '.join(TOKEN_MODES)}.")
+
+
+def soo_loss(layer_activations: Sequence[torch.Tensor], batch: dict, token_mode: str) -> torch.Tensor:
+    """Mean SOO distance over pairs and over the SOO layers (a scalar, fp32)."""
+    per_layer = [soo_distance_per_pair(acts, batch, token_mode).mean() for acts in layer_activations]
+    return torch.stack(per_layer).mean()
+
+
+def lm_loss_per_sequence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy averaged within each sequence, shape [batch], fp32.
+
+    Labels are -100 on padding. A per-sequence mean (then a mean over sequences) keeps every
+    prompt's weight independent of how the batch was split for gradient accumulation.
+    """
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    token_loss = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(shift_labels.shape)
+    valid = (shift_labels != -100).to(token_loss.dtype)
+    return (token_loss * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
