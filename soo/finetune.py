@@ -16,7 +16,7 @@ import torch
 import transformers
 from transformers import set_seed
 
-from soo.capture import find_decoder_layers, normalize_layer_indices
+from soo.capture import ActivationCapture, find_decoder_layers
 from soo.modeling import add_lora, load_model, load_tokenizer, resolve_model_path, warn_if_fp16_unsafe
 from soo.pairs import read_pairs_jsonl
 from soo.trainer import SOOPairCollator, SOOPairDataset, SOOTrainer
@@ -63,7 +63,10 @@ def run_finetuning(model_args, data_args, soo_args, training_args, config_path: 
     if not soo_args.soo_layers:
         soo_args.soo_layers = [num_layers // 2]
         logger.info("No --soo_layers given: using the middle layer, %d of %d.", num_layers // 2, num_layers)
-    soo_args.soo_layers = normalize_layer_indices(soo_args.soo_layers, num_layers)
+    # Validate layers and module path now, before anything is written (the trainer hooks them later).
+    probe = ActivationCapture(model, soo_args.soo_layers, soo_args.soo_module)
+    soo_args.soo_layers = probe.layer_indices
+    probe.remove()
 
     if training_args.gradient_checkpointing and not training_args.gradient_checkpointing_kwargs:
         # Reentrant checkpointing runs the forward without grad: the captured activations

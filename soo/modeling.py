@@ -9,6 +9,7 @@ under a second. No network is needed for the default.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -103,12 +104,11 @@ def resolve_model_path(model_name_or_path: str | None) -> str:
     return os.path.expanduser(model_name_or_path)
 
 
-def load_config(model_path: str, trust_remote_code: bool = False):
-    """AutoConfig with a readable error when a hub model is neither cached nor reachable."""
-    from transformers import AutoConfig
-
+@contextlib.contextmanager
+def explain_missing_model(model_path: str):
+    """Turn the hub client's OSError for an unavailable model into an actionable message."""
     try:
-        return AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        yield
     except OSError as error:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         raise ModelLoadError(
@@ -121,10 +121,18 @@ def load_config(model_path: str, trust_remote_code: bool = False):
         ) from None
 
 
+def load_config(model_path: str, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    with explain_missing_model(model_path):
+        return AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+
+
 def load_tokenizer(model_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    with explain_missing_model(model_path):
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         # Padding is masked everywhere (labels and SOO positions), so any token id will do.
         tokenizer.pad_token = tokenizer.eos_token
@@ -153,7 +161,8 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
     if load_in_4bit:
         kwargs["quantization_config"] = _four_bit_config()
-    return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    with explain_missing_model(model_path):
+        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
 
 
 def _four_bit_config():
@@ -180,11 +189,16 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str
             use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
+    # One entry with regex characters is a pattern peft matches against full module names,
+    # e.g. '.*language_model.*\.(q_proj|v_proj)' to leave Gemma-3's vision tower alone.
+    targets = list(target_modules)
+    if len(targets) == 1 and any(char in targets[0] for char in "*|()[]"):
+        targets = targets[0]
     lora_config = LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=list(target_modules),
+        target_modules=targets,
         task_type="CAUSAL_LM",
         init_lora_weights=init_lora_weights,
     )
