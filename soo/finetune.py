@@ -28,8 +28,11 @@ HELDOUT_FILE = "heldout_soo.json"
 
 
 def _heldout_summary(metrics: dict, prefix: str) -> dict:
-    keys = ("soo_loss", "soo_loss_ci95", "soo_loss_n", "lm_loss", "lm_loss_ci95")
-    return {key: metrics[f"{prefix}_{key}"] for key in keys if f"{prefix}_{key}" in metrics}
+    keys = ("soo_loss", "soo_loss_ci95", "soo_loss_n", "soo_act_power", "lm_loss", "lm_loss_ci95")
+    summary = {key: metrics[f"{prefix}_{key}"] for key in keys if f"{prefix}_{key}" in metrics}
+    # Scale-free SOO: a fall in soo_loss with an equal fall in activation power is collapse, not overlap.
+    summary["soo_relative"] = summary["soo_loss"] / summary["soo_act_power"]
+    return summary
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
@@ -154,6 +157,8 @@ def format_heldout_report(results: dict, soo_args) -> str:
             f"n={before['soo_loss_n']} pairs, mean ± 95% CI):",
             f"  before: {before['soo_loss']:.5f} ± {before['soo_loss_ci95']:.5f}",
             f"  after:  {after['soo_loss']:.5f} ± {after['soo_loss_ci95']:.5f}   ({change:+.1f}%)",
+            f"Relative SOO (SOO / mean squared activation; a fall here is not just shrinking activations): "
+            f"before {before['soo_relative']:.4f}, after {after['soo_relative']:.4f}",
             f"Held-out LM loss: before {before['lm_loss']:.4f}, after {after['lm_loss']:.4f}",
         ]
     return "\n".join(lines)

@@ -26,26 +26,44 @@ import torch.nn.functional as F
 TOKEN_MODES = ("full", "last", "mean")
 
 
+def _compared_vectors(activations: torch.Tensor, batch: dict, token_mode: str):
+    """(self vectors, other vectors, pair index of each row) at the compared positions, fp32."""
+    num_pairs = activations.shape[0] // 2
+    acts = activations.float()
+    if token_mode in ("full", "last"):
+        pair = batch["align_pair"]
+        return acts[pair, batch["align_self_pos"]], acts[pair + num_pairs, batch["align_other_pos"]], pair
+    if token_mode == "mean":
+        mask = batch["span_mask"].to(acts.dtype).unsqueeze(-1)  # [2B, T, 1]: compared span only
+        means = (acts * mask).sum(dim=1) / mask.sum(dim=1)
+        return means[:num_pairs], means[num_pairs:], torch.arange(num_pairs, device=acts.device)
+    raise ValueError(f"Unknown SOO token mode '{token_mode}'; choose one of {', '.join(TOKEN_MODES)}.")
+
+
+def _mean_per_pair(values: torch.Tensor, pair: torch.Tensor, num_pairs: int) -> torch.Tensor:
+    totals = torch.zeros(num_pairs, dtype=values.dtype, device=values.device).index_add_(0, pair, values)
+    return totals / torch.bincount(pair, minlength=num_pairs).to(values.dtype)
+
+
 def soo_distance_per_pair(activations: torch.Tensor, batch: dict, token_mode: str) -> torch.Tensor:
     """Distance between self and other activations for each pair, shape [num_pairs], fp32.
 
     `activations` is [2 * num_pairs, seq_len, hidden] from the concatenated [self; other] batch.
     """
-    num_pairs = activations.shape[0] // 2
-    acts = activations.float()
-    if token_mode in ("full", "last"):
-        pair = batch["align_pair"]
-        self_acts = acts[pair, batch["align_self_pos"]]
-        other_acts = acts[pair + num_pairs, batch["align_other_pos"]]
-        per_position = (self_acts - other_acts).pow(2).mean(dim=-1)
-        totals = torch.zeros(num_pairs, dtype=acts.dtype, device=acts.device).index_add_(0, pair, per_position)
-        counts = torch.bincount(pair, minlength=num_pairs).to(acts.dtype)
-        return totals / counts
-    if token_mode == "mean":
-        mask = batch["span_mask"].to(acts.dtype).unsqueeze(-1)  # [2B, T, 1]: compared span only
-        means = (acts * mask).sum(dim=1) / mask.sum(dim=1)
-        return (means[:num_pairs] - means[num_pairs:]).pow(2).mean(dim=-1)
-    raise ValueError(f"Unknown SOO token mode '{token_mode}'; choose one of {', '.join(TOKEN_MODES)}.")
+    self_vectors, other_vectors, pair = _compared_vectors(activations, batch, token_mode)
+    return _mean_per_pair((self_vectors - other_vectors).pow(2).mean(dim=-1), pair, activations.shape[0] // 2)
+
+
+def activation_power_per_pair(activations: torch.Tensor, batch: dict, token_mode: str) -> torch.Tensor:
+    """Mean squared activation at the compared positions, per pair (self and other averaged).
+
+    The scale against which the SOO distance is read: MSE can also fall because activations
+    shrink (LoRA on v_proj can damp a layer's attention output), not because self and other
+    converge. SOO / power is scale-free.
+    """
+    self_vectors, other_vectors, pair = _compared_vectors(activations, batch, token_mode)
+    power = (self_vectors.pow(2).mean(dim=-1) + other_vectors.pow(2).mean(dim=-1)) / 2
+    return _mean_per_pair(power, pair, activations.shape[0] // 2)
 
 
 def soo_loss(layer_activations: Sequence[torch.Tensor], batch: dict, token_mode: str) -> torch.Tensor:

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer
 
 from soo.capture import ActivationCapture
-from soo.loss import lm_loss_per_sequence, soo_distance_per_pair
+from soo.loss import activation_power_per_pair, lm_loss_per_sequence, soo_distance_per_pair
 
 
 class PromptTooLongError(ValueError):
@@ -195,9 +195,9 @@ class SOOTrainer(Trainer):
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         mode = "train" if model.training else "eval"
 
-        soo_per_pair = torch.stack(
-            [soo_distance_per_pair(acts, inputs, self.soo_args.soo_token_mode) for acts in self.capture.stacked()]
-        ).mean(dim=0)
+        layer_activations = self.capture.stacked()
+        token_mode = self.soo_args.soo_token_mode
+        soo_per_pair = torch.stack([soo_distance_per_pair(acts, inputs, token_mode) for acts in layer_activations]).mean(0)
         if model.training and torch.is_grad_enabled() and not soo_per_pair.requires_grad:
             raise RuntimeError(
                 "The captured activations carry no gradient, so the SOO term cannot train anything. "
@@ -207,6 +207,9 @@ class SOOTrainer(Trainer):
         soo = soo_per_pair.mean()
         loss = self.soo_args.soo_weight * soo
         self._record(mode, "soo_loss", soo_per_pair)
+        with torch.no_grad():  # diagnostic only: is SOO falling because activations shrink?
+            power = torch.stack([activation_power_per_pair(acts, inputs, token_mode) for acts in layer_activations])
+            self._record(mode, "soo_act_power", power.mean(0))
 
         if self.soo_args.lm_weight > 0 or mode == "eval":
             lm_per_sequence = lm_loss_per_sequence(outputs.logits, inputs["labels"])

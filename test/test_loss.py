@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from soo.capture import ActivationCapture
-from soo.loss import TOKEN_MODES, lm_loss_per_sequence, soo_distance_per_pair, soo_loss
+from soo.loss import TOKEN_MODES, activation_power_per_pair, lm_loss_per_sequence, soo_distance_per_pair, soo_loss
 from soo.trainer import SOOPairCollator, SOOPairDataset, aligned_positions, compared_span_start
 
 
@@ -132,3 +132,16 @@ def test_lm_loss_is_a_per_sequence_mean_ignoring_padding():
 def test_unknown_token_mode_is_an_error():
     with pytest.raises(ValueError, match="full, last, mean"):
         soo_distance_per_pair(torch.zeros(2, 2, 2), {}, "middle")
+
+
+def test_activation_power_is_mean_square_at_compared_positions():
+    torch.manual_seed(1)
+    acts = torch.randn(2, 4, 3)
+    batch = {"align_pair": torch.tensor([0, 0]), "align_self_pos": torch.tensor([1, 3]),
+             "align_other_pos": torch.tensor([0, 2])}
+    expected = (acts[0, [1, 3]].pow(2).mean() + acts[1, [0, 2]].pow(2).mean()) / 2
+    torch.testing.assert_close(activation_power_per_pair(acts, batch, "full")[0], expected)
+    # Halving every activation quarters both the distance and the power: their ratio is scale-free.
+    ratio = soo_distance_per_pair(acts, batch, "full") / activation_power_per_pair(acts, batch, "full")
+    half = soo_distance_per_pair(acts / 2, batch, "full") / activation_power_per_pair(acts / 2, batch, "full")
+    torch.testing.assert_close(ratio, half)
