@@ -105,12 +105,17 @@ def parse_finetuning_args(argv: list[str] | None = None):
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = None
-    if "--config" in argv:
-        position = argv.index("--config")
-        if position + 1 >= len(argv):
-            raise SystemExit("--config needs a YAML file path.")
-        config_path = argv[position + 1]
-        del argv[position : position + 2]
+    for position, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            config_path = arg.split("=", 1)[1]
+            del argv[position]
+            break
+        if arg == "--config":
+            if position + 1 >= len(argv):
+                raise SystemExit("--config needs a YAML file path.")
+            config_path = argv[position + 1]
+            del argv[position : position + 2]
+            break
     parser = _parser()
     yaml_values = {}
     if config_path is not None:

@@ -66,6 +66,7 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
     assert soo_args.soo_token_mode == "mean"  # flag beats YAML
     assert training_args.learning_rate == 3e-4 and soo_args.soo_layers == [5, 7] and model_args.lora_r == 4
     assert training_args.max_steps == 7
+    assert parse_finetuning_args([f"--config={config}"])[2].soo_token_mode == "last"
 
 
 def test_unknown_yaml_key_is_named(tmp_path):
