@@ -28,10 +28,10 @@ HELDOUT_FILE = "heldout_soo.json"
 
 
 def _heldout_summary(metrics: dict, prefix: str) -> dict:
-    keys = ("soo_loss", "soo_loss_ci95", "soo_loss_n", "soo_act_power", "lm_loss", "lm_loss_ci95")
+    keys = ("soo_loss", "soo_loss_ci95", "soo_loss_n", "soo_act_spread", "lm_loss", "lm_loss_ci95")
     summary = {key: metrics[f"{prefix}_{key}"] for key in keys if f"{prefix}_{key}" in metrics}
-    # Scale-free SOO: a fall in soo_loss with an equal fall in activation power is collapse, not overlap.
-    summary["soo_relative"] = summary["soo_loss"] / summary["soo_act_power"]
+    # Scale-free SOO: a fall in soo_loss that comes with a collapsing spread is not overlap.
+    summary["soo_relative"] = summary["soo_loss"] / summary["soo_act_spread"]
     return summary
 
 
@@ -157,7 +157,9 @@ def format_heldout_report(results: dict, soo_args) -> str:
             f"n={before['soo_loss_n']} pairs, mean ± 95% CI):",
             f"  before: {before['soo_loss']:.5f} ± {before['soo_loss_ci95']:.5f}",
             f"  after:  {after['soo_loss']:.5f} ± {after['soo_loss_ci95']:.5f}   ({change:+.1f}%)",
-            f"Relative SOO (SOO / mean squared activation; a fall here is not just shrinking activations): "
+            f"Activation spread (variance of the compared activations across tokens and prompts): "
+            f"before {before['soo_act_spread']:.5f}, after {after['soo_act_spread']:.5f}",
+            f"Relative SOO (SOO / spread; ~2 = self no closer to its other than to anything else): "
             f"before {before['soo_relative']:.4f}, after {after['soo_relative']:.4f}",
             f"Held-out LM loss: before {before['lm_loss']:.4f}, after {after['lm_loss']:.4f}",
         ]

@@ -54,16 +54,20 @@ def soo_distance_per_pair(activations: torch.Tensor, batch: dict, token_mode: st
     return _mean_per_pair((self_vectors - other_vectors).pow(2).mean(dim=-1), pair, activations.shape[0] // 2)
 
 
-def activation_power_per_pair(activations: torch.Tensor, batch: dict, token_mode: str) -> torch.Tensor:
-    """Mean squared activation at the compared positions, per pair (self and other averaged).
+def activation_spread_per_pair(activations: torch.Tensor, batch: dict, token_mode: str) -> torch.Tensor:
+    """Variance of the compared activations around their batch mean, per pair (fp32).
 
-    The scale against which the SOO distance is read: MSE can also fall because activations
-    shrink (LoRA on v_proj can damp a layer's attention output), not because self and other
-    converge. SOO / power is scale-free.
+    The scale against which an SOO distance is read. MSE between self and other can fall because
+    the two converge, or because the hooked output stops depending on the input at all (a
+    constant vector for every prompt has zero SOO). The second shows as a collapsing spread; the
+    mean square would hide it behind the constant. SOO / spread is scale-free: about 2 means
+    self is no closer to its own other than to any activation in the batch. Needs batches of
+    several pairs (with one pair in `last` mode it is SOO / 4 by construction).
     """
     self_vectors, other_vectors, pair = _compared_vectors(activations, batch, token_mode)
-    power = (self_vectors.pow(2).mean(dim=-1) + other_vectors.pow(2).mean(dim=-1)) / 2
-    return _mean_per_pair(power, pair, activations.shape[0] // 2)
+    center = torch.cat([self_vectors, other_vectors]).mean(dim=0)
+    spread = ((self_vectors - center).pow(2).mean(dim=-1) + (other_vectors - center).pow(2).mean(dim=-1)) / 2
+    return _mean_per_pair(spread, pair, activations.shape[0] // 2)
 
 
 def soo_loss(layer_activations: Sequence[torch.Tensor], batch: dict, token_mode: str) -> torch.Tensor:

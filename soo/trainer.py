@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer
 
 from soo.capture import ActivationCapture
-from soo.loss import activation_power_per_pair, lm_loss_per_sequence, soo_distance_per_pair
+from soo.loss import activation_spread_per_pair, lm_loss_per_sequence, soo_distance_per_pair
 
 
 class PromptTooLongError(ValueError):
@@ -207,9 +207,9 @@ class SOOTrainer(Trainer):
         soo = soo_per_pair.mean()
         loss = self.soo_args.soo_weight * soo
         self._record(mode, "soo_loss", soo_per_pair)
-        with torch.no_grad():  # diagnostic only: is SOO falling because activations shrink?
-            power = torch.stack([activation_power_per_pair(acts, inputs, token_mode) for acts in layer_activations])
-            self._record(mode, "soo_act_power", power.mean(0))
+        with torch.no_grad():  # diagnostic: does SOO fall because the hooked output stops varying at all?
+            spread = torch.stack([activation_spread_per_pair(acts, inputs, token_mode) for acts in layer_activations])
+            self._record(mode, "soo_act_spread", spread.mean(0))
 
         if self.soo_args.lm_weight > 0 or mode == "eval":
             lm_per_sequence = lm_loss_per_sequence(outputs.logits, inputs["labels"])

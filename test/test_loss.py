@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from soo.capture import ActivationCapture
-from soo.loss import TOKEN_MODES, activation_power_per_pair, lm_loss_per_sequence, soo_distance_per_pair, soo_loss
+from soo.loss import TOKEN_MODES, activation_spread_per_pair, lm_loss_per_sequence, soo_distance_per_pair, soo_loss
 from soo.trainer import SOOPairCollator, SOOPairDataset, aligned_positions, compared_span_start
 
 
@@ -134,14 +134,22 @@ def test_unknown_token_mode_is_an_error():
         soo_distance_per_pair(torch.zeros(2, 2, 2), {}, "middle")
 
 
-def test_activation_power_is_mean_square_at_compared_positions():
+def test_activation_spread_ignores_constant_offsets_and_sees_collapse():
     torch.manual_seed(1)
-    acts = torch.randn(2, 4, 3)
-    batch = {"align_pair": torch.tensor([0, 0]), "align_self_pos": torch.tensor([1, 3]),
-             "align_other_pos": torch.tensor([0, 2])}
-    expected = (acts[0, [1, 3]].pow(2).mean() + acts[1, [0, 2]].pow(2).mean()) / 2
-    torch.testing.assert_close(activation_power_per_pair(acts, batch, "full")[0], expected)
-    # Halving every activation quarters both the distance and the power: their ratio is scale-free.
-    ratio = soo_distance_per_pair(acts, batch, "full") / activation_power_per_pair(acts, batch, "full")
-    half = soo_distance_per_pair(acts / 2, batch, "full") / activation_power_per_pair(acts / 2, batch, "full")
-    torch.testing.assert_close(ratio, half)
+    acts = torch.randn(4, 5, 3)  # 2 pairs
+    batch = {"align_pair": torch.tensor([0, 0, 1]), "align_self_pos": torch.tensor([1, 3, 0]),
+             "align_other_pos": torch.tensor([0, 2, 4])}
+    self_vectors, other_vectors = acts[[0, 0, 1], [1, 3, 0]], acts[[2, 2, 3], [0, 2, 4]]
+    center = torch.cat([self_vectors, other_vectors]).mean(0)
+    deviations = ((self_vectors - center).pow(2).mean(-1) + (other_vectors - center).pow(2).mean(-1)) / 2
+    expected = torch.stack([deviations[:2].mean(), deviations[2]])
+    spread = activation_spread_per_pair(acts, batch, "full")
+    torch.testing.assert_close(spread, expected)
+    # A constant added to every activation changes the mean square but not the spread.
+    torch.testing.assert_close(activation_spread_per_pair(acts + 5.0, batch, "full"), spread)
+    # The same vector everywhere (a layer that ignores its input): spread and SOO are both zero.
+    constant = torch.ones(4, 5, 3)
+    assert torch.all(activation_spread_per_pair(constant, batch, "full") == 0)
+    # Scaling every activation scales SOO and spread alike: their ratio is scale-free.
+    ratio = soo_distance_per_pair(acts, batch, "full") / spread
+    torch.testing.assert_close(soo_distance_per_pair(acts / 3, batch, "full") / activation_spread_per_pair(acts / 3, batch, "full"), ratio)
