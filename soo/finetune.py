@@ -148,7 +148,7 @@ def run_finetuning(model_args, data_args, soo_args, training_args, config_path: 
 
 def format_heldout_report(results: dict, soo_args) -> str:
     before, after = results.get("heldout_before"), results.get("heldout_after")
-    lines = [f"Training: {results['train']['wall_seconds']:.0f} s, final train loss {results['train'].get('train_loss', float('nan')):.4f}"]
+    lines = [f"Training: {results['train']['wall_seconds']:.0f} s, final train loss {results['train'].get('train_loss', float('nan')):.4g}"]
     if before and after:
         layers = ",".join(str(layer) for layer in soo_args.soo_layers)
         change = (after["soo_loss"] - before["soo_loss"]) / before["soo_loss"] * 100 if before["soo_loss"] else float("nan")
