@@ -1,7 +1,7 @@
 """Arguments of `finetuning.py`: three dataclasses beside transformers' `TrainingArguments`.
 
 Everything goes through `transformers.HfArgumentParser`, so every Trainer flag works
-(`--output_dir`, `--max_steps`, `--use_cpu`, `--deepspeed`, `--gradient_checkpointing`, ...).
+(`--output_dir`, `--max_steps`, `--use_cpu`, `--deepspeed`, `--activation_checkpointing`, ...).
 `--config FILE.yaml` loads a flat YAML mapping of any of these fields as defaults; flags given
 on the command line override it.
 """

@@ -71,10 +71,10 @@ def run_finetuning(model_args, data_args, soo_args, training_args, config_path: 
     soo_args.soo_layers = probe.layer_indices
     probe.remove()
 
-    if training_args.gradient_checkpointing and not training_args.gradient_checkpointing_kwargs:
+    if training_args.activation_checkpointing and not training_args.activation_checkpointing_kwargs:
         # Reentrant checkpointing runs the forward without grad: the captured activations
         # would carry no gradient. Non-reentrant keeps them in the graph.
-        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
     model = add_lora(
         model,
         r=model_args.lora_r,
@@ -82,7 +82,7 @@ def run_finetuning(model_args, data_args, soo_args, training_args, config_path: 
         dropout=model_args.lora_dropout,
         target_modules=model_args.lora_target_modules,
         quantized=model_args.load_in_4bit,
-        gradient_checkpointing=training_args.gradient_checkpointing,
+        gradient_checkpointing=training_args.activation_checkpointing,
     )
 
     dataset_kwargs = dict(

@@ -201,8 +201,8 @@ class SOOTrainer(Trainer):
         if model.training and torch.is_grad_enabled() and not soo_per_pair.requires_grad:
             raise RuntimeError(
                 "The captured activations carry no gradient, so the SOO term cannot train anything. "
-                "With --gradient_checkpointing use non-reentrant checkpointing "
-                "(--gradient_checkpointing_kwargs '{\"use_reentrant\": false}')."
+                "With --activation_checkpointing use non-reentrant checkpointing "
+                "(--activation_checkpointing_kwargs '{\"use_reentrant\": false}', the default)."
             )
         soo = soo_per_pair.mean()
         loss = self.soo_args.soo_weight * soo

@@ -54,7 +54,7 @@ def test_captured_output_equals_module_output(make_model, tokenizer):
 
 def test_only_first_call_per_forward_is_kept_under_gradient_checkpointing(make_model, tokenizer):
     model = make_model("llama")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     capture = ActivationCapture(model, layers=[1])
     calls = []

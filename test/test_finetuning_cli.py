@@ -25,7 +25,7 @@ def test_cli_trains_saves_and_reports_heldout_soo(tiny_model_dir, data_files, tm
         sys.executable, "finetuning.py", "--model_name_or_path", str(tiny_model_dir), "--data_path", str(train_path),
         "--eval_data_path", str(test_path), "--soo_layers", "2", "--max_steps", "3", "--use_cpu",
         "--per_device_train_batch_size", "4", "--output_dir", str(out), "--merge_adapter", "--report_to", "none",
-        "--disable_tqdm", "true", "--logging_steps", "1",
+        "--disable_tqdm", "true", "--logging_steps", "1", "--activation_checkpointing",
     ]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

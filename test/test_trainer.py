@@ -50,7 +50,7 @@ def test_soo_term_alone_reaches_every_lora_parameter_up_to_its_layer(mode, check
                                                                      train_records, tmp_path):
     model = make_model("llama")
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     # Random A and B (peft's default zero B would leave A's gradient at exactly zero).
     model = add_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj"],
                      init_lora_weights=False)
@@ -139,7 +139,7 @@ def test_non_finite_loss_stops_with_step_and_advice(make_model, tokenizer, train
 def test_reentrant_checkpointing_is_refused_because_soo_would_get_no_gradient(make_model, tokenizer, train_records,
                                                                               tmp_path):
     model = add_lora(make_model("llama"), r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
-    trainer = make_trainer(model, tokenizer, train_records[:8], tmp_path, gradient_checkpointing=True,
-                           gradient_checkpointing_kwargs={"use_reentrant": True})
+    trainer = make_trainer(model, tokenizer, train_records[:8], tmp_path, activation_checkpointing=True,
+                           activation_checkpointing_kwargs={"use_reentrant": True})
     with pytest.raises(RuntimeError, match="use_reentrant"):
         trainer.train()
