@@ -187,7 +187,6 @@ class SOOTrainer(Trainer):
         # [sum, sum of squares, count] per metric since the last log: exact means over pairs and
         # sequences, and the spread for a 95% interval, all summable across processes.
         self._metric_stats = {mode: defaultdict(lambda: torch.zeros(3, dtype=torch.float64)) for mode in ("train", "eval")}
-        self._last_values: dict[str, float] = {}
         self._eval_prefix = "eval"
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -211,6 +210,7 @@ class SOOTrainer(Trainer):
             spread = torch.stack([activation_spread_per_pair(acts, inputs, token_mode) for acts in layer_activations])
             self._record(mode, "soo_act_spread", spread.mean(0))
 
+        lm_per_sequence = None
         if self.soo_args.lm_weight > 0 or mode == "eval":
             lm_per_sequence = lm_loss_per_sequence(outputs.logits, inputs["labels"])
             if self.soo_args.lm_weight > 0:
@@ -218,10 +218,11 @@ class SOOTrainer(Trainer):
             self._record(mode, "lm_loss", lm_per_sequence)
 
         if not torch.isfinite(loss):
+            lm_text = "not computed" if lm_per_sequence is None else f"{lm_per_sequence.mean().item():.4g}"
             raise NonFiniteLossError(
                 f"Non-finite loss at step {self.state.global_step + 1} ({mode}): soo_loss={soo.item():.4g}, "
-                f"lm_loss={self._last_values.get('lm_loss', float('nan')):.4g}. Under fp16 (most often with Gemma-2/3) activations "
-                "overflow: use --bf16 where the GPU has it, or fp32; otherwise lower --learning_rate."
+                f"lm_loss={lm_text}. Under fp16 (most often with Gemma-2/3) activations overflow: "
+                "use --bf16 where the GPU has it, or fp32; otherwise lower --learning_rate."
             )
         return (loss, outputs) if return_outputs else loss
 
@@ -229,7 +230,6 @@ class SOOTrainer(Trainer):
         values = values.detach().double()
         stats = self._metric_stats[mode][name]
         stats += torch.stack([values.sum(), values.pow(2).sum(), torch.tensor(values.numel(), dtype=torch.float64)]).cpu()
-        self._last_values[name] = values.mean().item()
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         self._eval_prefix = metric_key_prefix
