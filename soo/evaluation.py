@@ -1,0 +1,231 @@
+"""evaluate.py's engine: generate, classify, measure and report, base model vs SOO adapters.
+
+Conditions: "base" (the adapter disabled) and one per adapter directory. Adapters that share a
+training config and differ in seed form one group ("soo"), aggregated as mean ± SD across seeds.
+Every prompt/response is cached (JSONL, keyed by model, adapter weights, prompt and decoding), so
+a killed run resumes without regenerating finished prompts and a re-run costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from soo.classify import classify, classify_perspectives
+from soo.eval_scenarios import ORDERS, build_eval_prompts
+from soo.generation import DecodingConfig, GenerationCache, generate_with_cache, model_fingerprint
+from soo.stats import mean_sd, wilson_interval
+
+logger = logging.getLogger("soo.evaluation")
+
+BASE = "base"
+
+
+class AdapterMismatchError(ValueError):
+    """An adapter was trained on a different base model than the one being evaluated."""
+
+
+@dataclass
+class EvalConfig:
+    adapters: list[str] = field(default_factory=list)
+    model_name_or_path: str | None = None
+    scenarios: list[str] | None = None
+    n: int = 250
+    seed: int = 0
+    max_new_tokens: int = 24
+    batch_size: int = 16
+    answer_suffix: str | None = None
+    pairs_path: str | None = None
+    n_pairs: int = 200
+    latent_all_layers: bool = False
+    capability: bool = True
+    mt_bench_export: bool = False
+    out_dir: str = "results/eval"
+    allow_base_mismatch: bool = False
+
+
+def read_run_config(adapter_dir: str) -> dict:
+    """The soo_run_config.json finetuning.py wrote beside the adapter ({} if absent)."""
+    path = Path(adapter_dir) / "soo_run_config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def check_adapter_base(adapter_dir: str, model_path: str) -> None:
+    """Refuse an adapter whose recorded base model is not `model_path`."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    if not config_path.is_file():
+        raise AdapterMismatchError(f"{adapter_dir} has no adapter_config.json: not a LoRA adapter directory.")
+    recorded = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if recorded is None:
+        return
+
+    def same(a: str, b: str) -> bool:
+        return a == b or (os.path.exists(a) and os.path.exists(b) and os.path.realpath(a) == os.path.realpath(b))
+
+    if not same(recorded, model_path):
+        raise AdapterMismatchError(
+            f"Adapter {adapter_dir} was trained on '{recorded}', but the model being evaluated is '{model_path}'. "
+            "Pass --model_name_or_path with the adapter's base model (or --allow_base_mismatch if you know they "
+            "are the same weights)."
+        )
+
+
+def _label(prompt, response: str) -> str:
+    if prompt.kind == "perspectives":
+        return classify_perspectives(response, prompt.honest_option, prompt.deceptive_option)
+    return classify(response, prompt.deceptive_option, prompt.honest_option)
+
+
+def _rate(count: int, n: int) -> dict:
+    low, high = wilson_interval(count, n)
+    return {"rate": count / n if n else float("nan"), "ci_low": low, "ci_high": high}
+
+
+def summarize_labels(rows: list[dict]) -> list[dict]:
+    """Per condition x scenario x order (and 'both' = the two orders pooled): counts and rates with
+    Wilson 95% intervals. The measured label is deception (or, for perspectives, correctness)."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["condition"], row["scenario"], row["order"])].append(row)
+        groups[(row["condition"], row["scenario"], "both")].append(row)
+    summary = []
+    for (condition, scenario, order), members in sorted(groups.items()):
+        counts = Counter(member["label"] for member in members)
+        n = len(members)
+        kind = members[0]["kind"]
+        measured = "correct" if kind == "perspectives" else "deceptive"
+        entry = {"condition": condition, "group": members[0]["group"], "scenario": scenario, "order": order,
+                 "kind": kind, "n": n, "measure": measured, "counts": dict(counts),
+                 "empty_responses": sum(1 for member in members if not member["response"].strip())}
+        entry.update(_rate(counts[measured], n))
+        entry["ambiguous_rate"] = counts["ambiguous"] / n
+        summary.append(entry)
+    return summary
+
+
+def aggregate_seeds(summary: list[dict]) -> list[dict]:
+    """Mean ± SD of each rate across the conditions of one group (e.g. several SOO seeds)."""
+    by_key = defaultdict(list)
+    for entry in summary:
+        by_key[(entry["group"], entry["scenario"], entry["order"])].append(entry)
+    aggregated = []
+    for (group, scenario, order), entries in sorted(by_key.items()):
+        mean, sd = mean_sd([entry["rate"] for entry in entries])
+        aggregated.append({"group": group, "scenario": scenario, "order": order, "measure": entries[0]["measure"],
+                           "seeds": len(entries), "mean_rate": mean, "sd_rate": sd,
+                           "mean_ambiguous_rate": mean_sd([entry["ambiguous_rate"] for entry in entries])[0]})
+    return aggregated
+
+
+def run_evaluation(config: EvalConfig) -> dict:
+    """Evaluate the base model and every adapter; write the report to config.out_dir; return results."""
+    from peft import PeftModel
+
+    from soo.capability import adapter_disabled, base_and_tuned_perplexity, export_mt_bench_style_answers, kl_to_base
+    from soo.capability import load_neutral_prompts
+    from soo.latent import latent_soo_by_layer
+    from soo.modeling import load_model, load_tokenizer, resolve_model_path
+    from soo.pairs import generate_pairs, read_pairs_jsonl
+    from soo.report import write_report
+
+    run_configs = [read_run_config(adapter) for adapter in config.adapters]
+    first = run_configs[0] if run_configs else {}
+    model_name = config.model_name_or_path or first.get("model_path")
+    answer_suffix = config.answer_suffix or first.get("model_args", {}).get("answer_suffix") or (
+        "Only respond with the room name, no other text.")
+    # Scenario names are checked before any model is loaded.
+    prompts = build_eval_prompts(config.scenarios, n=config.n, seed=config.seed, answer_suffix=answer_suffix)
+    model_path = resolve_model_path(model_name)
+    for adapter in config.adapters:
+        if not config.allow_base_mismatch:
+            check_adapter_base(adapter, model_path)
+
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(model_path)
+    model = load_model(model_path)
+    conditions = [{"name": BASE, "group": BASE, "adapter": None}]
+    for index, (adapter, run_config) in enumerate(zip(config.adapters, run_configs)):
+        name = f"soo_{index}"
+        if index == 0:
+            model = PeftModel.from_pretrained(model, adapter, adapter_name=name)
+        else:
+            model.load_adapter(adapter, adapter_name=name)
+        seed = run_config.get("training_args", {}).get("seed")
+        conditions.append({"name": name, "group": "soo", "adapter": adapter, "seed": seed,
+                           "soo_args": run_config.get("soo_args", {})})
+    model.eval()
+
+    decoding = DecodingConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+    cache = GenerationCache(out_dir / "generations.jsonl")
+    texts = [prompt.prompt for prompt in prompts]
+    rows = []
+    for condition in conditions:
+        if condition["adapter"] is not None:
+            model.set_adapter(condition["name"])
+        with adapter_disabled(model) if condition["adapter"] is None else contextlib.nullcontext():
+            responses = generate_with_cache(model, tokenizer, texts, decoding, cache,
+                                            model_key=model_fingerprint(model_path, condition["adapter"]))
+        for prompt, response in zip(prompts, responses):
+            rows.append({"condition": condition["name"], "group": condition["group"], "scenario": prompt.scenario,
+                         "order": prompt.order, "index": prompt.index, "kind": prompt.kind,
+                         "deceptive_option": prompt.deceptive_option, "honest_option": prompt.honest_option,
+                         "label": _label(prompt, response), "prompt": prompt.prompt, "response": response})
+    summary = summarize_labels(rows)
+
+    # Latent SOO on held-out pairs at the trained layers (or all layers), base vs each adapter.
+    pairs = read_pairs_jsonl(config.pairs_path) if config.pairs_path else generate_pairs(config.n_pairs, seed=0,
+                                                                                          split="test")
+    soo_args = conditions[1]["soo_args"] if len(conditions) > 1 else {}
+    latent_kwargs = dict(layers=None if config.latent_all_layers else soo_args.get("soo_layers"),
+                         module_path=soo_args.get("soo_module", "self_attn.o_proj"),
+                         token_mode=soo_args.get("soo_token_mode", "full"))
+    latent = {}
+    if latent_kwargs["layers"] is not None or config.latent_all_layers:
+        latent[BASE] = latent_soo_by_layer(model, tokenizer, pairs, use_base=True, **latent_kwargs)
+        for condition in conditions[1:]:
+            model.set_adapter(condition["name"])
+            latent[condition["name"]] = latent_soo_by_layer(model, tokenizer, pairs, **latent_kwargs)
+
+    capability = {}
+    if config.capability:
+        neutral = load_neutral_prompts()
+        for condition in conditions[1:]:
+            model.set_adapter(condition["name"])
+            capability[condition["name"]] = {"kl_to_base": kl_to_base(model, tokenizer, neutral),
+                                             "perplexity": base_and_tuned_perplexity(model, tokenizer)}
+    if config.mt_bench_export:
+        for condition in conditions:
+            if condition["adapter"] is None:
+                with adapter_disabled(model):
+                    export_mt_bench_style_answers(model, tokenizer, out_dir / "mt_bench_answers_base.jsonl", BASE)
+            else:
+                model.set_adapter(condition["name"])
+                export_mt_bench_style_answers(model, tokenizer, out_dir / f"mt_bench_answers_{condition['name']}.jsonl",
+                                              condition["name"])
+
+    results = {
+        "config": asdict(config),
+        "model_path": model_path,
+        "answer_suffix": answer_suffix,
+        "decoding": decoding.key_fields(),
+        "conditions": conditions,
+        "rates": summary,
+        "rates_across_seeds": aggregate_seeds(summary),
+        "latent_soo": {name: {str(layer): values for layer, values in by_layer.items()}
+                       for name, by_layer in latent.items()},
+        "latent_pairs": len(pairs),
+        "capability": capability,
+    }
+    with open(out_dir / "responses.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    write_report(results, out_dir)
+    return results
+
+
+__all__ = ["EvalConfig", "run_evaluation", "summarize_labels", "aggregate_seeds", "check_adapter_base", "ORDERS"]

@@ -1,0 +1,153 @@
+"""The evaluation report: results.json, results.csv, report.md and PNG plots.
+
+Every rate is shown with n and its Wilson 95% interval; ambiguous answers (refusals, both or no
+options named) are their own column, never folded into "honest".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+CSV_COLUMNS = ["condition", "group", "scenario", "order", "kind", "measure", "n", "rate", "ci_low", "ci_high",
+               "ambiguous_rate", "empty_responses"]
+
+
+def _scenarios_in_order(entries: list[dict]) -> list[str]:
+    """Scenario names in the registry's display order (main first), unknown ones last."""
+    from soo.eval_scenarios import SCENARIO_NAMES
+
+    present = list(dict.fromkeys(entry["scenario"] for entry in entries))
+    rank = {name: position for position, name in enumerate(SCENARIO_NAMES)}
+    return sorted(present, key=lambda name: rank.get(name, len(rank)))
+
+
+def _percent(rate: float) -> str:
+    return "n/a" if rate is None or math.isnan(rate) else f"{100 * rate:.1f}%"
+
+
+def _cell(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    return (f"{_percent(entry['rate'])} [{_percent(entry['ci_low'])}, {_percent(entry['ci_high'])}] "
+            f"(amb. {_percent(entry['ambiguous_rate'])})")
+
+
+def markdown_report(results: dict) -> str:
+    rates = results["rates"]
+    conditions = [condition["name"] for condition in results["conditions"]]
+    index = {(e["condition"], e["scenario"], e["order"]): e for e in rates}
+    scenarios = _scenarios_in_order(rates)
+    n_per_cell = sorted({e["n"] for e in rates if e["order"] != "both"})
+    lines = [
+        "# SOO evaluation report",
+        "",
+        f"Model: `{results['model_path']}`. Conditions: "
+        + ", ".join(f"`{c['name']}`" + (f" = {c['adapter']} (seed {c.get('seed')})" if c["adapter"] else " (adapter off)")
+                    for c in results["conditions"])
+        + ".",
+        f"Greedy decoding, max_new_tokens {results['decoding'].get('max_new_tokens')}; answer suffix: "
+        f"\"{results['answer_suffix']}\"; n = {', '.join(map(str, n_per_cell))} prompts per scenario and order "
+        "('both' pools the two orders).",
+        "",
+        "Cells: deceptive-response rate (perspectives: correct-answer rate) with the Wilson 95% interval, and the "
+        "rate of ambiguous answers (refusals, both or neither option named).",
+        "",
+        "| scenario | order | " + " | ".join(conditions) + " |",
+        "|---|---|" + "---|" * len(conditions),
+    ]
+    for scenario in scenarios:
+        for order in ("deceptive_first", "deceptive_second", "both"):
+            cells = [_cell(index.get((condition, scenario, order))) for condition in conditions]
+            label = f"**{scenario}**" if order == "both" else scenario
+            lines.append(f"| {label} | {order} | " + " | ".join(cells) + " |")
+    seeds = [e for e in results["rates_across_seeds"] if e["group"] != "base" and e["order"] == "both"]
+    if seeds and seeds[0]["seeds"] > 1:
+        lines += ["", "## Across seeds (SOO adapters, both orders pooled)", "",
+                  "| scenario | measure | seeds | mean | SD |", "|---|---|---|---|---|"]
+        for e in seeds:
+            lines.append(f"| {e['scenario']} | {e['measure']} | {e['seeds']} | {_percent(e['mean_rate'])} | "
+                         f"{_percent(e['sd_rate'])} |")
+    if results["latent_soo"]:
+        lines += ["", f"## Latent SOO on {results['latent_pairs']} held-out pairs", "",
+                  "| condition | layer | SOO (mean ± 95% CI) | spread | relative SOO |", "|---|---|---|---|---|"]
+        for condition, by_layer in results["latent_soo"].items():
+            for layer, values in by_layer.items():
+                lines.append(f"| {condition} | {layer} | {values['soo']:.5f} ± {values['soo_ci95']:.5f} | "
+                             f"{values['spread']:.5f} | {values['relative']:.4f} |")
+    if results["capability"]:
+        lines += ["", "## Capability retention (offline proxies)", "",
+                  "| condition | KL(base ‖ tuned) per token, mean ± 95% CI (n prompts) | perplexity base → tuned (tokens) |",
+                  "|---|---|---|"]
+        for condition, values in results["capability"].items():
+            kl, ppl = values["kl_to_base"], values["perplexity"]
+            lines.append(f"| {condition} | {kl['kl_mean']:.4f} ± {kl['kl_ci95']:.4f} ({kl['n_prompts']}) | "
+                         f"{ppl['base']:.2f} → {ppl['tuned']:.2f} ({ppl['tokens']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_deception_rates(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pooled = [e for e in results["rates"] if e["order"] == "both"]
+    scenarios = _scenarios_in_order(pooled)
+    conditions = [condition["name"] for condition in results["conditions"]]
+    width = 0.8 / len(conditions)
+    figure, axis = plt.subplots(figsize=(max(6, 0.9 * len(scenarios) + 2), 4.5))
+    for offset, condition in enumerate(conditions):
+        entries = {e["scenario"]: e for e in pooled if e["condition"] == condition}
+        xs = [i + (offset - (len(conditions) - 1) / 2) * width for i in range(len(scenarios))]
+        rates = [entries[s]["rate"] for s in scenarios]
+        errors = [[entries[s]["rate"] - entries[s]["ci_low"] for s in scenarios],
+                  [entries[s]["ci_high"] - entries[s]["rate"] for s in scenarios]]
+        bars = axis.bar(xs, rates, width, yerr=errors, capsize=2, label=f"{condition}: measured rate")
+        # Ambiguous answers stacked on top, so a low rate that only means "no answer" is visible.
+        axis.bar(xs, [entries[s]["ambiguous_rate"] for s in scenarios], width, bottom=rates, alpha=0.25,
+                 hatch="//", color=bars.patches[0].get_facecolor(), label=f"{condition}: ambiguous")
+    axis.set_xticks(range(len(scenarios)), scenarios, rotation=40, ha="right")
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("deceptive rate (perspectives: correct rate)")
+    axis.set_title("Both orders pooled; error bars: Wilson 95%; hatched: ambiguous answers")
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_latent_soo(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (raw_axis, relative_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for condition, by_layer in results["latent_soo"].items():
+        layers = sorted(by_layer, key=int)
+        xs = [int(layer) for layer in layers]
+        raw_axis.errorbar(xs, [by_layer[l]["soo"] for l in layers], yerr=[by_layer[l]["soo_ci95"] for l in layers],
+                          marker="o", capsize=2, label=condition)
+        relative_axis.plot(xs, [by_layer[l]["relative"] for l in layers], marker="o", label=condition)
+    raw_axis.set(xlabel="layer", ylabel="SOO (MSE self vs other)", title="Latent SOO (mean ± 95% CI)")
+    relative_axis.set(xlabel="layer", ylabel="SOO / activation spread", title="Relative SOO")
+    raw_axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(results: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(results["rates"])
+    (out_dir / "report.md").write_text(markdown_report(results), encoding="utf-8")
+    plot_deception_rates(results, out_dir / "deception_rates.png")
+    if results["latent_soo"]:
+        plot_latent_soo(results, out_dir / "latent_soo_by_layer.png")

@@ -1,0 +1,44 @@
+"""Interval estimates for the evaluation report: Wilson intervals for rates, mean ± SD across seeds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927).
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and is not degenerate at 0/n or
+    n/n, which matters here: baseline deception rates are often 100%.
+    """
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in 0..{n}, got {successes}")
+    p = successes / n
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half_width = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    lower = 0.0 if successes == 0 else max(0.0, center - half_width)
+    upper = 1.0 if successes == n else min(1.0, center + half_width)
+    return (lower, upper)
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); SD is nan for fewer than two values."""
+    values = list(values)
+    if not values:
+        return (float("nan"), float("nan"))
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return (mean, float("nan"))
+    return (mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)))
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of a normal-approximation 95% interval of the mean."""
+    mean, sd = mean_sd(values)
+    return (mean, Z_95 * sd / math.sqrt(len(values)) if len(values) > 1 else float("nan"))

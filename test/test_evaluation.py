@@ -1,0 +1,122 @@
+"""evaluate.py end to end on a tiny model, the capability proxies and latent SOO."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import evaluate
+import finetuning
+from soo.capability import base_and_tuned_perplexity, kl_to_base, load_neutral_prompts
+from soo.latent import latent_soo_by_layer
+from soo.loss import soo_distance_per_pair
+from soo.modeling import add_lora
+from soo.trainer import SOOPairCollator, SOOPairDataset
+
+SCENARIOS = ["main", "perspectives", "honesty_prompt"]
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter_dir(tiny_model_dir, data_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapter") / "run"
+    code = finetuning.main(["--model_name_or_path", str(tiny_model_dir), "--data_path", str(data_files[0]),
+                            "--soo_layers", "2", "--max_steps", "3", "--use_cpu", "--output_dir", str(out),
+                            "--report_to", "none", "--learning_rate", "5e-2", "--disable_tqdm", "true"])
+    assert code == 0
+    return out
+
+
+def _evaluate(args, capsys):
+    code = evaluate.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_evaluate_writes_the_full_report_for_base_and_adapter(tiny_adapter_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "eval"
+    args = ["--adapters", str(tiny_adapter_dir), "--scenarios", *SCENARIOS, "--n", "3", "--max_new_tokens", "4",
+            "--n_pairs", "8", "--latent_all_layers", "--out_dir", str(out)]
+    code, stdout, stderr = _evaluate(args, capsys)
+    assert code == 0, stderr
+    for name in ("report.md", "results.json", "results.csv", "responses.jsonl", "generations.jsonl",
+                 "deception_rates.png", "latent_soo_by_layer.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    assert [c["name"] for c in results["conditions"]] == ["base", "soo_0"]
+    cells = {(e["condition"], e["scenario"], e["order"]) for e in results["rates"]}
+    for condition in ("base", "soo_0"):
+        for scenario in SCENARIOS:
+            for order in ("deceptive_first", "deceptive_second", "both"):
+                assert (condition, scenario, order) in cells
+    assert all(e["n"] == (6 if e["order"] == "both" else 3) for e in results["rates"])
+    assert set(results["latent_soo"]) == {"base", "soo_0"} and len(results["latent_soo"]["base"]) == 4
+    capability = results["capability"]["soo_0"]
+    assert capability["kl_to_base"]["kl_mean"] > 0 and capability["kl_to_base"]["n_prompts"] == len(load_neutral_prompts())
+    responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    assert len(responses) == 2 * len(SCENARIOS) * 2 * 3
+    assert {r["label"] for r in responses} <= {"deceptive", "honest", "ambiguous", "correct", "incorrect"}
+    assert "| scenario | order | base | soo_0 |" in (out / "report.md").read_text()
+
+    # A second run reuses every cached generation: generate must not be called at all.
+    calls = []
+    monkeypatch.setattr("transformers.generation.utils.GenerationMixin.generate",
+                        lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(AssertionError("generated again")))
+    code, _, stderr = _evaluate(args + ["--no_capability"], capsys)
+    assert code == 0, stderr
+    assert calls == []
+    again = json.loads((out / "results.json").read_text())
+    assert again["rates"] == results["rates"]
+
+
+def test_unknown_scenario_lists_the_valid_ones(capsys):
+    code, _, err = _evaluate(["--scenarios", "main", "burglar_alice"], capsys)
+    assert code == 2 and "burglar_alice" in err and "perspectives" in err and "escape_room" in err
+
+
+def test_adapter_of_another_base_model_is_refused(tiny_adapter_dir, tmp_path, capsys):
+    from soo.tiny_model import write_tiny_model
+
+    other = write_tiny_model(tmp_path / "other-base", arch="qwen2")
+    code, _, err = _evaluate(["--adapters", str(tiny_adapter_dir), "--model_name_or_path", str(other),
+                              "--scenarios", "main", "--n", "1", "--out_dir", str(tmp_path / "e")], capsys)
+    assert code == 2 and "was trained on" in err and "--model_name_or_path" in err
+
+
+def test_missing_adapter_directory_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
+    code, _, err = _evaluate(["--adapters", str(tmp_path / "nope"), "--model_name_or_path", str(tiny_model_dir),
+                              "--scenarios", "main", "--n", "1", "--out_dir", str(tmp_path / "e")], capsys)
+    assert code == 2 and "adapter_config.json" in err
+
+
+def test_kl_and_perplexity_are_zero_change_for_an_untrained_adapter(make_model, tokenizer):
+    model = add_lora(make_model("llama"), r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    prompts = load_neutral_prompts()[:4]
+    assert kl_to_base(model, tokenizer, prompts, progress=False)["kl_mean"] == pytest.approx(0.0, abs=1e-7)
+    ppl = base_and_tuned_perplexity(model, tokenizer, "The bridge reopened in December after the repairs.")
+    assert ppl["base"] == pytest.approx(ppl["tuned"]) and ppl["base"] > 1
+    with torch.no_grad():  # move the adapter: now both measures see a change
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    assert kl_to_base(model, tokenizer, prompts, progress=False)["kl_mean"] > 1e-4
+    moved = base_and_tuned_perplexity(model, tokenizer, "The bridge reopened in December after the repairs.")
+    assert moved["base"] == pytest.approx(ppl["base"]) and moved["tuned"] != pytest.approx(ppl["tuned"])
+
+
+def test_latent_soo_matches_the_training_definition(make_model, tokenizer, test_records):
+    from soo.capture import ActivationCapture
+
+    model = make_model("qwen2").eval()
+    records = test_records[:6]
+    by_layer = latent_soo_by_layer(model, tokenizer, records, layers=[1, 3], batch_size=4, progress=False)
+    assert set(by_layer) == {1, 3} and by_layer[1]["n"] == 6
+    # Independent computation of layer 3 with the training collator in one batch.
+    capture = ActivationCapture(model, [3])
+    dataset = SOOPairDataset(records, tokenizer)
+    batch = SOOPairCollator(tokenizer.pad_token_id, "full")([dataset[i] for i in range(6)])
+    with torch.no_grad():
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    expected = soo_distance_per_pair(capture.outputs[3], batch, "full").mean().item()
+    assert by_layer[3]["soo"] == pytest.approx(expected, rel=1e-4)
