@@ -1,7 +1,8 @@
 """evaluate.py's engine: generate, classify, measure and report, base model vs SOO adapters.
 
 Conditions: "base" (the adapter disabled) and one per adapter directory. Adapters that share a
-training config and differ in seed form one group ("soo"), aggregated as mean ± SD across seeds.
+training recipe and differ only in seed form one group, aggregated as mean ± SD across seeds; other
+recipes (an LM-only control adapter, say) form groups of their own.
 Every prompt/response is cached (JSONL, keyed by model, adapter weights, prompt and decoding), so
 a killed run resumes without regenerating finished prompts and a re-run costs nothing.
 """
@@ -55,6 +56,40 @@ def read_run_config(adapter_dir: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+# The fields that make two adapters the same recipe: runs that differ only in seed (or output
+# directory, logging, ...) are replicates and aggregate into mean ± SD across seeds.
+RECIPE_FIELDS = {
+    "soo_args": ("lm_weight", "soo_weight", "soo_layers", "soo_module", "soo_token_mode"),
+    "model_args": ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"),
+    "data_args": ("data_path", "max_length", "use_chat_template", "system_prompt"),
+    "training_args": ("learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size",
+                      "gradient_accumulation_steps"),
+}
+
+
+def recipe_key(run_config: dict) -> str:
+    """A stable string naming an adapter's training recipe, seed excluded."""
+    recipe = {section: {name: run_config.get(section, {}).get(name) for name in names}
+              for section, names in RECIPE_FIELDS.items()}
+    return json.dumps(recipe, sort_keys=True)
+
+
+def group_names(run_configs: list[dict]) -> list[str]:
+    """One group name per adapter: "soo" when all share a recipe, else named by the loss weights
+    (e.g. "lm1_soo1" vs "lm1_soo0", the LM-only control), with an index where those collide."""
+    keys = list(dict.fromkeys(recipe_key(config) for config in run_configs))
+    if len(keys) <= 1:
+        return ["soo"] * len(run_configs)
+    names = {}
+    for index, key in enumerate(keys):
+        soo_args = json.loads(key)["soo_args"]
+        names[key] = f"lm{soo_args['lm_weight']:g}_soo{soo_args['soo_weight']:g}" if (
+            soo_args["lm_weight"] is not None and soo_args["soo_weight"] is not None) else f"recipe{index}"
+    if len(set(names.values())) < len(names):
+        names = {key: f"{name}_r{index}" for index, (key, name) in enumerate(names.items())}
+    return [names[recipe_key(config)] for config in run_configs]
+
+
 def check_adapter_base(adapter_dir: str, model_path: str) -> None:
     """Refuse an adapter whose recorded base model is not `model_path`."""
     config_path = Path(adapter_dir) / "adapter_config.json"
@@ -82,8 +117,10 @@ def _label(prompt, response: str) -> str:
 
 
 def _rate(count: int, n: int) -> dict:
+    if n == 0:  # e.g. no answer chose an option: no rate (null in results.json, "n/a" in the report)
+        return {"rate": None, "ci_low": None, "ci_high": None}
     low, high = wilson_interval(count, n)
-    return {"rate": count / n if n else float("nan"), "ci_low": low, "ci_high": high}
+    return {"rate": count / n, "ci_low": low, "ci_high": high}
 
 
 def summarize_labels(rows: list[dict]) -> list[dict]:
@@ -104,6 +141,10 @@ def summarize_labels(rows: list[dict]) -> list[dict]:
                  "empty_responses": sum(1 for member in members if not member["response"].strip())}
         entry.update(_rate(counts[measured], n))
         entry["ambiguous_rate"] = counts["ambiguous"] / n
+        # Among the answers that chose an option: separates "deceives less" from "answers less".
+        decided = n - counts["ambiguous"]
+        entry.update({f"{key}_among_decided": value for key, value in _rate(counts[measured], decided).items()})
+        entry["n_decided"] = decided
         summary.append(entry)
     return summary
 
@@ -150,6 +191,7 @@ def run_evaluation(config: EvalConfig) -> dict:
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path)
     conditions = [{"name": BASE, "group": BASE, "adapter": None}]
+    groups = group_names(run_configs)
     for index, (adapter, run_config) in enumerate(zip(config.adapters, run_configs)):
         name = f"soo_{index}"
         if index == 0:
@@ -157,7 +199,7 @@ def run_evaluation(config: EvalConfig) -> dict:
         else:
             model.load_adapter(adapter, adapter_name=name)
         seed = run_config.get("training_args", {}).get("seed")
-        conditions.append({"name": name, "group": "soo", "adapter": adapter, "seed": seed,
+        conditions.append({"name": name, "group": groups[index], "adapter": adapter, "seed": seed,
                            "soo_args": run_config.get("soo_args", {})})
     model.eval()
 
@@ -176,6 +218,10 @@ def run_evaluation(config: EvalConfig) -> dict:
                          "order": prompt.order, "index": prompt.index, "kind": prompt.kind,
                          "deceptive_option": prompt.deceptive_option, "honest_option": prompt.honest_option,
                          "label": _label(prompt, response), "prompt": prompt.prompt, "response": response})
+    empty = sum(1 for row in rows if not row["response"].strip())
+    if empty:
+        logger.warning("%d of %d responses are empty (counted as ambiguous); raise --max_new_tokens or check the "
+                       "answer suffix if this is many.", empty, len(rows))
     summary = summarize_labels(rows)
 
     # Latent SOO on held-out pairs at the trained layers (or all layers), base vs each adapter.
@@ -220,6 +266,7 @@ def run_evaluation(config: EvalConfig) -> dict:
         "latent_soo": {name: {str(layer): values for layer, values in by_layer.items()}
                        for name, by_layer in latent.items()},
         "latent_pairs": len(pairs),
+        "trained_layers": soo_args.get("soo_layers"),
         "capability": capability,
     }
     with open(out_dir / "responses.jsonl", "w", encoding="utf-8") as handle:
@@ -228,4 +275,5 @@ def run_evaluation(config: EvalConfig) -> dict:
     return results
 
 
-__all__ = ["EvalConfig", "run_evaluation", "summarize_labels", "aggregate_seeds", "check_adapter_base", "ORDERS"]
+__all__ = ["EvalConfig", "run_evaluation", "summarize_labels", "aggregate_seeds", "check_adapter_base", "group_names",
+           "ORDERS"]

@@ -12,7 +12,8 @@ import math
 from pathlib import Path
 
 CSV_COLUMNS = ["condition", "group", "scenario", "order", "kind", "measure", "n", "rate", "ci_low", "ci_high",
-               "ambiguous_rate", "empty_responses"]
+               "ambiguous_rate", "n_decided", "rate_among_decided", "ci_low_among_decided", "ci_high_among_decided",
+               "empty_responses"]
 
 
 def _scenarios_in_order(entries: list[dict]) -> list[str]:
@@ -45,7 +46,8 @@ def markdown_report(results: dict) -> str:
         "# SOO evaluation report",
         "",
         f"Model: `{results['model_path']}`. Conditions: "
-        + ", ".join(f"`{c['name']}`" + (f" = {c['adapter']} (seed {c.get('seed')})" if c["adapter"] else " (adapter off)")
+        + ", ".join(f"`{c['name']}`" + (f" = {c['adapter']} (group {c['group']}, seed {c.get('seed')})"
+                                         if c["adapter"] else " (adapter off)")
                     for c in results["conditions"])
         + ".",
         f"Greedy decoding, max_new_tokens {results['decoding'].get('max_new_tokens')}; answer suffix: "
@@ -63,13 +65,28 @@ def markdown_report(results: dict) -> str:
             cells = [_cell(index.get((condition, scenario, order))) for condition in conditions]
             label = f"**{scenario}**" if order == "both" else scenario
             lines.append(f"| {label} | {order} | " + " | ".join(cells) + " |")
+    lines += ["", "## Among answers that chose an option (both orders pooled)", "",
+              "The same rate with ambiguous answers left out of the denominator (n = answers that chose): a fall "
+              "above that is not seen here came from answering less, not from choosing the honest option more.", "",
+              "| scenario | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
+    for scenario in scenarios:
+        cells = []
+        for condition in conditions:
+            e = index.get((condition, scenario, "both"))
+            cells.append("-" if e is None else
+                         f"{_percent(e['rate_among_decided'])} [{_percent(e['ci_low_among_decided'])}, "
+                         f"{_percent(e['ci_high_among_decided'])}] (n {e['n_decided']})")
+        lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+    empty = sum(e["empty_responses"] for e in rates if e["order"] != "both")
+    if empty:
+        lines += ["", f"{empty} responses were empty; they are counted as ambiguous (see responses.jsonl)."]
     seeds = [e for e in results["rates_across_seeds"] if e["group"] != "base" and e["order"] == "both"]
-    if seeds and seeds[0]["seeds"] > 1:
-        lines += ["", "## Across seeds (SOO adapters, both orders pooled)", "",
-                  "| scenario | measure | seeds | mean | SD |", "|---|---|---|---|---|"]
-        for e in seeds:
-            lines.append(f"| {e['scenario']} | {e['measure']} | {e['seeds']} | {_percent(e['mean_rate'])} | "
-                         f"{_percent(e['sd_rate'])} |")
+    if any(e["seeds"] > 1 for e in seeds):
+        lines += ["", "## Across seeds (adapters of one training recipe, both orders pooled)", "",
+                  "| group | scenario | measure | seeds | mean | SD |", "|---|---|---|---|---|---|"]
+        for e in sorted(seeds, key=lambda e: (e["group"], scenarios.index(e["scenario"]))):
+            lines.append(f"| {e['group']} | {e['scenario']} | {e['measure']} | {e['seeds']} | "
+                         f"{_percent(e['mean_rate'])} | {_percent(e['sd_rate'])} |")
     if results["latent_soo"]:
         lines += ["", f"## Latent SOO on {results['latent_pairs']} held-out pairs", "",
                   "| condition | layer | SOO (mean ± 95% CI) | spread | relative SOO |", "|---|---|---|---|---|"]
@@ -132,7 +149,14 @@ def plot_latent_soo(results: dict, path: Path) -> None:
         raw_axis.errorbar(xs, [by_layer[l]["soo"] for l in layers], yerr=[by_layer[l]["soo_ci95"] for l in layers],
                           marker="o", capsize=2, label=condition)
         relative_axis.plot(xs, [by_layer[l]["relative"] for l in layers], marker="o", label=condition)
-    raw_axis.set(xlabel="layer", ylabel="SOO (MSE self vs other)", title="Latent SOO (mean ± 95% CI)")
+    trained = [layer for layer in results.get("trained_layers") or []]
+    for axis in (raw_axis, relative_axis):
+        for layer in trained:
+            axis.axvline(layer, color="grey", linestyle=":", linewidth=1)
+    # Raw SOO grows by orders of magnitude with depth: a log axis keeps early layers readable.
+    raw_axis.set_yscale("log")
+    raw_axis.set(xlabel="layer" + (" (dotted: trained layer)" if trained else ""), ylabel="SOO (MSE self vs other)",
+                 title="Latent SOO (mean ± 95% CI)")
     relative_axis.set(xlabel="layer", ylabel="SOO / activation spread", title="Relative SOO")
     raw_axis.legend()
     figure.tight_layout()

@@ -28,6 +28,14 @@ def tiny_adapter_dir(tiny_model_dir, data_files, tmp_path_factory):
     return out
 
 
+def _train(tiny_model_dir, data_files, out, *extra):
+    code = finetuning.main(["--model_name_or_path", str(tiny_model_dir), "--data_path", str(data_files[0]),
+                            "--soo_layers", "2", "--max_steps", "2", "--use_cpu", "--output_dir", str(out),
+                            "--report_to", "none", "--learning_rate", "5e-2", "--disable_tqdm", "true", *extra])
+    assert code == 0
+    return out
+
+
 def _evaluate(args, capsys):
     code = evaluate.main(args)
     captured = capsys.readouterr()
@@ -120,3 +128,80 @@ def test_latent_soo_matches_the_training_definition(make_model, tokenizer, test_
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     expected = soo_distance_per_pair(capture.outputs[3], batch, "full").mean().item()
     assert by_layer[3]["soo"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_seeds_of_one_recipe_aggregate_and_a_control_recipe_stays_apart(tiny_model_dir, data_files, tmp_path,
+                                                                       capsys):
+    seed0 = _train(tiny_model_dir, data_files, tmp_path / "soo-seed0", "--seed", "0")
+    seed1 = _train(tiny_model_dir, data_files, tmp_path / "soo-seed1", "--seed", "1")
+    lm_only = _train(tiny_model_dir, data_files, tmp_path / "lm-only", "--seed", "0", "--soo_weight", "0")
+    out = tmp_path / "eval"
+    code, _, stderr = _evaluate(["--adapters", str(seed0), str(seed1), str(lm_only), "--scenarios", "main",
+                                 "--n", "2", "--max_new_tokens", "3", "--no_capability", "--out_dir", str(out)],
+                                capsys)
+    assert code == 0, stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [(c["group"], c.get("seed")) for c in results["conditions"]] == [
+        ("base", None), ("lm1_soo1", 0), ("lm1_soo1", 1), ("lm1_soo0", 0)]
+    across = {(e["group"], e["order"]): e for e in results["rates_across_seeds"]}
+    pooled = {e["condition"]: e["rate"] for e in results["rates"] if e["order"] == "both"}
+    assert across[("lm1_soo1", "both")]["seeds"] == 2 and across[("lm1_soo0", "both")]["seeds"] == 1
+    assert across[("lm1_soo1", "both")]["mean_rate"] == pytest.approx((pooled["soo_0"] + pooled["soo_1"]) / 2)
+    assert "## Across seeds" in (out / "report.md").read_text()
+
+
+def test_aggregate_seeds_gives_mean_and_sample_sd():
+    from soo.evaluation import aggregate_seeds
+
+    summary = [{"group": "soo", "scenario": "main", "order": "both", "measure": "deceptive", "rate": rate,
+                "ambiguous_rate": 0.0} for rate in (0.2, 0.4, 0.9)]
+    (entry,) = aggregate_seeds(summary)
+    assert entry["seeds"] == 3 and entry["mean_rate"] == pytest.approx(0.5)
+    assert entry["sd_rate"] == pytest.approx(0.36055512754639896)  # sample SD (n - 1) of 0.2, 0.4, 0.9
+
+
+def test_group_names_ignore_seed_and_output_dir_but_not_the_loss_weights():
+    from soo.evaluation import group_names
+
+    def run(seed, soo_weight, output_dir):
+        return {"soo_args": {"lm_weight": 1.0, "soo_weight": soo_weight, "soo_layers": [15]},
+                "training_args": {"seed": seed, "output_dir": output_dir, "learning_rate": 1e-3}}
+
+    assert group_names([run(0, 1.0, "a"), run(1, 1.0, "b")]) == ["soo", "soo"]
+    assert group_names([run(0, 1.0, "a"), run(0, 0.0, "b"), run(1, 1.0, "c")]) == ["lm1_soo1", "lm1_soo0", "lm1_soo1"]
+    other_lr = run(0, 1.0, "d")
+    other_lr["training_args"]["learning_rate"] = 1e-4
+    assert group_names([run(0, 1.0, "a"), other_lr]) == ["lm1_soo1_r0", "lm1_soo1_r1"]
+
+
+def test_mt_bench_style_export_writes_two_turn_answers_in_the_judge_layout(make_model, tokenizer, tmp_path,
+                                                                          monkeypatch):
+    from soo import capability
+
+    questions = capability.load_mt_bench_style_questions()
+    assert len(questions) >= 10 and all(len(q["turns"]) == 2 for q in questions)
+    assert len({q["question_id"] for q in questions}) == len(questions)
+    monkeypatch.setattr(capability, "load_mt_bench_style_questions", lambda: questions[:2])
+    model = make_model("llama").eval()
+    path = capability.export_mt_bench_style_answers(model, tokenizer, tmp_path / "a.jsonl", "base",
+                                                    max_new_tokens=3, progress=False)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["question_id"] for line in lines] == [q["question_id"] for q in questions[:2]]
+    assert all(line["model_id"] == "base" and len(line["choices"][0]["turns"]) == 2 for line in lines)
+    assert all(isinstance(turn, str) for line in lines for turn in line["choices"][0]["turns"])
+
+
+def test_rates_among_decided_answers_leave_ambiguous_out_of_the_denominator():
+    from soo.evaluation import summarize_labels
+
+    labels = ["deceptive"] * 3 + ["honest"] * 1 + ["ambiguous"] * 6
+    rows = [{"condition": "soo_0", "group": "soo", "scenario": "main", "order": "deceptive_first",
+             "kind": "deception", "label": label, "response": "" if i == 9 else "x"} for i, label in enumerate(labels)]
+    (both, first) = summarize_labels(rows)
+    assert both["order"] == "both" and first["order"] == "deceptive_first"
+    assert first["n"] == 10 and first["rate"] == pytest.approx(0.3) and first["ambiguous_rate"] == pytest.approx(0.6)
+    assert first["n_decided"] == 4 and first["rate_among_decided"] == pytest.approx(0.75)
+    assert first["ci_low_among_decided"] < 0.75 < first["ci_high_among_decided"]
+    assert first["empty_responses"] == 1
+    only_ambiguous = summarize_labels([dict(rows[-1])])[0]
+    assert only_ambiguous["n_decided"] == 0 and only_ambiguous["rate_among_decided"] is None
