@@ -14,8 +14,15 @@ Launch commands (every transformers TrainingArguments flag works too):
   # SOO only, last-token mode, two layers:
   python finetuning.py --config configs/smollm2-135m-instruct.yaml --lm_weight 0 --soo_token_mode last --soo_layers 12 15
 
-  # several GPUs of one node, DeepSpeed ZeRO-3:
+  # several GPUs of one node, DeepSpeed ZeRO-3 (on Slurm use submit_gemma_soo.sh: srun, one task per GPU):
   torchrun --nproc_per_node 4 finetuning.py --config configs/gemma-2-27b-it.yaml --deepspeed ds_config_stage3.json
+
+  # ZeRO-3 on CPU, 2 processes (gloo), tiny model:
+  torchrun --nproc_per_node 2 finetuning.py --model_name_or_path /tmp/tiny --soo_layers 2 --max_steps 5 --use_cpu --deepspeed ds_config_stage3.json --output_dir /tmp/tiny-z3
+
+Preemption: SIGUSR1 or SIGTERM saves a checkpoint at the end of the current step and exits with
+code 75; running the same command again (same --output_dir) resumes from the last complete
+checkpoint. --resume_from_checkpoint no starts over; a path resumes from that checkpoint.
 
   # smoke test on a tiny random model (no download):
   python -m soo.tiny_model /tmp/tiny --arch gemma2
@@ -24,8 +31,10 @@ Launch commands (every transformers TrainingArguments flag works too):
 
 import sys
 
+from soo.distributed import export_torch_env_from_slurm
 from soo.config import parse_finetuning_args
 from soo.finetune import run_finetuning
+from soo.preemption import PREEMPTED_EXIT_CODE
 from soo.modeling import ModelLoadError
 from soo.pairs import PairDataError
 from soo.capture import LayerResolutionError
@@ -33,18 +42,19 @@ from soo.trainer import PromptTooLongError
 
 
 def main(argv=None) -> int:
+    export_torch_env_from_slurm()  # srun tasks -> RANK/WORLD_SIZE/LOCAL_RANK, before TrainingArguments reads them
     try:
         model_args, data_args, soo_args, training_args, config_path = parse_finetuning_args(argv)
     except ValueError as error:  # a bad flag value (token mode, weights, ...)
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        run_finetuning(model_args, data_args, soo_args, training_args, config_path)
-    except (PairDataError, ModelLoadError, LayerResolutionError, PromptTooLongError) as error:
+        results = run_finetuning(model_args, data_args, soo_args, training_args, config_path)
+    except (PairDataError, ModelLoadError, LayerResolutionError, PromptTooLongError, FileNotFoundError) as error:
         # Input problems: one clear line, not a traceback from deep inside a library.
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return PREEMPTED_EXIT_CODE if results.get("preempted") else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from soo.distributed import zero_stage
 from soo.loss import TOKEN_MODES
 
 
@@ -135,6 +136,11 @@ def parse_finetuning_args(argv: list[str] | None = None):
     if "output_dir" not in given:
         argv += ["--output_dir", "outputs/soo-run"]
     model_args, data_args, soo_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if model_args.merge_adapter and zero_stage(training_args) == 3:
+        raise ValueError(
+            "--merge_adapter does not work under ZeRO-3 (each process holds a slice of the weights). "
+            "Train without it, then merge the saved adapter in one process: python -m soo.merge OUTPUT_DIR"
+        )
     if "report_to" not in given and importlib.util.find_spec("tensorboard") is not None:
         training_args.report_to = ["tensorboard"]
     return model_args, data_args, soo_args, training_args, config_path

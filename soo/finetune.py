@@ -14,17 +14,21 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 
 from soo.capture import ActivationCapture, find_decoder_layers
+from soo.distributed import init_deepspeed_on_cpu
 from soo.modeling import add_lora, load_model, load_tokenizer, resolve_model_path, warn_if_fp16_unsafe
 from soo.pairs import read_pairs_jsonl
+from soo.preemption import PreemptionCallback, choose_resume_checkpoint, remove_incomplete_checkpoints
 from soo.trainer import SOOPairCollator, SOOPairDataset, SOOTrainer
 
 logger = logging.getLogger("soo")
 
 RUN_CONFIG_FILE = "soo_run_config.json"
 HELDOUT_FILE = "heldout_soo.json"
+# Held-out metrics of the untrained model, kept so a resumed run reports the true "before".
+HELDOUT_BEFORE_FILE = "heldout_before.json"
 
 
 def _heldout_summary(metrics: dict, prefix: str) -> dict:
@@ -35,15 +39,52 @@ def _heldout_summary(metrics: dict, prefix: str) -> dict:
     return summary
 
 
+class _HeldoutBeforeCallback(TrainerCallback):
+    """Held-out metrics of the untrained model, measured when training begins.
+
+    Not with `trainer.evaluate()` before `train()`: under DeepSpeed that builds an inference
+    engine and the training step then finds no engine to call backward on. At train begin the
+    LoRA B matrices are still zero, so this is the base model's behaviour.
+    """
+
+    def __init__(self, trainer, path: Path):
+        self.trainer, self.path = trainer, path
+        self.summary, self.seconds = None, 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        started = time.perf_counter()
+        self.summary = _heldout_summary(self.trainer.evaluate(metric_key_prefix="heldout_before"), "heldout_before")
+        self.seconds = time.perf_counter() - started
+        if self.trainer.is_world_process_zero():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(self.path, self.summary)
+
+
 def _write_json_atomic(path: Path, payload: dict) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(temporary, path)
 
 
-def run_finetuning(model_args, data_args, soo_args, training_args, config_path: str | None = None) -> dict:
-    """Train and save; returns {"heldout_before": ..., "heldout_after": ..., "train": ...}."""
+def run_finetuning(model_args, data_args, soo_args, training_args, config_path: str | None = None,
+                   callbacks: list | None = None) -> dict:
+    """Train and save; returns {"heldout_before": ..., "heldout_after": ..., "train": ...}.
+
+    On SIGUSR1/SIGTERM it saves a checkpoint and returns early with {"preempted": True, ...};
+    a later call with the same output_dir resumes from the last complete checkpoint.
+    """
+    # Handlers first: a signal that arrives while the model loads must not kill the job unsaved.
+    preemption = PreemptionCallback()
+    try:
+        return _run(model_args, data_args, soo_args, training_args, config_path, [preemption, *(callbacks or [])])
+    finally:
+        preemption.restore_handlers()
+
+
+def _run(model_args, data_args, soo_args, training_args, config_path, callbacks) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    preemption = callbacks[0]
+    init_deepspeed_on_cpu(training_args)  # gloo process group before ZeRO-3 partitions the weights
     set_seed(training_args.seed)  # before LoRA init, so adapters start the same for a seed
 
     # Data first: a bad file fails in a second, before any model is loaded.
@@ -101,6 +142,7 @@ def run_finetuning(model_args, data_args, soo_args, training_args, config_path: 
         data_collator=SOOPairCollator(pad_token_id=tokenizer.pad_token_id, token_mode=soo_args.soo_token_mode),
         processing_class=tokenizer,
         soo_args=soo_args,
+        callbacks=callbacks,
     )
     if trainer.is_world_process_zero():
         trainable, total = model.get_nb_trainable_parameters()
@@ -112,19 +154,41 @@ def run_finetuning(model_args, data_args, soo_args, training_args, config_path: 
             len(train_dataset), f", {len(eval_dataset)} held-out pairs" if eval_dataset else "",
         )
 
+    output_dir = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        for path in remove_incomplete_checkpoints(str(output_dir)):
+            logger.warning("Removed %s: its save was interrupted (no completion marker).", path)
+    trainer.accelerator.wait_for_everyone()
+    resume_checkpoint = choose_resume_checkpoint(training_args.resume_from_checkpoint, str(output_dir))
+    if resume_checkpoint is not None:
+        logger.info("Resuming from %s (pass --resume_from_checkpoint no to start over).", resume_checkpoint)
+
     results = {}
+    before = _HeldoutBeforeCallback(trainer, output_dir / HELDOUT_BEFORE_FILE)
     if eval_dataset is not None:
-        results["heldout_before"] = _heldout_summary(trainer.evaluate(metric_key_prefix="heldout_before"), "heldout_before")
+        if resume_checkpoint is not None and before.path.is_file():
+            results["heldout_before"] = json.loads(before.path.read_text(encoding="utf-8"))
+        else:
+            trainer.add_callback(before)
     started = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    results["train"] = {"wall_seconds": time.perf_counter() - started, **train_output.metrics}
+    train_output = trainer.train(resume_from_checkpoint=resume_checkpoint)
+    if before.summary is not None:
+        results["heldout_before"] = before.summary
+    wall_seconds = time.perf_counter() - started - before.seconds
+    results["train"] = {"wall_seconds": wall_seconds, **train_output.metrics}
+    if preemption.preempted:
+        checkpoint = output_dir / f"checkpoint-{trainer.state.global_step}"
+        logger.warning(
+            "Stopped by a signal at step %d of %d; checkpoint %s. Run again with the same --output_dir to resume.",
+            trainer.state.global_step, trainer.state.max_steps, checkpoint,
+        )
+        return {**results, "preempted": True, "checkpoint": str(checkpoint), "global_step": trainer.state.global_step}
     if eval_dataset is not None:
         results["heldout_after"] = _heldout_summary(trainer.evaluate(metric_key_prefix="heldout_after"), "heldout_after")
 
     trainer.save_model()
     trainer.save_state()
     if trainer.is_world_process_zero():
-        output_dir = Path(training_args.output_dir)
         run_config = {
             "config_file": config_path,
             "model_path": model_path,

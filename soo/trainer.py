@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer
 
 from soo.capture import ActivationCapture
+from soo.preemption import mark_checkpoint_complete
 from soo.loss import activation_spread_per_pair, lm_loss_per_sequence, soo_distance_per_pair
 
 
@@ -188,16 +190,18 @@ class SOOTrainer(Trainer):
         # sequences, and the spread for a 95% interval, all summable across processes.
         self._metric_stats = {mode: defaultdict(lambda: torch.zeros(3, dtype=torch.float64)) for mode in ("train", "eval")}
         self._eval_prefix = "eval"
+        self._evaluating = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.capture.reset()
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        mode = "train" if model.training else "eval"
+        # Not `model.training`: a DeepSpeed engine still reports training=True inside evaluate().
+        mode = "eval" if self._evaluating else "train"
 
         layer_activations = self.capture.stacked()
         token_mode = self.soo_args.soo_token_mode
         soo_per_pair = torch.stack([soo_distance_per_pair(acts, inputs, token_mode) for acts in layer_activations]).mean(0)
-        if model.training and torch.is_grad_enabled() and not soo_per_pair.requires_grad:
+        if mode == "train" and torch.is_grad_enabled() and not soo_per_pair.requires_grad:
             raise RuntimeError(
                 "The captured activations carry no gradient, so the SOO term cannot train anything. "
                 "With --activation_checkpointing use non-reentrant checkpointing "
@@ -226,6 +230,14 @@ class SOOTrainer(Trainer):
             )
         return (loss, outputs) if return_outputs else loss
 
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        # Every rank writes its own shards (ZeRO): mark the checkpoint complete only once all are done,
+        # so that a job killed mid-save resumes from the previous checkpoint instead of a torn one.
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            mark_checkpoint_complete(os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"))
+
     def _record(self, mode: str, name: str, values: torch.Tensor) -> None:
         values = values.detach().double()
         stats = self._metric_stats[mode][name]
@@ -233,7 +245,11 @@ class SOOTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         self._eval_prefix = metric_key_prefix
-        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        self._evaluating = True
+        try:
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            self._evaluating = False
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if "loss" in logs else "eval"
