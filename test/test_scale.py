@@ -230,3 +230,27 @@ def test_deepspeed_configs(name, stage, offload):
         deepspeed = str(REPO_ROOT / name)
 
     assert zero_stage(Args()) == stage
+
+
+def test_merge_cli_reproduces_the_adapted_model(single_process_run, tiny_model_dir, tmp_path):
+    """The ZeRO-3 path's merge step (python -m soo.merge): merged weights compute adapter outputs."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from soo.merge import main as merge_main
+
+    assert merge_main([str(single_process_run), "--out", str(tmp_path / "merged")]) == 0
+    ids = torch.tensor([[1, 40, 50, 60, 70]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(ids).logits
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), single_process_run)
+        expected = adapted.eval()(ids).logits
+    torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-5)
+    assert merge_main([str(tmp_path / "merged")]) == 2  # not an adapter directory: a clear error
+
+
+def test_merge_adapter_under_zero3_is_refused_before_any_work(tiny_model_dir, data_files, tmp_path):
+    result = _run([sys.executable, "finetuning.py", *_common_args(tiny_model_dir, data_files, tmp_path / "run", 2),
+                   "--merge_adapter", "--deepspeed", str(REPO_ROOT / "ds_config_stage3.json")])
+    assert result.returncode == 2 and "python -m soo.merge" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
