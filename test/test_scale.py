@@ -111,6 +111,20 @@ def test_zero3_two_processes_trains_like_one_and_saves_a_loadable_adapter(
     assert all(value.numel() > 0 for value in _adapter_weights(out).values()), "ZeRO-3 saved empty (partitioned) tensors"
 
 
+@pytest.mark.parametrize("ds_config", ["ds_config_stage2.json", "ds_config_stage3_offload.json"])
+def test_other_deepspeed_configs_train_like_one_process(ds_config, single_process_run, tiny_model_dir, data_files, tmp_path):
+    """ZeRO-2, and ZeRO-3 with CPU offload (DeepSpeed's CPU Adam, compiled on first use: ~1 min once)."""
+    out = tmp_path / "run"
+    command = [*_torchrun(2), str(WORKER), *_common_args(tiny_model_dir, data_files, out, 2), "--max_steps", "2",
+               "--deepspeed", str(REPO_ROOT / ds_config)]
+    result = _run(command, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    first, single_first = _train_logs(out)[0], _train_logs(single_process_run)[0]
+    for key in ("loss", "soo_loss", "lm_loss"):
+        assert first[key] == pytest.approx(single_first[key], rel=1e-4), key
+    assert (out / "adapter_model.safetensors").is_file()
+
+
 # --- Preemption ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
