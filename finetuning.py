@@ -31,7 +31,7 @@ checkpoint. --resume_from_checkpoint no starts over; a path resumes from that ch
 
 import sys
 
-from soo.distributed import export_torch_env_from_slurm
+from soo.distributed import exit_process, export_torch_env_from_slurm
 from soo.config import parse_finetuning_args
 from soo.finetune import run_finetuning
 from soo.preemption import PREEMPTED_EXIT_CODE
@@ -58,4 +58,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from soo.config import parse_finetuning_args  # noqa: E402
-from soo.distributed import export_torch_env_from_slurm  # noqa: E402
+from soo.distributed import exit_process, export_torch_env_from_slurm  # noqa: E402
 from soo.finetune import run_finetuning  # noqa: E402
 from soo.preemption import PREEMPTED_EXIT_CODE  # noqa: E402
 
@@ -77,4 +77,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_process(main(sys.argv[1:]))

@@ -1,0 +1,275 @@
+"""The Slurm job scripts on a real one-node Slurm cluster on localhost (scripts/slurm_local.sh).
+
+Submits submit_gemma_soo.sh and test/submit_gemma_soo_test.sh with `sbatch`, with resource
+overrides that fit a small CPU box and a tiny random Gemma-2 instead of the 27B model: the short
+test job; the main job with its defaults (V100 config, ZeRO-3 + CPU offload) as 2 srun ranks on
+gloo; the missing-account error; scancel (checkpoint, no requeue); and a preemption: USR1 to the
+batch shell -> both ranks checkpoint, exit 75, the job requeues itself, the second run resumes
+and finishes.
+
+Needs root (the cluster's daemons) and apt for Debian's slurm/munge packages when they are not
+installed; skipped with the reason otherwise. About a minute on 2 cores. The cluster is started
+once for the module and stopped afterwards (by the PIDs in its pid files) unless it was already
+running before. Jobs run from a temporary submit directory that links to the repository, so the
+logs/ and outputs of the jobs stay out of the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SLURM_LOCAL = REPO_ROOT / "scripts" / "slurm_local.sh"
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+DATA10 = "test/soo_finetuning_data10.jsonl"
+# What every job needs on a 2-core box instead of a Puhti GPU node. --time above the scripts'
+# USR1 lead time (600 s in the main script): a shorter limit would signal at once.
+CPU_OVERRIDES = ["--cpus-per-task=1", "--mem-per-cpu=2G", "--partition=gputest", "--time=15"]
+JOB_TIMEOUT = 240
+
+
+def _skip_reason() -> str | None:
+    if os.name != "posix" or not hasattr(os, "geteuid"):
+        return "needs a POSIX system"
+    if os.geteuid() != 0:
+        return "needs root: scripts/slurm_local.sh starts munged, slurmctld and slurmd"
+    have_slurm = all(shutil.which(tool) for tool in ("slurmctld", "slurmd", "sbatch", "munged"))
+    if not have_slurm and not shutil.which("apt-get"):
+        return "Slurm is not installed and there is no apt-get to install it"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A running local cluster; yields True when it has the fake gpu:v100 GRES."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    result = subprocess.run(["bash", str(SLURM_LOCAL), "start"], capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        if "apt-get install" in output and "failed" in output:
+            pytest.skip(f"could not install Slurm with apt: {output.strip()[-500:]}")
+        pytest.fail(f"scripts/slurm_local.sh start failed (exit {result.returncode}):\n{output}")
+    started_here = "already running" not in output
+    gres = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, timeout=30).stdout
+    try:
+        yield "gpu:v100" in gres
+    finally:
+        if started_here:
+            stop = subprocess.run(["bash", str(SLURM_LOCAL), "stop"], capture_output=True, text=True, timeout=120)
+            assert stop.returncode == 0, stop.stdout + stop.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(tmp_path_factory):
+    from soo.tiny_model import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("slurm-model") / "tiny-gemma2", arch="gemma2")
+
+
+@pytest.fixture
+def submit_dir(tmp_path):
+    """A submit dir that looks like the repository root (links), with an empty logs/."""
+    folder = tmp_path / "submit"
+    folder.mkdir()
+    # Not .venv: the interpreter comes by its real path (SOO_PYTHON), because DeepSpeed's JIT-built
+    # CPU op is keyed by its source path and a new path would rebuild it (30 s) in every test.
+    for name in ("finetuning.py", "soo", "scripts", "configs", "test", "submit_gemma_soo.sh", "ds_config_stage3.json",
+                 "ds_config_stage3_offload.json"):
+        if (REPO_ROOT / name).exists():
+            (folder / name).symlink_to(REPO_ROOT / name)
+    (folder / "logs").mkdir()  # sbatch does not create the --output directory
+    return folder
+
+
+def _job_env(**overrides) -> dict:
+    """The test's environment without any Slurm/sbatch settings of the caller, plus overrides."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "SOO_"))}
+    env.update(HF_HUB_OFFLINE="1", SOO_MODULES="", TOKENIZERS_PARALLELISM="false", SOO_PYTHON=sys.executable)
+    env.update(overrides)
+    return env
+
+
+def _tiny_args(model_dir: Path, *more: str) -> str:
+    # fp32 whatever the config says (CPU), and a layer the tiny model has (4 layers; Gemma's is 20 of 46).
+    return " ".join(["--model_name_or_path", str(model_dir), "--use_cpu", "--dtype", "float32", "--bf16", "false",
+                     "--soo_layers", "1", "--disable_tqdm", "true", *more])
+
+
+def _sbatch(submit_dir: Path, script: str, sbatch_args: list[str], env: dict):
+    """`sbatch --wait`: returns when the job has ended, with the job's exit code."""
+    command = ["sbatch", "--wait", *sbatch_args, script]
+    return subprocess.run(command, cwd=submit_dir, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+
+
+def _job_id(sbatch_stdout: str) -> str:
+    match = re.search(r"Submitted batch job (\d+)", sbatch_stdout)
+    assert match, f"no job id in sbatch output: {sbatch_stdout!r}"
+    return match.group(1)
+
+
+def _log(submit_dir: Path, job_name: str, job_id: str) -> str:
+    path = submit_dir / "logs" / f"{job_name}-{job_id}.out"
+    assert path.is_file(), f"{path} missing; logs/ holds {sorted(p.name for p in (submit_dir / 'logs').iterdir())}"
+    return path.read_text(errors="replace")
+
+
+def _gres_args(has_gpus: bool) -> list[str]:
+    # The scripts' own --gres=gpu:v100:N lines are kept when the cluster has (fake) V100s.
+    return [] if has_gpus else ["--gres=none"]
+
+
+def _assert_adapter(output_dir: Path, log: str):
+    for name in ADAPTER_FILES:
+        assert (output_dir / name).is_file(), f"{name} missing in {output_dir}; job log tail:\n{log[-3000:]}"
+
+
+def test_short_test_job_trains_a_tiny_model_on_cpu(slurm_cluster, tiny_gemma, submit_dir, tmp_path):
+    output_dir = tmp_path / "test-run"
+    # The account from the environment this time (sbatch reads SBATCH_ACCOUNT), not -A.
+    env = _job_env(SBATCH_ACCOUNT="project_from_env", SOO_DS_CONFIG="none", SOO_OUTPUT_DIR=str(output_dir),
+                   SOO_EXTRA_ARGS=_tiny_args(tiny_gemma))
+    result = _sbatch(submit_dir, "test/submit_gemma_soo_test.sh",
+                     ["--ntasks-per-node=1", *CPU_OVERRIDES, *_gres_args(slurm_cluster)], env)
+    log = _log(submit_dir, "gemma-soo-test", _job_id(result.stdout))
+    assert result.returncode == 0, f"sbatch --wait exit {result.returncode}; log:\n{log[-4000:]}"
+    _assert_adapter(output_dir, log)
+    assert f"finetuning_test: OK: adapter saved to {output_dir}" in log
+    assert "account project_from_env, partition gputest" in log and "git commit" in log  # the header
+    assert f"--data_path {DATA10}" in log and "training finished (exit 0)" in log
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 5  # finetuning_test.py's --max_steps
+
+
+def test_main_job_two_ranks_deepspeed_zero3_offload(slurm_cluster, tiny_gemma, submit_dir, tmp_path):
+    """submit_gemma_soo.sh with its defaults (V100 config, ZeRO-3 + CPU offload, srun, one task per
+    'GPU'), only smaller: 2 ranks on gloo, a tiny model."""
+    output_dir = tmp_path / "main-run"
+    env = _job_env(SOO_OUTPUT_DIR=str(output_dir), SOO_DATA=DATA10, SOO_EVAL_DATA=DATA10,
+                   SOO_EXTRA_ARGS=_tiny_args(tiny_gemma, "--max_steps", "3", "--save_strategy", "no"))
+    result = _sbatch(submit_dir, "submit_gemma_soo.sh",
+                     ["-A", "project_test", "--ntasks-per-node=2", *CPU_OVERRIDES, *_gres_args(slurm_cluster)], env)
+    log = _log(submit_dir, "gemma-soo", _job_id(result.stdout))
+    assert result.returncode == 0, f"sbatch --wait exit {result.returncode}; log:\n{log[-4000:]}"
+    _assert_adapter(output_dir, log)
+    assert "tasks        2 (2 per node)" in log and "deepspeed    ds_config_stage3_offload.json" in log
+    assert "config       configs/gemma-2-27b-it-v100.yaml" in log and "training finished (exit 0)" in log
+    run_config = json.loads((output_dir / "soo_run_config.json").read_text())
+    assert run_config["training_args"]["deepspeed"] == "ds_config_stage3_offload.json"
+    assert run_config["config_file"] == "configs/gemma-2-27b-it-v100.yaml"
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 3
+
+
+@pytest.mark.parametrize("script, job_name", [("submit_gemma_soo.sh", "gemma-soo"),
+                                               ("test/submit_gemma_soo_test.sh", "gemma-soo-test")])
+def test_missing_account_fails_before_any_work(slurm_cluster, submit_dir, script, job_name):
+    env = _job_env(SOO_DS_CONFIG="none")  # no -A and no SBATCH_ACCOUNT
+    result = _sbatch(submit_dir, script, ["--ntasks-per-node=1", *CPU_OVERRIDES, *_gres_args(slurm_cluster)], env)
+    log = _log(submit_dir, job_name, _job_id(result.stdout))
+    assert result.returncode == 2, f"sbatch --wait exit {result.returncode}; log:\n{log}"
+    assert "no Slurm account" in log and "sbatch -A project_xxx" in log and "SBATCH_ACCOUNT" in log
+    assert "=====" not in log, "it must stop before the header (and before module load and srun)"
+
+
+def test_running_the_job_script_outside_slurm_is_refused(submit_dir):
+    env = _job_env()
+    result = subprocess.run(["bash", "submit_gemma_soo.sh"], cwd=submit_dir, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "submit it with sbatch" in result.stderr
+
+
+def _wait_for_training(submit_dir: Path, process: subprocess.Popen | None = None, timeout: float = 120) -> Path:
+    """The job's log, once it shows a training step (a 'loss' line)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = sorted((submit_dir / "logs").glob("*.out"))
+        if logs and "'loss'" in logs[0].read_text(errors="replace"):
+            return logs[0]
+        if process is not None and process.poll() is not None:
+            break
+        time.sleep(0.2)
+    text = logs[0].read_text(errors="replace")[-3000:] if logs else "(no log)"
+    raise AssertionError(f"the job did not start training in time; log:\n{text}")
+
+
+def test_scancel_checkpoints_and_does_not_requeue(slurm_cluster, tiny_gemma, submit_dir, tmp_path):
+    """TERM (scancel) checkpoints too, but the job must stay cancelled: no self-requeue."""
+    output_dir = tmp_path / "cancelled-run"
+    env = _job_env(SOO_DS_CONFIG="none", SOO_OUTPUT_DIR=str(output_dir), SOO_DATA=DATA10, SOO_EVAL_DATA=DATA10,
+                   SOO_EXTRA_ARGS=_tiny_args(tiny_gemma, "--max_steps", "5000", "--save_strategy", "no",
+                                             "--logging_steps", "1"))
+    result = subprocess.run(["sbatch", "--parsable", "-A", "project_test", "--ntasks-per-node=1", *CPU_OVERRIDES,
+                             *_gres_args(slurm_cluster), "submit_gemma_soo.sh"],
+                            cwd=submit_dir, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip().split(";")[0]
+    try:
+        log_path = _wait_for_training(submit_dir)
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                                   timeout=30).stdout.strip()
+            if not state or state in ("CANCELLED", "COMPLETED", "FAILED"):
+                break
+            assert state != "PENDING", "scancel'd job was requeued"
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"job {job_id} still {state} a minute after scancel")
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)  # never leave it queued
+    log = log_path.read_text(errors="replace")
+    assert "batch shell got TERM" in log and "after TERM: not requeueing" in log, log[-3000:]
+    assert "restart #1" not in log
+    assert len(list(output_dir.glob("checkpoint-*"))) == 1, "TERM should still leave a checkpoint to resume from"
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tiny_gemma, submit_dir, tmp_path):
+    """USR1 to the batch shell (what --signal=B:USR1@600 sends) -> every rank checkpoints, exit 75,
+    scontrol requeue, the second run resumes from that checkpoint and completes all steps."""
+    output_dir = tmp_path / "preempted-run"
+    steps = 40
+    env = _job_env(SOO_OUTPUT_DIR=str(output_dir), SOO_DATA=DATA10, SOO_EVAL_DATA=DATA10,
+                   SOO_DS_CONFIG="ds_config_stage3.json",  # ZeRO-3 without offload (the 2-node setup)
+                   SOO_EXTRA_ARGS=_tiny_args(tiny_gemma, "--max_steps", str(steps), "--save_strategy", "no",
+                                             "--logging_steps", "1"))
+    # --wait in the background: it returns when the job is finally done, requeues included.
+    process = subprocess.Popen(
+        ["sbatch", "--wait", "-A", "project_test", "--ntasks-per-node=2", *CPU_OVERRIDES, *_gres_args(slurm_cluster),
+         "submit_gemma_soo.sh"],
+        cwd=submit_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    job_id = None
+    try:
+        log_path = _wait_for_training(submit_dir, process)
+        job_id = log_path.stem.rsplit("-", 1)[1]
+        assert process.poll() is None, "sbatch --wait returned before the job was signalled"
+        subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True, timeout=30)
+        stdout, stderr = process.communicate(timeout=JOB_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            if job_id is not None:
+                subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+    log = log_path.read_text(errors="replace")
+    assert process.returncode == 0, f"sbatch --wait exit {process.returncode} ({stderr}); log:\n{log[-5000:]}"
+    assert "batch shell got USR1" in log
+    assert "Exited with exit code 75" in log and f"requeueing job {job_id}" in log
+    assert "restart #1" in log, "the requeued run appends to the same log (--open-mode=append)"
+    checkpoints = sorted(output_dir.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and 0 < int(checkpoints[0].name.split("-")[1]) < steps, checkpoints
+    assert f"Resuming from {checkpoints[0]}" in log
+    assert log.rstrip().endswith("training finished (exit 0).")
+    _assert_adapter(output_dir, log)
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == steps
