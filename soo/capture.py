@@ -101,6 +101,11 @@ def _first_tensor(output):
     raise TypeError(f"Cannot capture a module output of type {type(output).__name__}.")
 
 
+class ForwardStopped(Exception):
+    """Raised by the deepest SOO hook when `stop_after_capture` is set: the rest of the forward
+    (later layers, the LM head) cannot affect an SOO-only loss, so it is not run."""
+
+
 class ActivationCapture:
     """Forward hooks that record one module's output per SOO layer, with its graph.
 
@@ -120,6 +125,8 @@ class ActivationCapture:
             for index in self.layer_indices
         }
         self.outputs: dict[int, torch.Tensor] = {}
+        # Early exit for SOO-only training (see ForwardStopped); off unless the trainer turns it on.
+        self.stop_after_capture = False
         self._handles = [
             module.register_forward_hook(self._make_hook(index)) for index, module in self.modules.items()
         ]
@@ -129,6 +136,8 @@ class ActivationCapture:
             # First call per forward only: recomputation under gradient checkpointing fires again.
             if layer_index not in self.outputs:
                 self.outputs[layer_index] = _first_tensor(output)
+                if self.stop_after_capture and layer_index == max(self.layer_indices):
+                    raise ForwardStopped
             return None
 
         return hook

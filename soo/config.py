@@ -78,6 +78,11 @@ class SOOArguments:
     soo_token_mode: str = field(
         default="full", metadata={"help": "Compared positions: full (aligned tokens), last (last token), mean (masked mean)."}
     )
+    soo_early_exit: bool = field(
+        default=True,
+        metadata={"help": "With --lm_weight 0, stop each training forward right after the deepest SOO layer's "
+                          "module (later layers and the LM head cannot change the loss). Off under ZeRO-3."},
+    )
 
     def __post_init__(self):
         if self.soo_token_mode not in TOKEN_MODES:

@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer
 
-from soo.capture import ActivationCapture
+from soo.capture import ActivationCapture, ForwardStopped
+from soo.distributed import zero_stage
 from soo.preemption import mark_checkpoint_complete
 from soo.loss import activation_spread_per_pair, lm_loss_per_sequence, soo_distance_per_pair
 
@@ -186,6 +187,11 @@ class SOOTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.soo_args = soo_args
         self.capture = ActivationCapture(self.model, soo_args.soo_layers, soo_args.soo_module)
+        # SOO-only training needs nothing after the deepest hooked module. Not under ZeRO-3: its
+        # parameter gathering follows module hooks that an interrupted forward would leave unbalanced.
+        self.early_exit = (
+            getattr(soo_args, "soo_early_exit", True) and soo_args.lm_weight == 0 and zero_stage(self.args) != 3
+        )
         # [sum, sum of squares, count] per metric since the last log: exact means over pairs and
         # sequences, and the spread for a 95% interval, all summable across processes.
         self._metric_stats = {mode: defaultdict(lambda: torch.zeros(3, dtype=torch.float64)) for mode in ("train", "eval")}
@@ -194,9 +200,16 @@ class SOOTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.capture.reset()
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         # Not `model.training`: a DeepSpeed engine still reports training=True inside evaluate().
         mode = "eval" if self._evaluating else "train"
+        # Evaluation reports the LM loss too, so it always runs the whole model.
+        self.capture.stop_after_capture = self.early_exit and mode == "train"
+        try:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        except ForwardStopped:
+            outputs = None
+        finally:
+            self.capture.stop_after_capture = False
 
         layer_activations = self.capture.stacked()
         token_mode = self.soo_args.soo_token_mode
