@@ -15,3 +15,17 @@ def test_training_benchmark_runs_every_variant_and_writes_its_report(tiny_model_
     for numerator, denominator, _, _ in training.RATIOS:
         assert f"| {numerator} / {denominator} |" in text
     assert "| ratio |" in capsys.readouterr().out
+
+
+def test_peak_memory_benchmark_measures_the_child_run(tiny_model_dir, data_files, tmp_path, capsys):
+    from benchmarks import peak_memory
+
+    train_path, _ = data_files
+    report = tmp_path / "bench.md"
+    extra = ["--model_name_or_path", str(tiny_model_dir), "--data_path", str(train_path), "--eval_data_path", str(train_path),
+             "--soo_layers", "2", "--max_steps", "1", "--use_cpu", "--report_to", "none", "--output_dir", str(tmp_path / "run")]
+    assert peak_memory.main(["--report", str(report), "--", *extra]) == 0
+    row = [line for line in report.read_text().splitlines() if line.startswith("| `python finetuning.py")][0]
+    peak_gb = float(row.split("|")[4])
+    assert 0.05 < peak_gb < 3.0, row  # a real Python + torch process, far below the target on a tiny model
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
