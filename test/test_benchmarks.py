@@ -29,3 +29,28 @@ def test_peak_memory_benchmark_measures_the_child_run(tiny_model_dir, data_files
     peak_gb = float(row.split("|")[4])
     assert 0.05 < peak_gb < 3.0, row  # a real Python + torch process, far below the target on a tiny model
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+
+
+def test_efficiency_benchmark_counts_flops_and_profiles_a_step(tiny_model_dir, tmp_path, capsys):
+    from benchmarks import efficiency
+
+    report = tmp_path / "bench.md"
+    assert efficiency.main(["--model", str(tiny_model_dir), "--soo-layer", "2", "--repeats", "1",
+                            "--matmul-size", "256", "--report", str(report)]) == 0
+    text = report.read_text()
+    assert "## Efficiency against the machine" in text and "`aten::mm`" in text
+    row = [line for line in text.splitlines() if line.startswith("| ") and " G |" in line][0]
+    assert float(row.split("|")[1].strip().rstrip(" G")) > 0, row  # FLOPs were counted
+
+
+def test_benchmarks_entry_point_runs_every_part_in_order(monkeypatch):
+    import benchmarks.__main__ as entry
+
+    calls = []
+    for name in ("training", "efficiency", "peak_memory", "generation"):
+        monkeypatch.setattr(getattr(entry, name), "main", lambda argv, name=name: calls.append(name) or 0)
+    assert entry.main([]) == 0
+    assert calls == ["training", "efficiency", "peak_memory", "generation"]  # training first: it replaces the report
+    calls.clear()
+    assert entry.main(["--skip-generation"]) == 0
+    assert calls == ["training", "efficiency", "peak_memory"]

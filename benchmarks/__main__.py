@@ -1,0 +1,38 @@
+"""All benchmarks, one command: python -m benchmarks   (about 45 min on a 2-core CPU; not part of CI)
+
+    python -m benchmarks                 # training steps, efficiency, peak memory, then batched generation
+    python -m benchmarks --skip-generation   # the ~12 min without the generation benchmark
+
+Each part prints its table and writes its report: docs/benchmarks-training.md (training steps,
+replaced; efficiency and peak memory appended) and docs/benchmarks-generation.md. Run a part alone
+with `python -m benchmarks.training`, `.efficiency`, `.peak_memory` or `.generation` (see each
+module's docstring for its options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmarks import efficiency, generation, peak_memory, training
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--skip-generation", action="store_true")
+    args = parser.parse_args(argv)
+    parts = [("training steps", training.main, []), ("efficiency", efficiency.main, []),
+             ("peak memory", peak_memory.main, [])]
+    if not args.skip_generation:
+        parts.append(("batched generation", generation.main, []))
+    for title, run, part_argv in parts:
+        print(f"\n===== {title} =====", flush=True)
+        code = run(part_argv)
+        if code:
+            print(f"{title}: exit {code}", file=sys.stderr)
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Benchmark: achieved FLOP/s of an SOO training step against the machine's fp32 matmul FLOP/s.
+
+    python -m benchmarks.efficiency                   # SmolLM2-135M, layer 15, 4 pairs/step (~2 min)
+    python -m benchmarks.efficiency --model /tmp/tiny --soo-layer 2 --repeats 1 --report ""   # smoke
+
+FLOPs are counted on the step we actually run (ours, LM + SOO: forward and backward, LoRA on
+q_proj/v_proj) with torch's FlopCounterMode, which counts the matmuls and attention kernels as
+dispatched; elementwise work (norms, activations, softmax, the loss) is not counted, so the figure
+is the useful matmul throughput. The machine's reference is a large fp32 matmul (--matmul-size,
+2*n^3 FLOPs) timed in the same run. One step is then profiled (torch.profiler) and the report
+lists the operators that take the most self CPU time: where the time that is not matmul goes.
+Target: achieved / matmul >= 40%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.generation import load_average, machine_info
+from benchmarks.training import build, make_steps
+
+TARGET = 0.40
+
+
+def matmul_flops_per_second(size: int, repeats: int) -> list[float]:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        rates.append(2 * size**3 / (time.perf_counter() - started))
+    return rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--soo-layer", type=int, default=15)
+    parser.add_argument("--batch-pairs", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps and matmuls")
+    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--top", type=int, default=12, help="operators listed from the profile")
+    parser.add_argument("--report", default="docs/benchmarks-training.md", help="appended to; empty to skip")
+    args = parser.parse_args(argv)
+
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model_path, tokenizer, model, trainer, batches = build(args.model, args.soo_layer, args.batch_pairs, 0)
+    step = make_steps(model, trainer, tokenizer.pad_token_id)["ours_lm_soo"]
+    features = batches[0]
+
+    step(features)  # warm-up
+    model.zero_grad(set_to_none=True)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(features)
+    step_flops = counter.get_total_flops()
+    model.zero_grad(set_to_none=True)
+
+    step_seconds, matmul_rates = [], []
+    for _ in range(args.repeats):  # interleaved: both see the same machine state
+        started = time.perf_counter()
+        step(features)
+        step_seconds.append(time.perf_counter() - started)
+        model.zero_grad(set_to_none=True)
+        matmul_rates += matmul_flops_per_second(args.matmul_size, 1)
+    achieved = step_flops / statistics.median(step_seconds)
+    peak = statistics.median(matmul_rates)
+    ratio = achieved / peak
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        step(features)
+    model.zero_grad(set_to_none=True)
+    events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+    total_self = sum(event.self_cpu_time_total for event in events) or 1
+    top = [(event.key, event.self_cpu_time_total / 1e6, event.self_cpu_time_total / total_self, event.count)
+           for event in events[: args.top]]
+
+    table = [
+        "| step FLOPs (counted) | step s (median) | achieved GFLOP/s | fp32 matmul GFLOP/s (median) | ratio | target |",
+        "|---|---|---|---|---|---|",
+        f"| {step_flops / 1e9:.1f} G | {statistics.median(step_seconds):.3f} | {achieved / 1e9:.1f} | {peak / 1e9:.1f} "
+        f"| {ratio:.0%} | >= {TARGET:.0%}: {'met' if ratio >= TARGET else 'NOT met'} |",
+        "",
+        "| operator (profile of one step) | self CPU s | share | calls |",
+        "|---|---|---|---|",
+        *[f"| `{name}` | {seconds:.3f} | {share:.0%} | {count} |" for name, seconds, share, count in top],
+    ]
+    info = machine_info()
+    if args.report:
+        with Path(args.report).open("a", encoding="utf-8") as handle:
+            handle.write(
+                "\n## Efficiency against the machine\n\n"
+                f"Command: `python -m benchmarks.efficiency {' '.join(sys.argv[1:] if argv is None else argv)}`".rstrip()
+                + f"; model `{model_path}`, layer {args.soo_layer}, {args.batch_pairs} pairs/step, fp32, "
+                f"{args.repeats} steps and {args.matmul_size}x{args.matmul_size} matmuls interleaved; "
+                f"{info['cpu']}, torch threads {info['torch_threads']}, torch {info['torch']}; load {load_average()}.\n\n"
+                + "\n".join(table) + "\n")
+    print("\n".join(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
