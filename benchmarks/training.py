@@ -71,18 +71,10 @@ def build(model_path: str | None, soo_layer: int, batch_pairs: int, seed: int):
     return path, tokenizer, model, trainer, batches
 
 
-def _pad_rows(rows: list[list[int]], width: int, pad_id: int):
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, row in enumerate(rows):
-        input_ids[index, : len(row)] = torch.tensor(row)
-        mask[index, : len(row)] = 1
-    return input_ids, mask
-
-
 def make_steps(model, trainer, pad_id: int):
     """One callable per variant: features (a list of pairs) -> loss, doing forward + backward."""
     from soo.loss import lm_loss_per_sequence
+    from soo.trainer import right_padded
 
     def ours(lm_weight: float, early: bool):
         def step(features):
@@ -96,7 +88,7 @@ def make_steps(model, trainer, pad_id: int):
 
     def lora_lm_only(features):
         rows = [f["self_input_ids"] for f in features] + [f["other_input_ids"] for f in features]
-        input_ids, mask = _pad_rows(rows, max(len(r) for r in rows), pad_id)
+        input_ids, mask = right_padded(rows, pad_id)
         trainer.capture.stop_after_capture = False
         logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
         loss = lm_loss_per_sequence(logits, input_ids.masked_fill(mask == 0, -100)).mean()
@@ -106,7 +98,7 @@ def make_steps(model, trainer, pad_id: int):
     def reference_pad512(features):
         passes = []
         for key in ("self_input_ids", "other_input_ids"):
-            input_ids, mask = _pad_rows([f[key] for f in features], 512, pad_id)
+            input_ids, mask = right_padded([f[key] for f in features], pad_id, width=512)
             trainer.capture.reset()
             logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
             lm = lm_loss_per_sequence(logits, input_ids.masked_fill(mask == 0, -100)).mean()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from soo.stats import mean_ci95
-from soo.trainer import format_prompt
+from soo.trainer import format_prompt, right_padded
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 
@@ -49,16 +49,6 @@ def adapter_disabled(model):
     return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
 
 
-def _right_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, row in enumerate(rows):
-        ids[index, : len(row)] = torch.tensor(row)
-        mask[index, : len(row)] = 1
-    return ids, mask
-
-
 @torch.inference_mode()
 def kl_to_base(model, tokenizer, prompts: list[str], batch_size: int = 8, use_chat_template: bool = True,
                progress: bool = True) -> dict:
@@ -67,7 +57,7 @@ def kl_to_base(model, tokenizer, prompts: list[str], batch_size: int = 8, use_ch
     per_prompt = []
     rows = [format_prompt(tokenizer, prompt, use_chat_template) for prompt in prompts]
     for start in tqdm(range(0, len(rows), batch_size), desc="KL to base", disable=not progress):
-        ids, mask = _right_padded(rows[start : start + batch_size], tokenizer.pad_token_id)
+        ids, mask = right_padded(rows[start : start + batch_size], tokenizer.pad_token_id)
         tuned = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
         with adapter_disabled(model):
             base = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)

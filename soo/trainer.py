@@ -114,6 +114,17 @@ def aligned_positions(self_ids: Sequence[int], other_ids: Sequence[int]) -> list
     return pairs
 
 
+def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) with every row padded on the right to `width` (default: the longest)."""
+    width = max(len(row) for row in rows) if width is None else width
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[index, : len(row)] = 1
+    return input_ids, attention_mask
+
+
 @dataclass
 class SOOPairCollator:
     """Pads [self; other] rows on the right and builds the SOO position indices.
@@ -128,13 +139,7 @@ class SOOPairCollator:
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         self_rows = [feature["self_input_ids"] for feature in features]
         other_rows = [feature["other_input_ids"] for feature in features]
-        rows = self_rows + other_rows
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for index, row in enumerate(rows):
-            input_ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[index, : len(row)] = 1
+        input_ids, attention_mask = right_padded(self_rows + other_rows, self.pad_token_id)
         # The pad id may equal EOS, so padding is found from the mask, not from the id.
         batch = {
             "input_ids": input_ids,
