@@ -127,6 +127,7 @@ class ActivationCapture:
         self.outputs: dict[int, torch.Tensor] = {}
         # Early exit for SOO-only training (see ForwardStopped); off unless the trainer turns it on.
         self.stop_after_capture = False
+        self._deepest_layer = max(self.layer_indices)
         self._handles = [
             module.register_forward_hook(self._make_hook(index)) for index, module in self.modules.items()
         ]
@@ -136,7 +137,7 @@ class ActivationCapture:
             # First call per forward only: recomputation under gradient checkpointing fires again.
             if layer_index not in self.outputs:
                 self.outputs[layer_index] = _first_tensor(output)
-                if self.stop_after_capture and layer_index == max(self.layer_indices):
+                if self.stop_after_capture and layer_index == self._deepest_layer:
                     raise ForwardStopped
             return None
 

@@ -76,14 +76,13 @@ def run_finetuning(model_args, data_args, soo_args, training_args, config_path: 
     # Handlers first: a signal that arrives while the model loads must not kill the job unsaved.
     preemption = PreemptionCallback()
     try:
-        return _run(model_args, data_args, soo_args, training_args, config_path, [preemption, *(callbacks or [])])
+        return _run(model_args, data_args, soo_args, training_args, config_path, preemption, callbacks or [])
     finally:
         preemption.restore_handlers()
 
 
-def _run(model_args, data_args, soo_args, training_args, config_path, callbacks) -> dict:
+def _run(model_args, data_args, soo_args, training_args, config_path, preemption, callbacks) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    preemption = callbacks[0]
     init_deepspeed_on_cpu(training_args)  # gloo process group before ZeRO-3 partitions the weights
     set_seed(training_args.seed)  # before LoRA init, so adapters start the same for a seed
 
@@ -142,7 +141,7 @@ def _run(model_args, data_args, soo_args, training_args, config_path, callbacks)
         data_collator=SOOPairCollator(pad_token_id=tokenizer.pad_token_id, token_mode=soo_args.soo_token_mode),
         processing_class=tokenizer,
         soo_args=soo_args,
-        callbacks=callbacks,
+        callbacks=[preemption, *callbacks],
     )
     if trainer.is_world_process_zero():
         trainable, total = model.get_nb_trainable_parameters()
