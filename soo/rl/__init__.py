@@ -1,0 +1,9 @@
+"""SOO in reinforcement learning: the physical deception task (paper section 4.1).
+
+env        -- the 1-vs-1, two-landmark deception scenario on mpe2, deceptive/honest rewards,
+              a visibility radius and the critique's hidden-hazard variant
+maddpg     -- a small MADDPG (actors, centralised critics, replay buffer, Gumbel-softmax)
+experiment -- pretraining, SOO fine-tuning and controls, behaviour metrics, the SOO classifier
+report     -- markdown table and PNG plots over seeds
+The CLI is rl_deception.py at the repository root.
+"""
