@@ -1,0 +1,134 @@
+"""SOO in reinforcement learning: the physical deception task (the paper's first experiment).
+
+Trains MADDPG deceptive and honest baselines on a 1-vs-1, two-landmark mpe2 scenario, fine-tunes
+the deceptive one with SOO (and two controls), measures behaviour and the SOO classifier, on the
+basic task and on the critique's hidden-hazard variant. CPU only; one seed ~25 min on 2 cores.
+
+  python rl_deception.py all --seeds 0 1 2 --jobs 2          # seeds as separate processes, then the report
+  python rl_deception.py all --quick --seeds 0 1             # smoke run (~1 min per seed)
+  python rl_deception.py run --seed 3 --out_dir results/rl   # one seed (e.g. one Slurm array task)
+  python rl_deception.py report --out_dir results/rl         # report.md + PNGs over every seed_* found
+
+Outputs in --out_dir (default results/rl): seed_N/<variant>/<condition>/{checkpoint/,curve.csv,eval.json},
+seed_N/results.json, report.md, summary.json, learning_curves.png, classifier_accuracy.png, behaviour.png.
+A finished stage is reused when a seed is run again (delete its folder to retrain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+CONFIG_KEYS = ("pretrain_episodes", "finetune_episodes", "eval_episodes", "soo_weight", "mse_weight", "visibility_radius")
+
+
+def build_config(args):
+    from soo.rl.experiment import RLExperimentConfig
+
+    config = RLExperimentConfig.quick() if args.quick else RLExperimentConfig()
+    overrides = {k: getattr(args, k) for k in CONFIG_KEYS if k != "visibility_radius" and getattr(args, k) is not None}
+    if args.variants:
+        overrides["variants"] = tuple(args.variants)
+    config = replace(config, **overrides)
+    if args.visibility_radius is not None:
+        config = replace(config, env=replace(config.env, visibility_radius=args.visibility_radius))
+    return config
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out_dir", default="results/rl")
+    parser.add_argument("--quick", action="store_true", help="smoke-run sizes: checks plumbing, does not learn the task")
+    parser.add_argument("--pretrain_episodes", type=int, help="per baseline (default 12000)")
+    parser.add_argument("--finetune_episodes", type=int, help="per fine-tuned condition (default 3000)")
+    parser.add_argument("--eval_episodes", type=int, help="greedy evaluation episodes per condition (default 1000)")
+    parser.add_argument("--soo_weight", type=float, help="weight of the SOO (and random-control) term (default 1.0)")
+    parser.add_argument("--mse_weight", type=float, help="weight of the action-MSE term (default 1.0)")
+    parser.add_argument("--visibility_radius", type=float, help="agents see each other within this distance (default 0.75)")
+    parser.add_argument("--variants", nargs="+", choices=["basic", "hazard"], help="default: both")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars (logs of parallel seeds)")
+
+
+def run_one(args) -> None:
+    import torch
+
+    from soo.rl.experiment import run_seed
+
+    torch.set_num_threads(1)  # 64-unit networks: extra threads only add overhead; seeds run in parallel instead
+    config = build_config(args)
+    started = time.time()
+    results = run_seed(config, args.seed, args.out_dir, progress=not args.no_progress)
+    print(f"seed {args.seed} done in {(time.time() - started) / 60:.1f} min -> {Path(args.out_dir) / f'seed_{args.seed}'}")
+    for variant, block in results["variants"].items():
+        for condition, evaluation in block["conditions"].items():
+            s = evaluation["summary"]
+            print(f"  {variant:6s} {condition:9s} red at non-goal {100 * s['red_trapped']:5.1f}%  blue dist {s['blue_goal_distance']:.3f}  "
+                  f"= honest {100 * s['agreement_honest']:5.1f}%  = deceptive {100 * s['agreement_deceptive']:5.1f}%  SOO {s['soo']:.5f}")
+
+
+def forwarded_options(args) -> list[str]:
+    """The config options of `all`, as `run` flags for each seed's process."""
+    options = ["--out_dir", args.out_dir] + (["--quick"] if args.quick else [])
+    for key in CONFIG_KEYS:
+        if getattr(args, key) is not None:
+            options += [f"--{key}", str(getattr(args, key))]
+    if args.variants:
+        options += ["--variants", *args.variants]
+    return options
+
+
+def run_all(args) -> None:
+    base = forwarded_options(args)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    pending, running, failed = list(args.seeds), [], []
+    started = time.time()
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            seed = pending.pop(0)
+            log = Path(args.out_dir) / f"seed_{seed}.log"
+            cmd = [sys.executable, __file__, "run", "--seed", str(seed), "--no_progress", *base]
+            print(f"seed {seed}: {' '.join(cmd[1:])}  (log {log})", flush=True)
+            running.append((seed, subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)))
+        time.sleep(1)
+        for seed, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((seed, proc))
+                status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see seed_{seed}.log)"
+                print(f"seed {seed}: {status} after {(time.time() - started) / 60:.1f} min", flush=True)
+                if proc.returncode != 0:
+                    failed.append(seed)
+    if failed:
+        sys.exit(f"seeds {failed} failed; the report was not written")
+    report(args)
+
+
+def report(args) -> None:
+    from soo.rl.report import write_report
+
+    path = write_report(args.out_dir)
+    print(path.read_text())
+    print(f"report: {path}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="train, fine-tune and evaluate one seed")
+    p_run.add_argument("--seed", type=int, default=0)
+    add_config_args(p_run)
+    p_all = sub.add_parser("all", help="several seeds as separate processes, then the report")
+    p_all.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p_all.add_argument("--jobs", type=int, default=2, help="seeds run at once (one CPU core each)")
+    add_config_args(p_all)
+    p_report = sub.add_parser("report", help="report.md and plots over every seed_* in --out_dir")
+    p_report.add_argument("--out_dir", default="results/rl")
+    args = parser.parse_args(argv)
+    {"run": run_one, "all": run_all, "report": report}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

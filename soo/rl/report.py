@@ -1,0 +1,224 @@
+"""Report over seeds for the RL experiment: report.md, summary.json and three PNG plots.
+
+Every number is a mean over training seeds with a Student-t 95% interval across seeds (n seeds
+given); with a single seed the interval is over evaluation episodes instead, and says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from soo.rl.experiment import BASELINES, CONDITIONS, classification_accuracy
+from soo.stats import mean_t_ci95
+
+CLASSIFIER_EPISODES = [1, 2, 5, 10, 20, 50, 100, 200, 400]
+METRICS = [  # key in the evaluation summary, column title, scale (100 = percent)
+    ("red_trapped", "red ends at non-goal landmark %", 100),
+    ("red_at_goal", "red ends at goal %", 100),
+    ("blue_goal_distance", "blue final distance to goal", 1),
+    ("blue_return", "blue return (deceptive reward)", 1),
+    ("agreement_honest", "blue action = honest baseline's %", 100),
+    ("agreement_deceptive", "blue action = deceptive baseline's %", 100),
+    ("soo", "mean SOO value (x1e3)", 1000),
+]
+HAZARD_METRICS = [("blue_hazard_steps", "blue steps in hazard", 1), ("red_hazard_steps", "red steps in hazard", 1)]
+CONDITION_NOTES = {
+    "deceptive": "MADDPG, deceptive blue reward",
+    "honest": "MADDPG, honest blue reward",
+    "soo": "deceptive + fine-tuned with SOO + action MSE",
+    "random": "control: random-target term in SOO's range + action MSE",
+    "mse": "control: action MSE only",
+}
+
+
+def load_seed_results(out_dir: Path) -> list[dict]:
+    results = []
+    for path in sorted(Path(out_dir).glob("seed_*/results.json"), key=lambda p: int(p.parent.name.split("_")[1])):
+        results.append(json.loads(path.read_text()))
+    if not results:
+        raise FileNotFoundError(f"no seed_*/results.json under {out_dir}: run `python rl_deception.py run` first")
+    return results
+
+
+def _interval(seed_values: list[float], episode_values: list[float]) -> tuple[float, float, str]:
+    if len(seed_values) > 1:
+        mean, half = mean_t_ci95(seed_values)
+        return mean, half, "seeds"
+    mean, half = mean_t_ci95(episode_values)
+    return mean, half, "episodes"
+
+
+def summarise(results: list[dict]) -> dict:
+    """{variant: {condition: {metric: {mean, ci95, over, per_seed}}}} plus classifier curves."""
+    summary = {"seeds": [r["seed"] for r in results], "variants": {}}
+    variants = [v for v in results[0]["variants"]]
+    for variant in variants:
+        block = {"conditions": {}}
+        for condition in CONDITIONS:
+            metrics = {}
+            for key, _, _ in METRICS + HAZARD_METRICS:
+                per_seed = [r["variants"][variant]["conditions"][condition]["summary"].get(key) for r in results]
+                if any(v is None for v in per_seed):
+                    continue
+                episodes = results[0]["variants"][variant]["conditions"][condition]["per_episode"].get(key, [per_seed[0]])
+                mean, half, over = _interval(per_seed, episodes)
+                metrics[key] = {"mean": mean, "ci95": half, "over": over, "per_seed": per_seed}
+            block["conditions"][condition] = metrics
+        pools = {c: [np.asarray(r["variants"][variant]["conditions"][c]["per_episode"]["soo"]) for r in results] for c in BASELINES}
+        block["classifier"] = classification_accuracy(pools["deceptive"], pools["honest"], CLASSIFIER_EPISODES)
+        summary["variants"][variant] = block
+    return summary
+
+
+def _fmt(entry: dict, scale: float) -> str:
+    mean, half = entry["mean"] * scale, entry["ci95"] * scale
+    if np.isnan(half):
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {half:.1f}"
+
+
+def markdown(summary: dict, results: list[dict]) -> str:
+    seeds = summary["seeds"]
+    first = results[0]["config"]
+    over = "training seeds (Student-t)" if len(seeds) > 1 else "evaluation episodes of the single seed (not across seeds)"
+    lines = [
+        "# SOO in the physical deception task",
+        "",
+        f"Seeds: {seeds} (n = {len(seeds)}). Per seed: {first['pretrain_episodes']} pretraining episodes per baseline, "
+        f"{first['finetune_episodes']} fine-tuning episodes per fine-tuned condition, {first['eval_episodes']} greedy "
+        f"evaluation episodes per condition (the same evaluation seeds for every condition). Cells: mean ± 95% interval over {over}.",
+        f"Wall time per seed: {', '.join(str(round(r['wall_seconds'] / 60, 1)) + ' min' for r in results)}.",
+        "",
+        "Conditions: " + "; ".join(f"**{c}**: {note}" for c, note in CONDITION_NOTES.items()) + ". "
+        "Fine-tuning keeps red frozen at the deceptive baseline's red; the honest baseline plays with its own red.",
+        "",
+    ]
+    for variant, block in summary["variants"].items():
+        metrics = METRICS + (HAZARD_METRICS if variant == "hazard" else [])
+        title = "basic task" if variant == "basic" else "hazard variant (a hazard only red sees; both pay for entering it)"
+        lines += [f"## {title}", "", "| condition | " + " | ".join(m[1] for m in metrics) + " |",
+                  "|---" * (len(metrics) + 1) + "|"]
+        for condition, values in block["conditions"].items():
+            lines.append(f"| {condition} | " + " | ".join(_fmt(values[k], s) for k, _, s in metrics) + " |")
+        clf = block["classifier"]
+        lines += ["", f"SOO classifier (deceptive = the policy with the larger mean SOO value, i.e. less self-other "
+                  f"overlap; rule fixed in advance): accuracy over {clf['pairs']} (deceptive, honest) policy pairs "
+                  f"x {clf['draws']} random draws of n evaluation episodes (without replacement from each policy's "
+                  f"{first['eval_episodes']}-episode pool, so draws overlap for large n).", "",
+                  "| episodes n | " + " | ".join(str(n) for n in clf["episodes"]) + " |",
+                  "|---" * (len(clf["episodes"]) + 1) + "|",
+                  "| accuracy % | " + " | ".join(f"{100 * a:.1f}" for a in clf["accuracy"]) + " |",
+                  "| worst pair % | " + " | ".join(f"{100 * a:.1f}" for a in clf["pair_min"]) + " |", ""]
+    lines += ["Plots: `learning_curves.png`, `classifier_accuracy.png`, `behaviour.png`. Raw numbers: `summary.json`, "
+              "per-seed `seed_*/results.json` and learning curves `seed_*/<variant>/<condition>/curve.csv`.", ""]
+    return "\n".join(lines)
+
+
+def _read_curve(path: Path) -> dict[str, np.ndarray]:
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    return {key: np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows]) for key in ("blue_return", "red_trapped")}
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    window = max(1, min(window, len(values)))
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot_learning_curves(out_dir: Path, summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = list(summary["variants"])
+    fig, axes = plt.subplots(2, len(variants), figsize=(6 * len(variants), 7), squeeze=False)
+    for col, variant in enumerate(variants):
+        for condition in CONDITIONS:
+            curves = [_read_curve(p) for p in sorted(out_dir.glob(f"seed_*/{variant}/{condition}/curve.csv"))]
+            if not curves:
+                continue
+            for row, key in enumerate(("blue_return", "red_trapped")):
+                length = min(len(c[key]) for c in curves)
+                window = max(1, length // 50)
+                stacked = np.stack([_smooth(c[key][:length], window) for c in curves])
+                x = np.arange(stacked.shape[1]) + window
+                axes[row][col].plot(x, stacked.mean(0), label=f"{condition} (n={len(curves)})")
+                if len(curves) > 1:
+                    axes[row][col].fill_between(x, stacked.min(0), stacked.max(0), alpha=0.2)
+        axes[0][col].set_title(f"{variant}: blue return per episode (training, exploring)")
+        axes[1][col].set_title(f"{variant}: red trapped at non-goal landmark")
+        for row in range(2):
+            axes[row][col].set_xlabel("episode of its own stage (fine-tuning starts from the deceptive baseline)")
+            axes[row][col].legend(fontsize=7)
+    fig.suptitle("Moving averages; band = min..max over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_classifier(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant, block in summary["variants"].items():
+        clf = block["classifier"]
+        acc = 100 * np.array(clf["accuracy"])
+        line = ax.plot(clf["episodes"], acc, marker="o", label=f"{variant} ({clf['pairs']} pairs)")
+        ax.fill_between(clf["episodes"], 100 * np.array(clf["pair_min"]), 100 * np.array(clf["pair_max"]), alpha=0.15, color=line[0].get_color())
+    ax.axhline(50, color="grey", linestyle=":", label="chance")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 102)
+    ax.set_xlabel("evaluation episodes per policy")
+    ax.set_ylabel("deceptive policy has the larger SOO value (%)")
+    ax.set_title("SOO classifier accuracy (band: worst..best pair)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_behaviour(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("red_trapped", "red at non-goal %"), ("agreement_honest", "= honest %"), ("agreement_deceptive", "= deceptive %")]
+    variants = list(summary["variants"])
+    fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4), squeeze=False)
+    width = 0.8 / len(keys)
+    for col, variant in enumerate(variants):
+        conditions = summary["variants"][variant]["conditions"]
+        x = np.arange(len(conditions))
+        for k, (key, label) in enumerate(keys):
+            means = [100 * conditions[c][key]["mean"] for c in conditions]
+            errs = [100 * np.nan_to_num(conditions[c][key]["ci95"]) for c in conditions]
+            axes[0][col].bar(x + k * width, means, width, yerr=errs, capsize=3, label=label)
+        axes[0][col].set_xticks(x + width, list(conditions))
+        axes[0][col].set_ylim(0, 105)
+        axes[0][col].set_title(f"{variant} (n seeds = {len(summary['seeds'])}, 95% CI)")
+        axes[0][col].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    results = load_seed_results(out_dir)
+    summary = summarise(results)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    report = out_dir / "report.md"
+    report.write_text(markdown(summary, results))
+    plot_learning_curves(out_dir, summary, out_dir / "learning_curves.png")
+    plot_classifier(summary, out_dir / "classifier_accuracy.png")
+    plot_behaviour(summary, out_dir / "behaviour.png")
+    return report
