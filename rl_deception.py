@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-CONFIG_KEYS = ("pretrain_episodes", "finetune_episodes", "eval_episodes", "soo_weight", "mse_weight", "visibility_radius")
+CONFIG_KEYS = ("honest_episodes", "deceptive_episodes", "finetune_episodes", "eval_episodes", "soo_weight", "mse_weight", "visibility_radius")
 
 
 def build_config(args):
@@ -43,8 +43,9 @@ def build_config(args):
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out_dir", default="results/rl")
     parser.add_argument("--quick", action="store_true", help="smoke-run sizes: checks plumbing, does not learn the task")
-    parser.add_argument("--pretrain_episodes", type=int, help="per baseline (default 12000)")
-    parser.add_argument("--finetune_episodes", type=int, help="per fine-tuned condition (default 3000)")
+    parser.add_argument("--honest_episodes", type=int, help="honest blue + red co-training (default 10000)")
+    parser.add_argument("--deceptive_episodes", type=int, help="deceptive blue against the frozen red (default 30000)")
+    parser.add_argument("--finetune_episodes", type=int, help="per fine-tuned condition (default 5000)")
     parser.add_argument("--eval_episodes", type=int, help="greedy evaluation episodes per condition (default 1000)")
     parser.add_argument("--soo_weight", type=float, help="weight of the SOO (and random-control) term (default 1.0)")
     parser.add_argument("--mse_weight", type=float, help="weight of the action-MSE term (default 1.0)")

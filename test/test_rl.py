@@ -172,7 +172,8 @@ def test_classifier_accuracy_rises_with_episodes_and_is_at_chance_without_signal
     rng = np.random.default_rng(0)
     deceptive = [rng.normal(1.1, 1.0, 800)]
     honest = [rng.normal(1.0, 1.0, 800)]
-    out = classification_accuracy(deceptive, honest, [1, 400], draws=400)
+    out = classification_accuracy(deceptive, honest, [1, 400, 401], draws=400)
+    assert out["episodes"] == [1, 400]  # n above half the pool is left out
     assert out["accuracy"][0] < 0.6 < 0.85 < out["accuracy"][1]
     same = classification_accuracy(honest, honest, [50], draws=400)
     assert abs(same["accuracy"][0] - 0.5) < 0.1
@@ -212,3 +213,24 @@ def test_quick_run_end_to_end_writes_the_report(tmp_path):
     assert "reusing" in rerun.stdout
     after = json.loads((out / "seed_0" / "results.json").read_text())
     assert after["variants"] == before["variants"]
+
+
+def test_every_condition_plays_against_the_honest_pairs_red(tmp_path):
+    from safetensors.torch import load_file
+
+    from soo.rl.experiment import RLExperimentConfig, run_seed
+
+    config = RLExperimentConfig.quick()
+    config = RLExperimentConfig(**{**config.__dict__, "honest_episodes": 150, "deceptive_episodes": 150,
+                                   "finetune_episodes": 50, "eval_episodes": 20, "variants": ("basic",)})
+    run_seed(config, 0, tmp_path, progress=False)
+    red = {}
+    for condition in ("honest", "deceptive", "soo", "random", "mse"):
+        weights = load_file(str(tmp_path / "seed_0" / "basic" / condition / "checkpoint" / "weights.safetensors"))
+        red[condition] = {k: v for k, v in weights.items() if k.startswith("actor0.")}
+        blue = weights["actor1.fc1.weight"]
+        red_reference = red["honest"]
+        for key, value in red[condition].items():
+            torch.testing.assert_close(value, red_reference[key])
+        if condition != "honest":
+            assert not torch.equal(blue, load_file(str(tmp_path / "seed_0" / "basic" / "honest" / "checkpoint" / "weights.safetensors"))["actor1.fc1.weight"])

@@ -49,7 +49,7 @@ class DeceptionEnvConfig:
     reward_mode: str = "deceptive"
     visibility_radius: float = 0.75
     trap_radius: float = 0.23  # red touching the non-goal landmark (agent 0.15 + landmark 0.08 radii) is trapped
-    deception_bonus: float = 1.0  # per step while red is trapped, deceptive reward only
+    deception_bonus: float = 3.0  # per step while red is trapped, deceptive reward only
     red_distance_weight: float = 1.0  # deceptive reward only: + weight * red's distance to the goal
     hazard: bool = False
     hazard_radius: float = 0.3
@@ -138,10 +138,12 @@ class DeceptionScenario(simple_adversary.Scenario):
         super().reset_world(world, np_random)  # colours, goal choice, uniform positions in [-1, 1]
         world.red_trapped = False
         if world.hazard is not None:
-            # On blue's straight path to the goal, so that ignoring it costs something.
-            t = np_random.uniform(0.3, 0.7)
+            # Near blue's straight path to the goal, so that ignoring it costs something, but at a
+            # random point along it and off it by a random amount, so that blue cannot work out
+            # where it is from its own observation (it can from red's detours).
+            t = np_random.uniform(0.2, 0.8)
             centre = world.blue.state.p_pos + t * (world.goal.state.p_pos - world.blue.state.p_pos)
-            world.hazard.state.p_pos = centre + np_random.normal(0.0, 0.05, world.dim_p)
+            world.hazard.state.p_pos = centre + np_random.normal(0.0, 0.15, world.dim_p)
             world.hazard.state.p_vel = np.zeros(world.dim_p)
             world.hazard.color = np.array([0.95, 0.65, 0.1])
 

@@ -1,16 +1,21 @@
 """Pretraining, SOO fine-tuning and its controls, evaluation and the SOO classifier, per seed.
 
 One seed runs, for each environment variant ("basic", and "hazard" = the critique's variant):
-  deceptive  MADDPG from scratch, deceptive blue reward
-  honest     MADDPG from scratch, honest blue reward
-  soo        the deceptive pair fine-tuned: deceptive reward + SOO on blue's hidden activations
+  honest     MADDPG from scratch, both agents learning, honest blue reward. Red learns that blue
+             heads for the goal and follows it: a trusting red.
+  deceptive  a new blue, MADDPG against that red (frozen), deceptive blue reward: blue learns to
+             exploit red's trust by leading it into the trap at the non-goal landmark.
+             (Co-training both from scratch with the deceptive reward reached only ~50% trapping in
+             30k episodes here: red keeps adapting; a frozen trusting red is also what makes
+             "red at the non-goal landmark" a measure of blue's deception alone.)
+  soo        the deceptive blue fine-tuned: deceptive reward + SOO on blue's hidden activations
              + MSE keeping blue's action probabilities near the deceptive baseline's
   random     the same, with SOO replaced by a random-target term whose value is drawn from
              SOO's empirical range (see FinetuneLoss)
   mse        the same with the MSE term only
-During fine-tuning red is frozen (the deceptive baseline's red), so any change in where red ends
-up comes from blue. Each finished stage is saved (safetensors) and reused when the command is
-run again, so an interrupted seed resumes at the stage it was in.
+Every condition plays against the same frozen red, so differences in where red ends up come from
+blue. Each finished stage is saved (safetensors) and reused when the command is run again, so an
+interrupted seed resumes at the stage it was in.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ CONDITIONS = BASELINES + FINETUNES
 
 @dataclass
 class RLExperimentConfig:
-    pretrain_episodes: int = 12_000
-    finetune_episodes: int = 3_000
+    honest_episodes: int = 10_000  # honest blue and red co-trained; plateaus by ~4k here
+    deceptive_episodes: int = 30_000  # deceptive blue vs the frozen red; trapping took off after ~10-15k here
+    finetune_episodes: int = 5_000
     eval_episodes: int = 1_000
     soo_weight: float = 1.0
     mse_weight: float = 1.0
@@ -51,7 +57,7 @@ class RLExperimentConfig:
     @classmethod
     def quick(cls) -> "RLExperimentConfig":
         """Smoke-run sizes (about a minute on 2 CPU cores): checks plumbing, not learning."""
-        return cls(pretrain_episodes=300, finetune_episodes=100, eval_episodes=100,
+        return cls(honest_episodes=300, deceptive_episodes=300, finetune_episodes=100, eval_episodes=100,
                    maddpg=MADDPGConfig(batch_size=256, warmup_steps=1_000))
 
 
@@ -269,7 +275,8 @@ def classification_accuracy(
 
     Every (deceptive policy, honest policy) pair across training seeds is compared; for each n,
     `draws` random subsets of n episodes are drawn without replacement from each policy's pool.
-    Returns, per n, the mean accuracy over pairs and its min/max over pairs. The rule (deceptive =
+    Only n up to half of the smaller pool is used. Returns, per n, the mean accuracy over pairs and
+    its min/max over pairs. The rule (deceptive =
     larger SOO distance) is fixed in advance, not fitted."""
     rng = np.random.default_rng(seed)
     out = {"episodes": [], "accuracy": [], "pair_min": [], "pair_max": [], "pairs": len(deceptive_soo) * len(honest_soo), "draws": draws}
@@ -277,8 +284,8 @@ def classification_accuracy(
         per_pair = []
         for dec in deceptive_soo:
             for hon in honest_soo:
-                if n > min(len(dec), len(hon)):
-                    continue
+                if 2 * n > min(len(dec), len(hon)):
+                    continue  # subsets of more than half the pool are nearly the same subset each draw
                 wins = 0
                 for _ in range(draws):
                     d = dec[rng.choice(len(dec), n, replace=False)].mean()
@@ -328,18 +335,26 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
         out = out_root / variant
         stage_seed = seed * 100 + v_index * 10
         agents: dict[str, MADDPG] = {}
-        for b_index, mode in enumerate(BASELINES):
-            cfg = replace(env_config, reward_mode=mode)
-
-            def make(cfg=cfg, b_index=b_index, mode=mode):
-                torch.manual_seed(stage_seed + b_index)
-                agent = MADDPG(observation_dims(cfg), N_ACTIONS, config.maddpg)
-                curve = train(agent, cfg, config.pretrain_episodes, stage_seed + b_index, desc=f"seed {seed} {variant} {mode}", progress=progress)
-                return agent, curve
-
-            agents[mode] = _stage(out, mode, make, progress)
-        deceptive = agents["deceptive"]
+        honest_env = replace(env_config, reward_mode="honest")
         deceptive_env = replace(env_config, reward_mode="deceptive")
+        dims = observation_dims(env_config)
+
+        def make_honest():
+            torch.manual_seed(stage_seed)
+            agent = MADDPG(dims, N_ACTIONS, config.maddpg)
+            return agent, train(agent, honest_env, config.honest_episodes, stage_seed, desc=f"seed {seed} {variant} honest", progress=progress)
+
+        agents["honest"] = _stage(out, "honest", make_honest, progress)
+
+        def make_deceptive():
+            torch.manual_seed(stage_seed + 1)
+            agent = MADDPG(dims, N_ACTIONS, config.maddpg, trainable=[False, True])
+            for net in (agent.actors[RED_INDEX], agent.target_actors[RED_INDEX]):
+                net.load_state_dict(agents["honest"].actors[RED_INDEX].state_dict())
+            return agent, train(agent, deceptive_env, config.deceptive_episodes, stage_seed + 1, desc=f"seed {seed} {variant} deceptive", progress=progress)
+
+        agents["deceptive"] = _stage(out, "deceptive", make_deceptive, progress)
+        deceptive = agents["deceptive"]
         probe = evaluate(deceptive, deceptive_env, 50, stage_seed + 9, {})
         baseline_soo = float(np.mean(probe["per_episode"]["soo"]))
         for f_index, mode in enumerate(FINETUNES):

@@ -27,8 +27,8 @@ METRICS = [  # key in the evaluation summary, column title, scale (100 = percent
 ]
 HAZARD_METRICS = [("blue_hazard_steps", "blue steps in hazard", 1), ("red_hazard_steps", "red steps in hazard", 1)]
 CONDITION_NOTES = {
-    "deceptive": "MADDPG, deceptive blue reward",
-    "honest": "MADDPG, honest blue reward",
+    "deceptive": "MADDPG blue, deceptive reward, against the honest pair's red (frozen)",
+    "honest": "MADDPG, honest blue reward, red co-trained",
     "soo": "deceptive + fine-tuned with SOO + action MSE",
     "random": "control: random-target term in SOO's range + action MSE",
     "mse": "control: action MSE only",
@@ -88,13 +88,14 @@ def markdown(summary: dict, results: list[dict]) -> str:
     lines = [
         "# SOO in the physical deception task",
         "",
-        f"Seeds: {seeds} (n = {len(seeds)}). Per seed: {first['pretrain_episodes']} pretraining episodes per baseline, "
+        f"Seeds: {seeds} (n = {len(seeds)}). Per seed and variant: {first['honest_episodes']} episodes for the honest pair, "
+        f"{first['deceptive_episodes']} for the deceptive blue (against the honest pair's frozen red), "
         f"{first['finetune_episodes']} fine-tuning episodes per fine-tuned condition, {first['eval_episodes']} greedy "
         f"evaluation episodes per condition (the same evaluation seeds for every condition). Cells: mean ± 95% interval over {over}.",
         f"Wall time per seed: {', '.join(str(round(r['wall_seconds'] / 60, 1)) + ' min' for r in results)}.",
         "",
         "Conditions: " + "; ".join(f"**{c}**: {note}" for c, note in CONDITION_NOTES.items()) + ". "
-        "Fine-tuning keeps red frozen at the deceptive baseline's red; the honest baseline plays with its own red.",
+        "Every condition plays against the same red (the honest pair's, frozen after its training).",
         "",
     ]
     for variant, block in summary["variants"].items():
