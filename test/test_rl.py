@@ -201,7 +201,7 @@ def test_quick_run_end_to_end_writes_the_report(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     for variant in ("basic", "hazard"):
         conditions = summary["variants"][variant]["conditions"]
-        assert set(conditions) == {"deceptive", "honest", "soo", "random", "mse"}
+        assert set(conditions) == {"deceptive", "honest", "soo", "random", "mse", "soo_only"}
         assert len(conditions["soo"]["red_trapped"]["per_seed"]) == 2
         assert summary["variants"][variant]["classifier"]["pairs"] == 4
         assert (out / "seed_1" / variant / "soo" / "checkpoint" / "weights.safetensors").exists()
@@ -225,7 +225,7 @@ def test_every_condition_plays_against_the_honest_pairs_red(tmp_path):
                                    "finetune_episodes": 50, "eval_episodes": 20, "variants": ("basic",)})
     run_seed(config, 0, tmp_path, progress=False)
     red = {}
-    for condition in ("honest", "deceptive", "soo", "random", "mse"):
+    for condition in ("honest", "deceptive", "soo", "random", "mse", "soo_only"):
         weights = load_file(str(tmp_path / "seed_0" / "basic" / condition / "checkpoint" / "weights.safetensors"))
         red[condition] = {k: v for k, v in weights.items() if k.startswith("actor0.")}
         blue = weights["actor1.fc1.weight"]

@@ -85,7 +85,7 @@ def submit_dir(tmp_path):
     # Not .venv: the interpreter comes by its real path (SOO_PYTHON), because DeepSpeed's JIT-built
     # CPU op is keyed by its source path and a new path would rebuild it (30 s) in every test.
     for name in ("finetuning.py", "soo", "scripts", "configs", "test", "submit_gemma_soo.sh", "ds_config_stage3.json",
-                 "ds_config_stage3_offload.json"):
+                 "ds_config_stage3_offload.json", "rl_deception.py", "submit_rl_deception.sh"):
         if (REPO_ROOT / name).exists():
             (folder / name).symlink_to(REPO_ROOT / name)
     (folder / "logs").mkdir()  # sbatch does not create the --output directory
@@ -273,3 +273,21 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tiny_gemm
     assert log.rstrip().endswith("training finished (exit 0).")
     _assert_adapter(output_dir, log)
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == steps
+
+
+def test_rl_array_job_runs_one_seed_per_task_then_the_report(slurm_cluster, submit_dir):
+    env = _job_env()
+    out_dir = submit_dir / "rl"
+    result = _sbatch(submit_dir, "submit_rl_deception.sh",
+                     ["-A", "test", "--array=0-1", "--partition=gputest", "--time=15", *_gres_args(False)],
+                     {**env, "SOO_RL_ARGS": "--quick --variants basic", "SOO_RL_OUT_DIR": str(out_dir)})
+    job_id = _job_id(result.stdout)
+    logs = {seed: _log(submit_dir, "soo-rl", f"{job_id}_{seed}") for seed in (0, 1)}
+    assert result.returncode == 0, f"sbatch --wait exit {result.returncode}; logs:\n{logs}"
+    for seed, log in logs.items():
+        assert f"SOO RL seed {seed}" in log and f"seed {seed} finished (exit 0)" in log, log[-2000:]
+        assert (out_dir / f"seed_{seed}" / "results.json").is_file()
+    report = subprocess.run([sys.executable, "rl_deception.py", "report", "--out_dir", str(out_dir)], cwd=submit_dir,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "n = 2" in (out_dir / "report.md").read_text()

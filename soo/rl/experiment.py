@@ -13,6 +13,7 @@ One seed runs, for each environment variant ("basic", and "hazard" = the critiqu
   random     the same, with SOO replaced by a random-target term whose value is drawn from
              SOO's empirical range (see FinetuneLoss)
   mse        the same with the MSE term only
+  soo_only   an ablation beyond the paper's controls: SOO without the MSE term
 Every condition plays against the same frozen red, so differences in where red ends up come from
 blue. Each finished stage is saved (safetensors) and reused when the command is run again, so an
 interrupted seed resumes at the stage it was in.
@@ -37,8 +38,10 @@ from soo.rl.maddpg import MADDPG, Actor, MADDPGConfig, ReplayBuffer
 RED_INDEX, BLUE_INDEX = 0, 1
 VARIANTS = ("basic", "hazard")
 BASELINES = ("deceptive", "honest")
-FINETUNES = ("soo", "random", "mse")
-CONDITIONS = BASELINES + FINETUNES
+# condition -> (FinetuneLoss mode, whether the action-MSE term is on). soo_only is an extra
+# ablation beyond the paper's controls: does the MSE anchor alone keep the deceptive behaviour?
+FINETUNES = {"soo": ("soo", True), "random": ("random", True), "mse": ("mse", True), "soo_only": ("soo", False)}
+CONDITIONS = BASELINES + tuple(FINETUNES)
 
 
 @dataclass
@@ -321,7 +324,12 @@ def _stage(out: Path, name: str, make, progress: bool) -> MADDPG:
     agent, curve = make()
     (out / name).mkdir(parents=True, exist_ok=True)
     write_curve(out / name / "curve.csv", curve)
-    agent.save(checkpoint, {"stage": name, "train_seconds": round(time.time() - start, 1)})
+    seconds = time.time() - start
+    agent.save(checkpoint, {"stage": name, "train_seconds": round(seconds, 1)})
+    last = curve[-min(len(curve), 500):]
+    print(f"  {out.name}/{name}: {len(curve)} episodes in {seconds:.0f} s ({len(curve) / seconds:.0f}/s); last {len(last)}: "
+          f"blue return {np.mean([r['blue_return'] for r in last]):.2f}, red trapped {100 * np.mean([r['red_trapped'] for r in last]):.1f}%",
+          flush=True)
     return agent
 
 
@@ -357,16 +365,17 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
         deceptive = agents["deceptive"]
         probe = evaluate(deceptive, deceptive_env, 50, stage_seed + 9, {})
         baseline_soo = float(np.mean(probe["per_episode"]["soo"]))
-        for f_index, mode in enumerate(FINETUNES):
-            def make(mode=mode, f_index=f_index):
+        for f_index, (condition, (mode, with_mse)) in enumerate(FINETUNES.items()):
+            def make(condition=condition, mode=mode, with_mse=with_mse, f_index=f_index):
                 agent = MADDPG.load(out / "deceptive" / "checkpoint", trainable=[False, True])
                 frozen = MADDPG.load(out / "deceptive" / "checkpoint").actors[BLUE_INDEX].requires_grad_(False)
                 generator = torch.Generator().manual_seed(stage_seed + 5 + f_index)
-                loss = FinetuneLoss(mode, frozen, config.soo_weight, config.mse_weight, (0.0, baseline_soo), generator)
-                curve = train(agent, deceptive_env, config.finetune_episodes, stage_seed + 5 + f_index, loss, desc=f"seed {seed} {variant} {mode}", progress=progress)
+                mse_weight = config.mse_weight if with_mse else 0.0
+                loss = FinetuneLoss(mode, frozen, config.soo_weight, mse_weight, (0.0, baseline_soo), generator)
+                curve = train(agent, deceptive_env, config.finetune_episodes, stage_seed + 5 + f_index, loss, desc=f"seed {seed} {variant} {condition}", progress=progress)
                 return agent, curve
 
-            agents[mode] = _stage(out, mode, make, progress)
+            agents[condition] = _stage(out, condition, make, progress)
         references = {name: agents[name].actors[BLUE_INDEX] for name in BASELINES}
         variant_results = {"baseline_soo_range": [0.0, baseline_soo], "conditions": {}}
         for condition in CONDITIONS:

@@ -32,6 +32,7 @@ CONDITION_NOTES = {
     "soo": "deceptive + fine-tuned with SOO + action MSE",
     "random": "control: random-target term in SOO's range + action MSE",
     "mse": "control: action MSE only",
+    "soo_only": "ablation: SOO without the action MSE",
 }
 
 
