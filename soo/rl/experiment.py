@@ -377,11 +377,15 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
 
             agents[condition] = _stage(out, condition, make, progress)
         references = {name: agents[name].actors[BLUE_INDEX] for name in BASELINES}
-        variant_results = {"baseline_soo_range": [0.0, baseline_soo], "conditions": {}}
+        # Training time of each stage as first trained (a rerun that reuses stages does not reset it).
+        stage_seconds = {c: json.loads((out / c / "checkpoint" / "meta.json").read_text()).get("train_seconds") for c in CONDITIONS}
+        variant_results = {"baseline_soo_range": [0.0, baseline_soo], "train_seconds": stage_seconds, "conditions": {}}
+        eval_started = time.time()
         for condition in CONDITIONS:
             evaluation = evaluate(agents[condition], deceptive_env, config.eval_episodes, config.eval_seed_offset + seed, references)
             variant_results["conditions"][condition] = evaluation
             (out / condition / "eval.json").write_text(json.dumps(evaluation))
+        variant_results["eval_seconds"] = round(time.time() - eval_started, 1)
         results["variants"][variant] = variant_results
     results["wall_seconds"] = round(time.time() - started, 1)
     (out_root / "results.json").write_text(json.dumps(results))

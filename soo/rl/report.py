@@ -45,6 +45,13 @@ def load_seed_results(out_dir: Path) -> list[dict]:
     return results
 
 
+def _seed_minutes(result: dict) -> float:
+    seconds = 0.0
+    for block in result["variants"].values():
+        seconds += sum(v or 0.0 for v in block.get("train_seconds", {}).values()) + block.get("eval_seconds", 0.0)
+    return seconds / 60
+
+
 def _interval(seed_values: list[float], episode_values: list[float]) -> tuple[float, float, str]:
     if len(seed_values) > 1:
         mean, half = mean_t_ci95(seed_values)
@@ -59,7 +66,9 @@ def summarise(results: list[dict]) -> dict:
     variants = [v for v in results[0]["variants"]]
     for variant in variants:
         block = {"conditions": {}}
-        for condition in CONDITIONS:
+        # Conditions every seed has (results written before a condition was added lack it).
+        present = [c for c in CONDITIONS if all(c in r["variants"][variant]["conditions"] for r in results)]
+        for condition in present:
             metrics = {}
             for key, _, _ in METRICS + HAZARD_METRICS:
                 per_seed = [r["variants"][variant]["conditions"][condition]["summary"].get(key) for r in results]
@@ -93,7 +102,8 @@ def markdown(summary: dict, results: list[dict]) -> str:
         f"{first['deceptive_episodes']} for the deceptive blue (against the honest pair's frozen red), "
         f"{first['finetune_episodes']} fine-tuning episodes per fine-tuned condition, {first['eval_episodes']} greedy "
         f"evaluation episodes per condition (the same evaluation seeds for every condition). Cells: mean ± 95% interval over {over}.",
-        f"Wall time per seed: {', '.join(str(round(r['wall_seconds'] / 60, 1)) + ' min' for r in results)}.",
+        "Compute per seed (training stages as first trained + this evaluation, one CPU core each): "
+        + ", ".join(f"seed {r['seed']} {_seed_minutes(r):.1f} min" for r in results) + ".",
         "",
         "Conditions: " + "; ".join(f"**{c}**: {note}" for c, note in CONDITION_NOTES.items()) + ". "
         "Every condition plays against the same red (the honest pair's, frozen after its training).",
