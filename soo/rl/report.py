@@ -205,7 +205,7 @@ def plot_behaviour(summary: dict, path: Path) -> None:
 
     keys = [("red_trapped", "red at non-goal %"), ("agreement_honest", "= honest %"), ("agreement_deceptive", "= deceptive %")]
     variants = list(summary["variants"])
-    fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(variants), figsize=(7 * len(variants), 4), squeeze=False)
     width = 0.8 / len(keys)
     for col, variant in enumerate(variants):
         conditions = summary["variants"][variant]["conditions"]
@@ -215,9 +215,9 @@ def plot_behaviour(summary: dict, path: Path) -> None:
             errs = [100 * np.nan_to_num(conditions[c][key]["ci95"]) for c in conditions]
             axes[0][col].bar(x + k * width, means, width, yerr=errs, capsize=3, label=label)
         axes[0][col].set_xticks(x + width, list(conditions))
-        axes[0][col].set_ylim(0, 105)
+        axes[0][col].set_ylim(0, 125)  # room above 100 for the legend and t-intervals
         axes[0][col].set_title(f"{variant} (n seeds = {len(summary['seeds'])}, 95% CI)")
-        axes[0][col].legend(fontsize=8)
+        axes[0][col].legend(fontsize=8, ncol=3, loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
