@@ -236,3 +236,20 @@ def test_every_condition_plays_against_the_honest_pairs_red(tmp_path):
             torch.testing.assert_close(value, red_reference[key])
         if condition != "honest":
             assert not torch.equal(blue, load_file(str(tmp_path / "seed_0" / "basic" / "honest" / "checkpoint" / "weights.safetensors"))["actor1.fc1.weight"])
+
+
+def test_blind_evaluation_hides_red_from_blue_only():
+    """A blue whose action depends only on red's visible flag behaves differently when blind."""
+    from soo.rl.experiment import evaluate
+
+    agent = MADDPG([9, 11], 5, MADDPGConfig())
+    with torch.no_grad():
+        for p in agent.actors[1].parameters():
+            p.zero_()
+        agent.actors[1].fc1.weight[0, 10] = 1.0  # hidden unit 0 = "red visible"
+        agent.actors[1].fc2.weight[0, 0] = 1.0
+        agent.actors[1].out.weight[1, 0] = 1.0  # visible -> move left, else no-op
+    config = DeceptionEnvConfig(visibility_radius=10.0)  # red always in view
+    seeing = evaluate(agent, config, 5, 0, {})
+    blind = evaluate(agent, config, 5, 0, {}, blue_blind=True)
+    assert seeing["per_episode"]["blue_goal_distance"] != blind["per_episode"]["blue_goal_distance"]

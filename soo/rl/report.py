@@ -19,6 +19,7 @@ CLASSIFIER_EPISODES = [1, 2, 5, 10, 20, 50, 100, 200, 400]
 METRICS = [  # key in the evaluation summary, column title, scale (100 = percent)
     ("red_trapped", "red ends at non-goal landmark %", 100),
     ("red_at_goal", "red ends at goal %", 100),
+    ("red_trapped_blue_blind", "red at non-goal, blue blind to red %", 100),
     ("blue_goal_distance", "blue final distance to goal", 1),
     ("blue_return", "blue return (deceptive reward)", 1),
     ("agreement_honest", "blue action = honest baseline's %", 100),
