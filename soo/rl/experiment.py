@@ -322,7 +322,7 @@ def write_curve(path: Path, curve: list[dict]) -> None:
         writer.writerows(curve)
 
 
-def _stage(out: Path, name: str, make, progress: bool) -> MADDPG:
+def _stage(out: Path, name: str, make) -> MADDPG:
     """Run a training stage unless its checkpoint exists (then load it)."""
     checkpoint = out / name / "checkpoint"
     if (checkpoint / "meta.json").exists():
@@ -360,7 +360,7 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
             agent = MADDPG(dims, N_ACTIONS, config.maddpg)
             return agent, train(agent, honest_env, config.honest_episodes, stage_seed, desc=f"seed {seed} {variant} honest", progress=progress)
 
-        agents["honest"] = _stage(out, "honest", make_honest, progress)
+        agents["honest"] = _stage(out, "honest", make_honest)
 
         def make_deceptive():
             torch.manual_seed(stage_seed + 1)
@@ -369,7 +369,7 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
                 net.load_state_dict(agents["honest"].actors[RED_INDEX].state_dict())
             return agent, train(agent, deceptive_env, config.deceptive_episodes, stage_seed + 1, desc=f"seed {seed} {variant} deceptive", progress=progress)
 
-        agents["deceptive"] = _stage(out, "deceptive", make_deceptive, progress)
+        agents["deceptive"] = _stage(out, "deceptive", make_deceptive)
         deceptive = agents["deceptive"]
         probe = evaluate(deceptive, deceptive_env, 50, stage_seed + 9, {})
         baseline_soo = float(np.mean(probe["per_episode"]["soo"]))
@@ -383,7 +383,7 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
                 curve = train(agent, deceptive_env, config.finetune_episodes, stage_seed + 5 + f_index, loss, desc=f"seed {seed} {variant} {condition}", progress=progress)
                 return agent, curve
 
-            agents[condition] = _stage(out, condition, make, progress)
+            agents[condition] = _stage(out, condition, make)
         references = {name: agents[name].actors[BLUE_INDEX] for name in BASELINES}
         # Training time of each stage as first trained (a rerun that reuses stages does not reset it).
         stage_seconds = {c: json.loads((out / c / "checkpoint" / "meta.json").read_text()).get("train_seconds") for c in CONDITIONS}
