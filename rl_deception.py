@@ -2,10 +2,10 @@
 
 Trains MADDPG deceptive and honest baselines on a 1-vs-1, two-landmark mpe2 scenario, fine-tunes
 the deceptive one with SOO (and two controls), measures behaviour and the SOO classifier, on the
-basic task and on the critique's hidden-hazard variant. CPU only; one seed ~25 min on 2 cores.
+basic task and on the critique's hidden-hazard variant. CPU only; one seed ~14 min on one core.
 
   python rl_deception.py all --seeds 0 1 2 --jobs 2          # seeds as separate processes, then the report
-  python rl_deception.py all --quick --seeds 0 1             # smoke run (~1 min per seed)
+  python rl_deception.py all --quick --seeds 0 1             # smoke run (~30 s; plumbing only)
   python rl_deception.py run --seed 3 --out_dir results/rl   # one seed (e.g. one Slurm array task)
   python rl_deception.py report --out_dir results/rl         # report.md + PNGs over every seed_* found
 
