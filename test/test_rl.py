@@ -253,3 +253,17 @@ def test_blind_evaluation_hides_red_from_blue_only():
     seeing = evaluate(agent, config, 5, 0, {})
     blind = evaluate(agent, config, 5, 0, {}, blue_blind=True)
     assert seeing["per_episode"]["blue_goal_distance"] != blind["per_episode"]["blue_goal_distance"]
+
+
+def test_training_is_reproducible_from_its_seed():
+    from soo.rl.experiment import train
+
+    config = MADDPGConfig(batch_size=64, warmup_steps=200)
+    weights = []
+    for seed in (3, 3, 4):
+        torch.manual_seed(seed)
+        agent = MADDPG([9, 11], 5, config)
+        curve = train(agent, DeceptionEnvConfig(), 40, seed, progress=False)
+        weights.append((agent.actors[1].fc1.weight.detach().clone(), [row["blue_return"] for row in curve]))
+    assert torch.equal(weights[0][0], weights[1][0]) and weights[0][1] == weights[1][1]
+    assert not torch.equal(weights[0][0], weights[2][0])
