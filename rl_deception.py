@@ -11,7 +11,8 @@ basic task and on the critique's hidden-hazard variant. CPU only; one seed ~14 m
 
 Outputs in --out_dir (default results/rl): seed_N/<variant>/<condition>/{checkpoint/,curve.csv,eval.json},
 seed_N/results.json, report.md, summary.json, learning_curves.png, classifier_accuracy.png, behaviour.png.
-A finished stage is reused when a seed is run again (delete its folder to retrain).
+A finished stage is reused when a seed is run again (delete its folder to retrain); a stage
+trained with other settings than the run asks for is an error, not silently reused.
 """
 
 from __future__ import annotations
@@ -57,12 +58,15 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 def run_one(args) -> None:
     import torch
 
-    from soo.rl.experiment import run_seed
+    from soo.rl.experiment import StageMismatch, run_seed
 
     torch.set_num_threads(1)  # 64-unit networks: extra threads only add overhead; seeds run in parallel instead
     config = build_config(args)
     started = time.time()
-    results = run_seed(config, args.seed, args.out_dir, progress=not args.no_progress)
+    try:
+        results = run_seed(config, args.seed, args.out_dir, progress=not args.no_progress)
+    except StageMismatch as error:
+        sys.exit(f"error: {error}")
     print(f"seed {args.seed} done in {(time.time() - started) / 60:.1f} min -> {Path(args.out_dir) / f'seed_{args.seed}'}")
     for variant, block in results["variants"].items():
         for condition, evaluation in block["conditions"].items():
@@ -110,7 +114,10 @@ def run_all(args) -> None:
 def report(args) -> None:
     from soo.rl.report import write_report
 
-    path = write_report(args.out_dir)
+    try:
+        path = write_report(args.out_dir)
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
     print(path.read_text())
     print(f"report: {path}")
 

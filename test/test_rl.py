@@ -212,6 +212,10 @@ def test_quick_run_end_to_end_writes_the_report(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "reusing" in rerun.stdout
     after = json.loads((out / "seed_0" / "results.json").read_text())
+    # ... but not when the run asks for other settings than the saved stages were trained with.
+    other = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "0", "--no_progress",
+                            "--soo_weight", "5", "--out_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "soo_weight" in other.stderr and "other settings" in other.stderr, other.stderr[-2000:]
     for variant in ("basic", "hazard"):
         assert after["variants"][variant]["conditions"] == before["variants"][variant]["conditions"]
         assert after["variants"][variant]["train_seconds"] == before["variants"][variant]["train_seconds"]

@@ -322,10 +322,24 @@ def write_curve(path: Path, curve: list[dict]) -> None:
         writer.writerows(curve)
 
 
-def _stage(out: Path, name: str, make) -> MADDPG:
-    """Run a training stage unless its checkpoint exists (then load it)."""
+class StageMismatch(RuntimeError):
+    """A saved stage was trained with other settings than this run asks for."""
+
+
+def _stage(out: Path, name: str, make, settings: dict) -> MADDPG:
+    """Run a training stage unless its checkpoint exists (then load it).
+
+    `settings` are what the stage depends on (stored with the checkpoint): reusing a stage trained
+    with other settings would silently mix experiments, so that is an error instead."""
     checkpoint = out / name / "checkpoint"
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
     if (checkpoint / "meta.json").exists():
+        saved = json.loads((checkpoint / "meta.json").read_text()).get("settings")
+        if saved is not None and saved != settings:
+            changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+            raise StageMismatch(f"{out / name} was trained with other settings ({', '.join(changed)}: "
+                                f"{ {k: saved.get(k) for k in changed} } there, { {k: settings.get(k) for k in changed} } now). "
+                                "Use another --out_dir, or delete that folder to retrain it.")
         print(f"  {name}: reusing {checkpoint}", flush=True)
         return MADDPG.load(checkpoint)
     start = time.time()
@@ -333,7 +347,7 @@ def _stage(out: Path, name: str, make) -> MADDPG:
     (out / name).mkdir(parents=True, exist_ok=True)
     write_curve(out / name / "curve.csv", curve)
     seconds = time.time() - start
-    agent.save(checkpoint, {"stage": name, "train_seconds": round(seconds, 1)})
+    agent.save(checkpoint, {"stage": name, "train_seconds": round(seconds, 1), "settings": settings})
     last = curve[-min(len(curve), 500):]
     print(f"  {out.name}/{name}: {len(curve)} episodes in {seconds:.0f} s ({len(curve) / seconds:.0f}/s); last {len(last)}: "
           f"blue return {np.mean([r['blue_return'] for r in last]):.2f}, red trapped {100 * np.mean([r['red_trapped'] for r in last]):.1f}%",
@@ -354,13 +368,15 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
         honest_env = replace(env_config, reward_mode="honest")
         deceptive_env = replace(env_config, reward_mode="deceptive")
         dims = observation_dims(env_config)
+        honest_settings = {"env": asdict(env_config), "maddpg": asdict(config.maddpg), "honest_episodes": config.honest_episodes, "seed": stage_seed}
+        deceptive_settings = {**honest_settings, "deceptive_episodes": config.deceptive_episodes}
 
         def make_honest():
             torch.manual_seed(stage_seed)
             agent = MADDPG(dims, N_ACTIONS, config.maddpg)
             return agent, train(agent, honest_env, config.honest_episodes, stage_seed, desc=f"seed {seed} {variant} honest", progress=progress)
 
-        agents["honest"] = _stage(out, "honest", make_honest)
+        agents["honest"] = _stage(out, "honest", make_honest, honest_settings)
 
         def make_deceptive():
             torch.manual_seed(stage_seed + 1)
@@ -369,7 +385,7 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
                 net.load_state_dict(agents["honest"].actors[RED_INDEX].state_dict())
             return agent, train(agent, deceptive_env, config.deceptive_episodes, stage_seed + 1, desc=f"seed {seed} {variant} deceptive", progress=progress)
 
-        agents["deceptive"] = _stage(out, "deceptive", make_deceptive)
+        agents["deceptive"] = _stage(out, "deceptive", make_deceptive, deceptive_settings)
         deceptive = agents["deceptive"]
         probe = evaluate(deceptive, deceptive_env, 50, stage_seed + 9, {})
         baseline_soo = float(np.mean(probe["per_episode"]["soo"]))
@@ -383,7 +399,10 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
                 curve = train(agent, deceptive_env, config.finetune_episodes, stage_seed + 5 + f_index, loss, desc=f"seed {seed} {variant} {condition}", progress=progress)
                 return agent, curve
 
-            agents[condition] = _stage(out, condition, make)
+            finetune_settings = {**deceptive_settings, "finetune_episodes": config.finetune_episodes, "mode": mode,
+                                 "soo_weight": config.soo_weight if mode != "mse" else None,
+                                 "mse_weight": config.mse_weight if with_mse else 0.0}
+            agents[condition] = _stage(out, condition, make, finetune_settings)
         references = {name: agents[name].actors[BLUE_INDEX] for name in BASELINES}
         # Training time of each stage as first trained (a rerun that reuses stages does not reset it).
         stage_seconds = {c: json.loads((out / c / "checkpoint" / "meta.json").read_text()).get("train_seconds") for c in CONDITIONS}
