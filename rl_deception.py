@@ -18,7 +18,6 @@ trained with other settings than the run asks for is an error, not silently reus
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time

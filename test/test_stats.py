@@ -72,3 +72,12 @@ def test_aggregate_seeds_mean_and_sd_across_adapters():
     assert aggregated["deceptive_first"]["seeds"] == 2
     assert aggregated["deceptive_first"]["mean_rate"] == pytest.approx(0.375)
     assert aggregated["deceptive_first"]["sd_rate"] == pytest.approx(math.sqrt(2) * 0.125)
+
+
+def test_mean_t_ci95_uses_the_student_t_quantile():
+    from soo.stats import mean_t_ci95
+
+    mean, half = mean_t_ci95([1.0, 2.0, 3.0])
+    # t(0.975, df=2) = 4.302653; SD = 1; n = 3
+    assert mean == 2.0 and abs(half - 4.302653 / 3**0.5) < 1e-5
+    assert math.isnan(mean_t_ci95([5.0])[1])

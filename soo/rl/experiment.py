@@ -59,7 +59,7 @@ class RLExperimentConfig:
 
     @classmethod
     def quick(cls) -> "RLExperimentConfig":
-        """Smoke-run sizes (about a minute on 2 CPU cores): checks plumbing, not learning."""
+        """Smoke-run sizes (~30 s for two seeds on 2 CPU cores): checks plumbing, not learning."""
         return cls(honest_episodes=300, deceptive_episodes=300, finetune_episodes=100, eval_episodes=100,
                    maddpg=MADDPGConfig(batch_size=256, warmup_steps=1_000))
 
