@@ -96,7 +96,8 @@ def run_all(args) -> None:
             log = Path(args.out_dir) / f"seed_{seed}.log"
             cmd = [sys.executable, __file__, "run", "--seed", str(seed), "--no_progress", *base]
             print(f"seed {seed}: {' '.join(cmd[1:])}  (log {log})", flush=True)
-            running.append((seed, subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)))
+            # Append: a rerun (which reuses finished stages) must not erase the log of the first training.
+            running.append((seed, subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT)))
         time.sleep(1)
         for seed, proc in list(running):
             if proc.poll() is not None:
