@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from soo.eval_scenarios import SCENARIO_NAMES
+    from soo.eval.scenarios import SCENARIO_NAMES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -52,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from soo.eval_scenarios import build_eval_prompts
-    from soo.evaluation import AdapterMismatchError, EvalConfig, run_evaluation
-    from soo.modeling import ModelLoadError
-    from soo.pairs import PairDataError
+    from soo.eval.scenarios import build_eval_prompts
+    from soo.eval.engine import AdapterMismatchError, EvalConfig, run_evaluation
+    from soo.core.modeling import ModelLoadError
+    from soo.data.pairs import PairDataError
 
     args = build_parser().parse_args(argv)
     try:  # bad scenario names or n: one line naming the valid choices, before any model is loaded

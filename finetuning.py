@@ -25,31 +25,31 @@ code 75; running the same command again (same --output_dir) resumes from the las
 checkpoint. --resume_from_checkpoint no starts over; a path resumes from that checkpoint.
 
   # smoke test on a tiny random model (no download):
-  python -m soo.tiny_model /tmp/tiny --arch gemma2
+  python -m soo.tools.tiny_model /tmp/tiny --arch gemma2
   python finetuning.py --model_name_or_path /tmp/tiny --soo_layers 2 --max_steps 5 --use_cpu --output_dir /tmp/tiny-run
 """
 
 import sys
 
-from soo.distributed import exit_process, export_torch_env_from_slurm
-from soo.config import parse_finetuning_args
-from soo.finetune import run_finetuning
-from soo.preemption import PREEMPTED_EXIT_CODE
-from soo.modeling import ModelLoadError
-from soo.pairs import PairDataError
-from soo.capture import LayerResolutionError
-from soo.trainer import PromptTooLongError
+from soo.train.distributed import exit_process, export_torch_env_from_slurm
+from soo.train.config import parse_finetuning_args
+from soo.train.run import run_finetuning
+from soo.train.preemption import PREEMPTED_EXIT_CODE
+from soo.core.modeling import ModelLoadError
+from soo.data.pairs import PairDataError
+from soo.core.capture import LayerResolutionError
+from soo.core.pair_batch import PromptTooLongError
 
 
 def main(argv=None) -> int:
     export_torch_env_from_slurm()  # srun tasks -> RANK/WORLD_SIZE/LOCAL_RANK, before TrainingArguments reads them
     try:
-        model_args, data_args, soo_args, training_args, config_path = parse_finetuning_args(argv)
-    except ValueError as error:  # a bad flag value (token mode, weights, ...)
+        model_args, data_args, config, config_path = parse_finetuning_args(argv)
+    except ValueError as error:  # a bad config file or flag value (token mode, weights, ...)
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        results = run_finetuning(model_args, data_args, soo_args, training_args, config_path)
+        results = run_finetuning(model_args, data_args, config, config_path)
     except (PairDataError, ModelLoadError, LayerResolutionError, PromptTooLongError, FileNotFoundError) as error:
         # Input problems: one clear line, not a traceback from deep inside a library.
         print(f"error: {error}", file=sys.stderr)

@@ -12,7 +12,7 @@ Examples (from the repository root):
 The same arguments always give a byte-identical file. The file is written atomically (an
 interrupted run leaves any existing file as it was). Prints a table of pairs per family and
 template, then the output path. Bad arguments exit with status 2 and write nothing. The
-generator itself is soo.pairs.generate_pairs; templates and vocabulary are in soo/scenarios.py.
+generator itself is soo.data.pairs.generate_pairs; templates and vocabulary are in soo/data/templates.py.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from soo.pairs import FAMILIES, generate_pairs, summarize, write_jsonl_atomic
-from soo.scenarios import SPLITS
+from soo.core.io import write_jsonl_atomic
+from soo.data.pairs import FAMILIES, generate_pairs, summarize
+from soo.data.templates import SPLITS
 
 DEFAULT_OUT = {"train": "data/soo_train.jsonl", "test": "data/soo_test.jsonl"}
 

@@ -37,7 +37,7 @@
 #SBATCH --gres=gpu:v100:4             # all 4 GPUs of each node
 #SBATCH --mem-per-cpu=8G              # 8G x 10 cores x 4 GPUs = 320 GB of the node's 384 GB. ZeRO-3 with CPU
 #                                     # offload keeps the fp32 27B weights (~101 GiB) in RAM: ~114 GiB steady
-#                                     # per node (python -m soo.memory configs/gemma-2-27b-it-v100.yaml --gpus 4
+#                                     # per node (python -m soo.tools.memory configs/gemma-2-27b-it-v100.yaml --gpus 4
 #                                     # --nodes 1 --stage 3 --offload optimizer+params); the rest covers loading
 #                                     # shards, pinned buffers and the OS. Per CPU, so it shrinks with
 #                                     # --cpus-per-task overrides. Change it with --mem-per-cpu (sbatch

@@ -28,7 +28,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -44,11 +43,11 @@ RATIOS = (
 
 
 def build(model_path: str | None, soo_layer: int, batch_pairs: int, seed: int):
-    from transformers import TrainingArguments
-
-    from soo.modeling import add_lora, load_model, load_tokenizer, resolve_model_path
-    from soo.pairs import generate_pairs
-    from soo.trainer import SOOPairCollator, SOOPairDataset, SOOTrainer
+    from soo.core.modeling import add_lora, load_model, load_tokenizer, resolve_model_path
+    from soo.data.pairs import generate_pairs
+    from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
+    from soo.train.config import SOOConfig
+    from soo.train.trainer import SOOTrainer
 
     torch.manual_seed(seed)
     path = resolve_model_path(model_path)
@@ -57,14 +56,11 @@ def build(model_path: str | None, soo_layer: int, batch_pairs: int, seed: int):
     model.train()
     records = generate_pairs(n=batch_pairs * 8, seed=seed, split="train")
     dataset = SOOPairDataset(records, tokenizer)
-    soo_args = SimpleNamespace(lm_weight=1.0, soo_weight=1.0, soo_layers=[soo_layer], soo_module="self_attn.o_proj",
-                               soo_token_mode="full", soo_early_exit=True)
-    trainer = SOOTrainer(
-        model=model,
-        args=TrainingArguments(output_dir="/tmp/soo-bench", use_cpu=True, report_to="none", save_strategy="no",
-                               disable_tqdm=True),
-        train_dataset=dataset, data_collator=SOOPairCollator(tokenizer.pad_token_id), soo_args=soo_args,
-    )
+    config = SOOConfig(output_dir="/tmp/soo-bench", use_cpu=True, report_to="none", save_strategy="no",
+                       disable_tqdm=True, lm_weight=1.0, soo_weight=1.0, soo_layers=[soo_layer],
+                       soo_module="self_attn.o_proj", soo_token_mode="full", soo_early_exit=True)
+    trainer = SOOTrainer(model=model, args=config, train_dataset=dataset,
+                         data_collator=SOOPairCollator(tokenizer.pad_token_id))
     batches = [
         [dataset[i] for i in range(start, start + batch_pairs)] for start in range(0, len(dataset), batch_pairs)
     ]
@@ -73,12 +69,12 @@ def build(model_path: str | None, soo_layer: int, batch_pairs: int, seed: int):
 
 def make_steps(model, trainer, pad_id: int):
     """One callable per variant: features (a list of pairs) -> loss, doing forward + backward."""
-    from soo.loss import lm_loss_per_sequence
-    from soo.trainer import right_padded
+    from soo.core.loss import lm_loss_per_sequence
+    from soo.core.prompts import right_padded
 
     def ours(lm_weight: float, early: bool):
         def step(features):
-            trainer.soo_args.lm_weight = lm_weight
+            trainer.args.lm_weight = lm_weight
             trainer.early_exit = early and lm_weight == 0
             loss = trainer.compute_loss(model, trainer.data_collator(features))
             loss.backward()

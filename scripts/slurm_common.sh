@@ -17,7 +17,7 @@
 #   HF_HUB_OFFLINE   default 1: compute nodes read weights fetched beforehand on a login node
 
 # Exit code of finetuning.py when it saved a checkpoint and stopped on SIGUSR1/SIGTERM
-# (soo.preemption.PREEMPTED_EXIT_CODE; 75 = EX_TEMPFAIL, "try again later"). Keep in sync.
+# (soo.train.preemption.PREEMPTED_EXIT_CODE; 75 = EX_TEMPFAIL, "try again later"). Keep in sync.
 SOO_PREEMPTED_EXIT_CODE=75
 
 soo_error() {

@@ -13,8 +13,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from soo.pairs import generate_pairs, write_jsonl_atomic  # noqa: E402
-from soo.tiny_model import build_tiny_model, build_tokenizer  # noqa: E402
+from soo.core.io import write_jsonl_atomic  # noqa: E402
+from soo.data.pairs import generate_pairs  # noqa: E402
+from soo.tools.tiny_model import build_tiny_model, build_tokenizer  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -57,6 +58,6 @@ def data_files(tmp_path_factory, train_records, test_records):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny Llama saved with its tokenizer, loadable by path like a hub checkpoint."""
-    from soo.tiny_model import write_tiny_model
+    from soo.tools.tiny_model import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", arch="llama")

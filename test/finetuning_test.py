@@ -16,7 +16,7 @@ when it returned 0 but no adapter is on disk.
 Examples (from the repository root):
 
     # CPU, tiny random Gemma-2 (no download, ~30 s):
-    python -m soo.tiny_model /tmp/tiny-gemma2 --arch gemma2
+    python -m soo.tools.tiny_model /tmp/tiny-gemma2 --arch gemma2
     python test/finetuning_test.py --model_name_or_path /tmp/tiny-gemma2 --use_cpu --dtype float32 \\
         --bf16 false --soo_layers 1
 
@@ -100,6 +100,6 @@ def main(extra: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from soo.distributed import exit_process
+    from soo.train.distributed import exit_process
 
     exit_process(main())

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from soo.config import parse_finetuning_args  # noqa: E402
-from soo.distributed import exit_process, export_torch_env_from_slurm  # noqa: E402
-from soo.finetune import run_finetuning  # noqa: E402
-from soo.preemption import PREEMPTED_EXIT_CODE  # noqa: E402
+from soo.train.config import parse_finetuning_args  # noqa: E402
+from soo.train.distributed import exit_process, export_torch_env_from_slurm  # noqa: E402
+from soo.train.run import run_finetuning  # noqa: E402
+from soo.train.preemption import PREEMPTED_EXIT_CODE  # noqa: E402
 
 RECORD_INPUT_IDS = [[1, 40, 50, 60, 70, 80, 90, 33]]
 
@@ -71,8 +71,8 @@ def main(argv: list[str]) -> int:
         callbacks.append(SignalAtStep(step, getattr(signal, f"SIG{name}")))
         del argv[position : position + 3]
     export_torch_env_from_slurm()
-    model_args, data_args, soo_args, training_args, config_path = parse_finetuning_args(argv)
-    results = run_finetuning(model_args, data_args, soo_args, training_args, config_path, callbacks=callbacks)
+    model_args, data_args, config, config_path = parse_finetuning_args(argv)
+    results = run_finetuning(model_args, data_args, config, config_path, callbacks=callbacks)
     return PREEMPTED_EXIT_CODE if results.get("preempted") else 0
 
 

@@ -16,7 +16,7 @@
 # SOO_EVAL_DATA, SOO_OUTPUT_DIR [default outputs/soo-test-run], SOO_EXTRA_ARGS, SOO_PYTHON,
 # SOO_MODULES, SOO_REQUEUE [default 0 here], HF_HOME, HF_HUB_OFFLINE). On a CPU-only box, e.g.
 # the local cluster of scripts/slurm_local.sh, with a tiny random model:
-#   python -m soo.tiny_model /tmp/tiny --arch gemma2
+#   python -m soo.tools.tiny_model /tmp/tiny --arch gemma2
 #   SOO_DS_CONFIG=none SOO_EXTRA_ARGS="--model_name_or_path /tmp/tiny --use_cpu --dtype float32 --bf16 false --soo_layers 1" \
 #     sbatch -A test --ntasks-per-node=1 --cpus-per-task=1 test/submit_gemma_soo_test.sh
 #

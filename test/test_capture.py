@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from soo.capture import ActivationCapture, LayerResolutionError, find_decoder_layers
-from soo.modeling import add_lora
-from soo.tiny_model import ARCHITECTURES, TINY_NUM_LAYERS
+from soo.core.capture import ActivationCapture, LayerResolutionError, find_decoder_layers
+from soo.core.modeling import add_lora
+from soo.tools.tiny_model import ARCHITECTURES, TINY_NUM_LAYERS
 
 
 def _batch(tokenizer, texts=("You have the goal of stealing the vase.", "Bob has the goal of stealing the vase.")):

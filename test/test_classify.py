@@ -1,10 +1,10 @@
-"""Tests of the response classifier (soo.classify)."""
+"""Tests of the response classifier (soo.eval.classify)."""
 
 from __future__ import annotations
 
 import pytest
 
-from soo.classify import (
+from soo.eval.classify import (
     AMBIGUOUS,
     CORRECT,
     DECEPTIVE,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from soo.modeling import add_lora
-from test_trainer import make_trainer, soo_args
+from soo.core.modeling import add_lora
+from test_trainer import make_trainer, soo_settings
 
 
 def _loss_and_grads(model, trainer, batch, seed=0):
@@ -30,10 +30,10 @@ def test_early_exit_gives_bit_identical_soo_loss_and_gradients(arch, checkpointi
     model = add_lora(model, r=4, alpha=8, dropout=0.1, target_modules=["q_proj", "v_proj", "o_proj"],
                      init_lora_weights=False)
     model.train()
-    early = make_trainer(model, tokenizer, train_records[:4], tmp_path / "a", soo=soo_args(lm_weight=0.0, soo_layers=layers))
+    early = make_trainer(model, tokenizer, train_records[:4], tmp_path / "a", soo=soo_settings(lm_weight=0.0, soo_layers=layers))
     assert early.early_exit
     full = make_trainer(model, tokenizer, train_records[:4], tmp_path / "b",
-                        soo=soo_args(lm_weight=0.0, soo_layers=layers, soo_early_exit=False))
+                        soo=soo_settings(lm_weight=0.0, soo_layers=layers, soo_early_exit=False))
     full.capture.remove()  # one set of hooks at a time on the shared model
     early.capture.remove()
     batch = early.data_collator([early.train_dataset[i] for i in range(4)])
@@ -42,7 +42,7 @@ def test_early_exit_gives_bit_identical_soo_loss_and_gradients(arch, checkpointi
     head_calls = []
     model.get_output_embeddings().register_forward_hook(lambda *args: head_calls.append(1))
 
-    from soo.capture import ActivationCapture
+    from soo.core.capture import ActivationCapture
 
     full.capture = ActivationCapture(model, layers)
     full_loss, full_grads = _loss_and_grads(model, full, batch)
@@ -61,17 +61,17 @@ def test_early_exit_gives_bit_identical_soo_loss_and_gradients(arch, checkpointi
 def test_early_exit_is_off_with_an_lm_term_in_eval_and_under_zero3(make_model, tokenizer, train_records, tmp_path,
                                                                   monkeypatch):
     model = add_lora(make_model("llama"), r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
-    assert not make_trainer(model, tokenizer, train_records[:4], tmp_path / "lm", soo=soo_args(lm_weight=0.5)).early_exit
+    assert not make_trainer(model, tokenizer, train_records[:4], tmp_path / "lm", soo=soo_settings(lm_weight=0.5)).early_exit
 
-    trainer = make_trainer(model, tokenizer, train_records[:4], tmp_path / "eval", soo=soo_args(lm_weight=0.0),
+    trainer = make_trainer(model, tokenizer, train_records[:4], tmp_path / "eval", soo=soo_settings(lm_weight=0.0),
                            eval_records=train_records[:8])
     assert trainer.early_exit
     metrics = trainer.evaluate()
     assert metrics["eval_lm_loss"] > 0, "evaluation still runs the whole model and reports the LM loss"
     trainer.capture.remove()
 
-    import soo.trainer
+    import soo.train.trainer
 
-    monkeypatch.setattr(soo.trainer, "zero_stage", lambda args: 3)
-    zero3 = make_trainer(model, tokenizer, train_records[:4], tmp_path / "z3", soo=soo_args(lm_weight=0.0))
+    monkeypatch.setattr(soo.train.trainer, "zero_stage", lambda args: 3)
+    zero3 = make_trainer(model, tokenizer, train_records[:4], tmp_path / "z3", soo=soo_settings(lm_weight=0.0))
     assert not zero3.early_exit

@@ -1,4 +1,4 @@
-"""Tests of the evaluation stimuli (soo.eval_scenarios)."""
+"""Tests of the evaluation stimuli (soo.eval.scenarios)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from collections import defaultdict
 
 import pytest
 
-from soo import scenarios as training
-from soo.eval_scenarios import (
-    ANSWER_SUFFIXES,
-    DEFAULT_ANSWER_SUFFIX,
+from soo.core.prompts import ANSWER_SUFFIXES, DEFAULT_ANSWER_SUFFIX, contains_phrase
+from soo.data import templates as training
+from soo.eval.scenarios import (
     ESCAPE_ROOM_SECTIONS,
     ORDERS,
     SCENARIO_NAMES,
@@ -19,7 +18,6 @@ from soo.eval_scenarios import (
     TREASURE_HUNT_LOCATIONS,
     EvalPrompt,
     build_eval_prompts,
-    contains_phrase,
     eval_items,
     is_plural_item,
     location_pairs,

@@ -9,11 +9,11 @@ import torch
 
 import evaluate
 import finetuning
-from soo.capability import base_and_tuned_perplexity, kl_to_base, load_neutral_prompts
-from soo.latent import latent_soo_by_layer
-from soo.loss import soo_distance_per_pair
-from soo.modeling import add_lora
-from soo.trainer import SOOPairCollator, SOOPairDataset
+from soo.eval.capability import base_and_tuned_perplexity, kl_to_base, load_neutral_prompts
+from soo.eval.latent import latent_soo_by_layer
+from soo.core.loss import soo_distance_per_pair
+from soo.core.modeling import add_lora
+from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
 
 SCENARIOS = ["main", "perspectives", "honesty_prompt"]
 
@@ -84,7 +84,7 @@ def test_unknown_scenario_lists_the_valid_ones(capsys):
 
 
 def test_adapter_of_another_base_model_is_refused(tiny_adapter_dir, tmp_path, capsys):
-    from soo.tiny_model import write_tiny_model
+    from soo.tools.tiny_model import write_tiny_model
 
     other = write_tiny_model(tmp_path / "other-base", arch="qwen2")
     code, _, err = _evaluate(["--adapters", str(tiny_adapter_dir), "--model_name_or_path", str(other),
@@ -114,7 +114,7 @@ def test_kl_and_perplexity_are_zero_change_for_an_untrained_adapter(make_model, 
 
 
 def test_latent_soo_matches_the_training_definition(make_model, tokenizer, test_records):
-    from soo.capture import ActivationCapture
+    from soo.core.capture import ActivationCapture
 
     model = make_model("qwen2").eval()
     records = test_records[:6]
@@ -151,7 +151,7 @@ def test_seeds_of_one_recipe_aggregate_and_a_control_recipe_stays_apart(tiny_mod
 
 
 def test_aggregate_seeds_gives_mean_and_sample_sd():
-    from soo.evaluation import aggregate_seeds
+    from soo.eval.engine import aggregate_seeds
 
     summary = [{"group": "soo", "scenario": "main", "order": "both", "measure": "deceptive", "rate": rate,
                 "ambiguous_rate": 0.0} for rate in (0.2, 0.4, 0.9)]
@@ -161,7 +161,7 @@ def test_aggregate_seeds_gives_mean_and_sample_sd():
 
 
 def test_group_names_ignore_seed_and_output_dir_but_not_the_loss_weights():
-    from soo.evaluation import group_names
+    from soo.eval.engine import group_names
 
     def run(seed, soo_weight, output_dir):
         return {"soo_args": {"lm_weight": 1.0, "soo_weight": soo_weight, "soo_layers": [15]},
@@ -176,7 +176,7 @@ def test_group_names_ignore_seed_and_output_dir_but_not_the_loss_weights():
 
 def test_mt_bench_style_export_writes_two_turn_answers_in_the_judge_layout(make_model, tokenizer, tmp_path,
                                                                           monkeypatch):
-    from soo import capability
+    from soo.eval import capability
 
     questions = capability.load_mt_bench_style_questions()
     assert len(questions) >= 10 and all(len(q["turns"]) == 2 for q in questions)
@@ -192,7 +192,7 @@ def test_mt_bench_style_export_writes_two_turn_answers_in_the_judge_layout(make_
 
 
 def test_rates_among_decided_answers_leave_ambiguous_out_of_the_denominator():
-    from soo.evaluation import summarize_labels
+    from soo.eval.engine import summarize_labels
 
     labels = ["deceptive"] * 3 + ["honest"] * 1 + ["ambiguous"] * 6
     rows = [{"condition": "soo_0", "group": "soo", "scenario": "main", "order": "deceptive_first",

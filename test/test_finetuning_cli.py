@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import finetuning
-from soo.config import parse_finetuning_args
+from soo.train.config import ConfigError, parse_finetuning_args
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,29 +59,29 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"soo_token_mode": "last", "learning_rate": 3e-4, "soo_layers": [5, 7],
                                       "lora_r": 4, "output_dir": str(tmp_path / "o")}))
-    model_args, data_args, soo_args, training_args, path = parse_finetuning_args(
+    model_args, data_args, soo_config, path = parse_finetuning_args(
         ["--config", str(config), "--soo_token_mode", "mean", "--max_steps", "7"]
     )
     assert path == str(config)
-    assert soo_args.soo_token_mode == "mean"  # flag beats YAML
-    assert training_args.learning_rate == 3e-4 and soo_args.soo_layers == [5, 7] and model_args.lora_r == 4
-    assert training_args.max_steps == 7
+    assert soo_config.soo_token_mode == "mean"  # flag beats YAML
+    assert soo_config.learning_rate == 3e-4 and soo_config.soo_layers == [5, 7] and model_args.lora_r == 4
+    assert soo_config.max_steps == 7
     assert parse_finetuning_args([f"--config={config}"])[2].soo_token_mode == "last"
 
 
 def test_unknown_yaml_key_is_named(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("soo_layer: 5\nlearning_rate: 0.001\n")
-    with pytest.raises(SystemExit, match="soo_layer"):
+    with pytest.raises(ConfigError, match="soo_layer"):
         parse_finetuning_args(["--config", str(config)])
 
 
 @pytest.mark.parametrize("config", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_config_parses(config):
     # GPU configs ask for bf16, which TrainingArguments allows on a CPU only with --use_cpu.
-    model_args, data_args, soo_args, training_args, _ = parse_finetuning_args(["--config", str(config), "--use_cpu"])
-    assert soo_args.soo_layers, "each model config names its SOO layer"
-    assert training_args.learning_rate > 0 and model_args.lora_r > 0
+    model_args, data_args, soo_config, _ = parse_finetuning_args(["--config", str(config), "--use_cpu"])
+    assert soo_config.soo_layers, "each model config names its SOO layer"
+    assert soo_config.learning_rate > 0 and model_args.lora_r > 0
 
 
 # --- bad input: one clear line on stderr, exit code 2, nothing written ---------------------------

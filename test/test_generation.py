@@ -9,8 +9,8 @@ import warnings
 import pytest
 import torch
 
-import soo.generation as generation
-from soo.generation import (
+import soo.eval.generation as generation
+from soo.eval.generation import (
     DecodingConfig,
     GenerationCache,
     cache_key,
@@ -20,7 +20,7 @@ from soo.generation import (
     generate_with_cache,
     model_fingerprint,
 )
-from soo.trainer import format_prompt
+from soo.core.prompts import format_prompt
 
 # Varied lengths (3 to ~45 tokens with the chat template), deliberately not sorted by length.
 PROMPTS = [
@@ -190,7 +190,7 @@ def test_padding_side_model_mode_and_generation_config_are_left_as_they_were(mak
 
 
 def test_generation_through_a_peft_wrapper(make_model, tokenizer):
-    from soo.modeling import add_lora
+    from soo.core.modeling import add_lora
 
     model = add_lora(make_model("llama"), r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"],
                      init_lora_weights=False)

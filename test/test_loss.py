@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from soo.capture import ActivationCapture
-from soo.loss import TOKEN_MODES, activation_spread_per_pair, lm_loss_per_sequence, soo_distance_per_pair, soo_loss
-from soo.trainer import SOOPairCollator, SOOPairDataset, aligned_positions, compared_span_start
+from soo.core.capture import ActivationCapture
+from soo.core.loss import TOKEN_MODES, activation_spread_per_pair, lm_loss_per_sequence, soo_distance_per_pair, soo_loss
+from soo.core.pair_batch import SOOPairCollator, SOOPairDataset, aligned_positions, compared_span_start
 
 
 def _pad_more(batch: dict, extra: int, pad_id: int) -> dict:

@@ -1,4 +1,4 @@
-"""soo.memory: exact parameter counts, ZeRO partitioning, offload, DeepSpeed parity, the CLI."""
+"""soo.tools.memory: exact parameter counts, ZeRO partitioning, offload, DeepSpeed parity, the CLI."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from soo import memory
-from soo.memory import MemoryPlanError, build_meta_model, count_parameters, plan_memory
-from soo.modeling import add_lora
-from soo.tiny_model import build_tiny_model, tiny_config
+from soo.tools import memory
+from soo.tools.memory import MemoryPlanError, build_meta_model, count_parameters, plan_memory
+from soo.core.modeling import add_lora
+from soo.tools.tiny_model import build_tiny_model, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 GEMMA2_CONFIG = REPO / "configs" / "gemma-2-27b-it.yaml"
@@ -97,7 +97,7 @@ def test_bundled_architectures_have_the_published_sizes():
 def test_embedded_default_resolves_without_network():
     plan = plan_memory(REPO / "configs" / "smollm2-135m-instruct.yaml", gpus=1, nodes=1, stage=2)
     assert plan["model"]["total_params"] == 134_515_008
-    assert plan["setup"]["dtype"] == "float32"  # soo.modeling converts the embedded model to fp32
+    assert plan["setup"]["dtype"] == "float32"  # soo.core.modeling converts the embedded model to fp32
     assert plan["model"]["lora_params"] == 30 * 8 * ((576 + 576) + (576 + 192))  # r=8 on q_proj, v_proj
 
 
@@ -178,7 +178,7 @@ def test_cli_gemma2_27b_on_one_puhti_node(capsys):
 
 def test_cli_json_as_a_module():
     result = subprocess.run(
-        [sys.executable, "-m", "soo.memory", str(GEMMA2_CONFIG), "--gpus", "4", "--nodes", "1", "--stage", "3",
+        [sys.executable, "-m", "soo.tools.memory", str(GEMMA2_CONFIG), "--gpus", "4", "--nodes", "1", "--stage", "3",
          "--offload", "optimizer", "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )

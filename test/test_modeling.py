@@ -8,9 +8,9 @@ import warnings
 import pytest
 import torch
 
-from soo import modeling
-from soo.capture import find_decoder_layers
-from soo.tiny_model import ARCHITECTURES, TINY_NUM_LAYERS, write_tiny_model
+from soo.core import modeling
+from soo.core.capture import find_decoder_layers
+from soo.tools.tiny_model import ARCHITECTURES, TINY_NUM_LAYERS, write_tiny_model
 
 
 def test_embedded_default_converts_once_then_loads_from_cache(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Tests of the self/other pair generator (soo.scenarios, soo.pairs, generate_data.py)."""
+"""Tests of the self/other pair generator (soo.data.templates, soo.data.pairs, generate_data.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from soo import pairs as pairs_module  # noqa: E402
-from soo.pairs import (  # noqa: E402
+from soo.core.io import write_jsonl_atomic  # noqa: E402
+from soo.data import pairs as pairs_module  # noqa: E402
+from soo.data.pairs import (  # noqa: E402
     FAMILIES,
     REQUIRED_KEYS,
     PairDataError,
@@ -24,9 +25,8 @@ from soo.pairs import (  # noqa: E402
     read_pairs_jsonl,
     reference_difference_problems,
     summarize,
-    write_jsonl_atomic,
 )
-from soo.scenarios import (  # noqa: E402
+from soo.data.templates import (  # noqa: E402
     BURGLAR_CONTEXTS,
     BURGLAR_TEMPLATES,
     BURGLAR_VOCABULARY,

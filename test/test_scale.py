@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from soo.distributed import export_torch_env_from_slurm, zero_stage
-from soo.preemption import (
+from soo.train.distributed import export_torch_env_from_slurm, zero_stage
+from soo.train.preemption import (
     COMPLETE_MARKER,
     PREEMPTED_EXIT_CODE,
     choose_resume_checkpoint,
@@ -247,11 +247,11 @@ def test_deepspeed_configs(name, stage, offload):
 
 
 def test_merge_cli_reproduces_the_adapted_model(single_process_run, tiny_model_dir, tmp_path):
-    """The ZeRO-3 path's merge step (python -m soo.merge): merged weights compute adapter outputs."""
+    """The ZeRO-3 path's merge step (python -m soo.tools.merge): merged weights compute adapter outputs."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from soo.merge import main as merge_main
+    from soo.tools.merge import main as merge_main
 
     assert merge_main([str(single_process_run), "--out", str(tmp_path / "merged")]) == 0
     ids = torch.tensor([[1, 40, 50, 60, 70]])
@@ -266,5 +266,5 @@ def test_merge_cli_reproduces_the_adapted_model(single_process_run, tiny_model_d
 def test_merge_adapter_under_zero3_is_refused_before_any_work(tiny_model_dir, data_files, tmp_path):
     result = _run([sys.executable, "finetuning.py", *_common_args(tiny_model_dir, data_files, tmp_path / "run", 2),
                    "--merge_adapter", "--deepspeed", str(REPO_ROOT / "ds_config_stage3.json")])
-    assert result.returncode == 2 and "python -m soo.merge" in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and "python -m soo.tools.merge" in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "run").exists()

@@ -72,7 +72,7 @@ def slurm_cluster():
 
 @pytest.fixture(scope="module")
 def tiny_gemma(tmp_path_factory):
-    from soo.tiny_model import write_tiny_model
+    from soo.tools.tiny_model import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("slurm-model") / "tiny-gemma2", arch="gemma2")
 

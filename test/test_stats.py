@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from soo.evaluation import aggregate_seeds, summarize_labels
-from soo.stats import mean_ci95, mean_sd, wilson_interval
+from soo.eval.engine import aggregate_seeds, summarize_labels
+from soo.core.stats import mean_ci95, mean_sd, wilson_interval
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_aggregate_seeds_mean_and_sd_across_adapters():
 
 
 def test_mean_t_ci95_uses_the_student_t_quantile():
-    from soo.stats import mean_t_ci95
+    from soo.core.stats import mean_t_ci95
 
     mean, half = mean_t_ci95([1.0, 2.0, 3.0])
     # t(0.975, df=2) = 4.302653; SD = 1; n = 3

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import TrainingArguments
 
-from soo.modeling import add_lora
-from soo.trainer import NonFiniteLossError, SOOPairCollator, SOOPairDataset, SOOTrainer
+from soo.core.modeling import add_lora
+from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
+from soo.train.config import SOOConfig
+from soo.train.trainer import NonFiniteLossError, SOOTrainer
 
 SOO_LAYER = 2  # of the tiny models' 4
 
 
-def soo_args(**overrides):
+def soo_settings(**overrides) -> dict:
     values = dict(lm_weight=1.0, soo_weight=1.0, soo_layers=[SOO_LAYER], soo_module="self_attn.o_proj",
                   soo_token_mode="full")
     values.update(overrides)
-    return SimpleNamespace(**values)
+    return values
 
 
 def make_trainer(model, tokenizer, records, tmp_path, soo=None, eval_records=None, **training_overrides):
@@ -29,14 +29,13 @@ def make_trainer(model, tokenizer, records, tmp_path, soo=None, eval_records=Non
         logging_steps=1, seed=0, disable_tqdm=True, lr_scheduler_type="constant",
     )
     training.update(training_overrides)
-    soo = soo or soo_args()
+    config = SOOConfig(**training, **(soo or soo_settings()))
     return SOOTrainer(
         model=model,
-        args=TrainingArguments(**training),
+        args=config,
         train_dataset=SOOPairDataset(records, tokenizer),
         eval_dataset=SOOPairDataset(eval_records, tokenizer) if eval_records else None,
-        data_collator=SOOPairCollator(tokenizer.pad_token_id, token_mode=soo.soo_token_mode),
-        soo_args=soo,
+        data_collator=SOOPairCollator(tokenizer.pad_token_id, token_mode=config.soo_token_mode),
     )
 
 
@@ -54,7 +53,7 @@ def test_soo_term_alone_reaches_every_lora_parameter_up_to_its_layer(mode, check
     # Random A and B (peft's default zero B would leave A's gradient at exactly zero).
     model = add_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj"],
                      init_lora_weights=False)
-    trainer = make_trainer(model, tokenizer, train_records[:4], tmp_path, soo=soo_args(lm_weight=0.0, soo_token_mode=mode))
+    trainer = make_trainer(model, tokenizer, train_records[:4], tmp_path, soo=soo_settings(lm_weight=0.0, soo_token_mode=mode))
     model.train()
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     trainer.compute_loss(model, batch).backward()
@@ -73,7 +72,7 @@ def test_soo_term_alone_reaches_every_lora_parameter_up_to_its_layer(mode, check
 
 def test_soo_only_training_halves_heldout_soo(make_model, tokenizer, train_records, test_records, tmp_path):
     model = add_lora(make_model("llama"), r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"])
-    trainer = make_trainer(model, tokenizer, train_records, tmp_path, soo=soo_args(lm_weight=0.0),
+    trainer = make_trainer(model, tokenizer, train_records, tmp_path, soo=soo_settings(lm_weight=0.0),
                            eval_records=test_records, max_steps=30, learning_rate=2e-2)
     before = trainer.evaluate(metric_key_prefix="before")["before_soo_loss"]
     trainer.train()
@@ -85,7 +84,7 @@ def test_soo_only_training_halves_heldout_soo(make_model, tokenizer, train_recor
 
 def test_lm_and_soo_losses_are_logged_separately(make_model, tokenizer, train_records, tmp_path):
     model = add_lora(make_model("qwen2"), r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
-    trainer = make_trainer(model, tokenizer, train_records[:16], tmp_path, soo=soo_args(lm_weight=0.5, soo_weight=2.0),
+    trainer = make_trainer(model, tokenizer, train_records[:16], tmp_path, soo=soo_settings(lm_weight=0.5, soo_weight=2.0),
                            max_steps=2)
     trainer.train()
     entry = trainer.state.log_history[0]

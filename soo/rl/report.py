@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from soo.rl.experiment import BASELINES, CONDITIONS, classification_accuracy
-from soo.stats import mean_t_ci95
+from soo.core.stats import mean_t_ci95
 
 CLASSIFIER_EPISODES = [1, 2, 5, 10, 20, 50, 100, 200, 400]
 METRICS = [  # key in the evaluation summary, column title, scale (100 = percent)

@@ -4,8 +4,8 @@ Under ZeRO-3 every process holds a slice of the weights, so `--merge_adapter` ca
 training job. Run this afterwards on a machine with enough CPU RAM for the whole model in the
 chosen dtype (Gemma-2-27B in bf16: ~55 GB):
 
-  python -m soo.merge outputs/gemma-2-27b-it-soo                       # -> outputs/gemma-2-27b-it-soo/merged
-  python -m soo.merge outputs/gemma-2-27b-it-soo --out /scratch/merged --dtype bfloat16
+  python -m soo.tools.merge outputs/gemma-2-27b-it-soo                       # -> outputs/gemma-2-27b-it-soo/merged
+  python -m soo.tools.merge outputs/gemma-2-27b-it-soo --out /scratch/merged --dtype bfloat16
 
 The base model is the one recorded in the run's soo_run_config.json (or --model_name_or_path).
 """
@@ -21,8 +21,8 @@ def merge_adapter(adapter_dir: str, out_dir: str | None = None, model_name_or_pa
                   dtype: str = "auto") -> Path:
     from peft import PeftModel
 
-    from soo.evaluation import read_run_config
-    from soo.modeling import ModelLoadError, load_model, load_tokenizer, resolve_model_path
+    from soo.core.io import read_run_config
+    from soo.core.modeling import ModelLoadError, load_model, load_tokenizer, resolve_model_path
 
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise ModelLoadError(f"{adapter_dir} has no adapter_config.json: not a saved adapter.")
@@ -38,7 +38,7 @@ def merge_adapter(adapter_dir: str, out_dir: str | None = None, model_name_or_pa
 
 
 def main(argv=None) -> int:
-    from soo.modeling import ModelLoadError
+    from soo.core.modeling import ModelLoadError
 
     parser = argparse.ArgumentParser(description="Merge a saved SOO LoRA adapter into its base model.")
     parser.add_argument("adapter_dir", help="output directory of finetuning.py (adapter_model.safetensors inside)")

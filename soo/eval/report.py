@@ -18,7 +18,7 @@ CSV_COLUMNS = ["condition", "group", "scenario", "order", "kind", "measure", "n"
 
 def _scenarios_in_order(entries: list[dict]) -> list[str]:
     """Scenario names in the registry's display order (main first), unknown ones last."""
-    from soo.eval_scenarios import SCENARIO_NAMES
+    from soo.eval.scenarios import SCENARIO_NAMES
 
     present = list(dict.fromkeys(entry["scenario"] for entry in entries))
     rank = {name: position for position, name in enumerate(SCENARIO_NAMES)}

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from soo.stats import mean_ci95
-from soo.trainer import format_prompt, right_padded
+from soo.core.stats import mean_ci95
+from soo.core.prompts import format_prompt, right_padded
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 

@@ -3,7 +3,7 @@
 For tests and for smoke-testing a launcher (e.g. on an HPC login node) without downloading
 anything:
 
-    python -m soo.tiny_model /tmp/tiny-llama --arch llama
+    python -m soo.tools.tiny_model /tmp/tiny-llama --arch llama
     python finetuning.py --model_name_or_path /tmp/tiny-llama --soo_layers 2 --max_steps 5 --use_cpu
 
 The tokenizer is a byte-level BPE (every string encodes, no unknown tokens) trained in a second
@@ -34,7 +34,7 @@ def build_tokenizer(vocab_size: int = 1024):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from soo.pairs import generate_pairs
+    from soo.data.pairs import generate_pairs
 
     corpus = []
     for split in ("train", "test"):

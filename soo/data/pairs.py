@@ -33,13 +33,13 @@ import math
 import os
 import random
 import re
-import secrets
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from soo.scenarios import (
+from soo.core.prompts import contains_phrase
+from soo.data.templates import (
     BURGLAR_TEMPLATES,
     BURGLAR_VOCABULARY,
     GENERAL_ADJECTIVES,
@@ -264,7 +264,7 @@ def generate_pairs(
     distinct = {(record["self_prompt"], record["other_prompt"]) for record in records}
     if len(distinct) != len(records):  # would mean two axis values render the same text
         duplicates = len(records) - len(distinct)
-        raise RuntimeError(f"generated {duplicates} duplicate pairs; check soo/scenarios.py")
+        raise RuntimeError(f"generated {duplicates} duplicate pairs; check soo/data/templates.py")
     return records
 
 
@@ -275,10 +275,6 @@ _TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
 
 def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
-
-
-def _mentions(text: str, phrase: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text, re.IGNORECASE) is not None
 
 
 def reference_difference_problems(self_prompt: str, other_prompt: str, referent: str) -> list[str]:
@@ -295,9 +291,9 @@ def reference_difference_problems(self_prompt: str, other_prompt: str, referent:
     if self_prompt == other_prompt:
         return ["the self and other prompts are identical"]
     problems = []
-    if not _mentions(other_prompt, referent):
+    if not contains_phrase(other_prompt, referent):
         problems.append(f"other prompt does not mention {referent!r}")
-    if _mentions(self_prompt, referent):
+    if contains_phrase(self_prompt, referent):
         problems.append(f"self prompt mentions {referent!r}")
 
     self_words = set(SELF_REFERENCE_WORDS)
@@ -335,50 +331,6 @@ def reference_difference_problems(self_prompt: str, other_prompt: str, referent:
 
 
 # --- JSONL I/O ----------------------------------------------------------------------------
-
-
-def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Mapping]) -> Path:
-    """Write one JSON object per line so that ``path`` is either the old or the new file.
-
-    The lines go to a temporary file in the same directory (same filesystem, so the final
-    rename is atomic), which is fsynced and then renamed over ``path``. On any error the
-    temporary file is removed and an existing ``path`` is left untouched. Same records give
-    the same bytes (key order kept, UTF-8, "\\n" line ends).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    # os.open with mode 0o666 lets the umask decide permissions, as for an ordinary file.
-    fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        try:
-            os.unlink(temp_path)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(path.parent)
-    return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform, so best effort.
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def read_pairs_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Arguments of `finetuning.py`: three dataclasses beside transformers' `TrainingArguments`.
+"""Arguments of `finetuning.py`: `SOOConfig` (transformers' `TrainingArguments` plus the SOO
+settings, as TRL's trainer configs do), and the model and data arguments beside it.
 
 Everything goes through `transformers.HfArgumentParser`, so every Trainer flag works
 (`--output_dir`, `--max_steps`, `--use_cpu`, `--deepspeed`, `--activation_checkpointing`, ...).
@@ -15,8 +16,15 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from soo.distributed import zero_stage
-from soo.loss import TOKEN_MODES
+from transformers import TrainingArguments
+
+from soo.core.loss import TOKEN_MODES
+from soo.core.prompts import DEFAULT_ANSWER_SUFFIX
+from soo.train.distributed import zero_stage
+
+
+class ConfigError(ValueError):
+    """A bad --config file or flag value: one line for the user, exit code 2."""
 
 
 @dataclass
@@ -43,7 +51,7 @@ class ModelArguments:
         default=False, metadata={"help": "Also save the base model with the adapter merged in, to OUTPUT_DIR/merged."}
     )
     answer_suffix: str = field(
-        default="Only respond with the room name, no other text.",
+        default=DEFAULT_ANSWER_SUFFIX,
         metadata={"help": "How evaluate.py asks this model to answer the deception scenarios (saved with the run)."},
     )
 
@@ -65,7 +73,9 @@ class DataArguments:
 
 
 @dataclass
-class SOOArguments:
+class SOOConfig(TrainingArguments):
+    """TrainingArguments plus the SOO loss settings; `SOOTrainer` reads them as `self.args`."""
+
     lm_weight: float = field(default=1.0, metadata={"help": "Weight of the LM loss on both prompts (0: SOO only)."})
     soo_weight: float = field(default=1.0, metadata={"help": "Weight of the SOO (self-other MSE) loss."})
     soo_layers: list[int] = field(
@@ -86,17 +96,27 @@ class SOOArguments:
 
     def __post_init__(self):
         if self.soo_token_mode not in TOKEN_MODES:
-            raise ValueError(f"--soo_token_mode must be one of {', '.join(TOKEN_MODES)}, got '{self.soo_token_mode}'.")
+            raise ConfigError(f"--soo_token_mode must be one of {', '.join(TOKEN_MODES)}, got '{self.soo_token_mode}'.")
         if self.lm_weight < 0 or self.soo_weight < 0:
-            raise ValueError("--lm_weight and --soo_weight must be >= 0.")
+            raise ConfigError("--lm_weight and --soo_weight must be >= 0.")
         if self.lm_weight == 0 and self.soo_weight == 0:
-            raise ValueError("--lm_weight and --soo_weight are both 0: there is nothing to train.")
+            raise ConfigError("--lm_weight and --soo_weight are both 0: there is nothing to train.")
+        super().__post_init__()
+
+    def soo_settings(self) -> dict:
+        """The SOO fields alone (the run record keeps them apart from the Trainer's)."""
+        return {name: getattr(self, name) for name in SOO_FIELDS}
+
+
+# The fields SOOConfig adds to TrainingArguments.
+SOO_FIELDS = tuple(f.name for f in dataclasses.fields(SOOConfig) if f.name not in
+                   {f.name for f in dataclasses.fields(TrainingArguments)})
 
 
 def _parser():
-    from transformers import HfArgumentParser, TrainingArguments
+    from transformers import HfArgumentParser
 
-    return HfArgumentParser((ModelArguments, DataArguments, SOOArguments, TrainingArguments))
+    return HfArgumentParser((ModelArguments, DataArguments, SOOConfig))
 
 
 def _field_names(parser) -> set[str]:
@@ -108,10 +128,10 @@ def _explicit_flags(argv: list[str]) -> set[str]:
 
 
 def parse_finetuning_args(argv: list[str] | None = None):
-    """Return (model_args, data_args, soo_args, training_args, config_path).
+    """Return (model_args, data_args, config, config_path); `config` is the SOOConfig.
 
     `--config FILE.yaml` sets defaults for any field; command-line flags override them.
-    Unknown keys in the YAML file are an error that names them.
+    A missing or unreadable file, a YAML syntax error, or an unknown key raise ConfigError.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = None
@@ -122,30 +142,44 @@ def parse_finetuning_args(argv: list[str] | None = None):
             break
         if arg == "--config":
             if position + 1 >= len(argv):
-                raise SystemExit("--config needs a YAML file path.")
+                raise ConfigError("--config needs a YAML file path.")
             config_path = argv[position + 1]
             del argv[position : position + 2]
             break
     parser = _parser()
-    yaml_values = {}
-    if config_path is not None:
-        with open(config_path, encoding="utf-8") as handle:
-            yaml_values = yaml.safe_load(handle) or {}
-        if not isinstance(yaml_values, dict):
-            raise SystemExit(f"{config_path}: expected a mapping of argument names to values.")
-        unknown = sorted(set(yaml_values) - _field_names(parser))
-        if unknown:
-            raise SystemExit(f"{config_path}: unknown argument(s) {', '.join(unknown)}.")
-        parser.set_defaults(**yaml_values)
+    yaml_values = read_yaml_config(config_path, _field_names(parser)) if config_path is not None else {}
+    parser.set_defaults(**yaml_values)
     given = _explicit_flags(argv) | set(yaml_values)
     if "output_dir" not in given:
         argv += ["--output_dir", "outputs/soo-run"]
-    model_args, data_args, soo_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    if model_args.merge_adapter and zero_stage(training_args) == 3:
-        raise ValueError(
+    model_args, data_args, config = parser.parse_args_into_dataclasses(args=argv)
+    if model_args.merge_adapter and zero_stage(config) == 3:
+        raise ConfigError(
             "--merge_adapter does not work under ZeRO-3 (each process holds a slice of the weights). "
-            "Train without it, then merge the saved adapter in one process: python -m soo.merge OUTPUT_DIR"
+            "Train without it, then merge the saved adapter in one process: python -m soo.tools.merge OUTPUT_DIR"
         )
     if "report_to" not in given and importlib.util.find_spec("tensorboard") is not None:
-        training_args.report_to = ["tensorboard"]
-    return model_args, data_args, soo_args, training_args, config_path
+        config.report_to = ["tensorboard"]
+    return model_args, data_args, config, config_path
+
+
+def read_yaml_config(path: str, known_fields: set[str]) -> dict:
+    """A flat YAML mapping of field names to values; every problem is one ConfigError line."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file.") from None
+    except OSError as error:
+        raise ConfigError(f"--config {path}: cannot read it ({error.strerror}).") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}.") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of argument names to values.")
+    unknown = sorted(set(values) - known_fields)
+    if unknown:
+        raise ConfigError(f"{path}: unknown argument(s) {', '.join(map(str, unknown))}.")
+    return values

@@ -4,7 +4,7 @@ Decoding is greedy (``do_sample=False``), as in the paper's evaluation protocol 
 generates with greedy decoding): a response is a deterministic function of (model, prompt,
 decoding settings), which is what makes the cache and the batched/sequential comparison meaningful.
 
-Batching. Prompts are formatted with the chat template (``soo.trainer.format_prompt``, the one place
+Batching. Prompts are formatted with the chat template (``soo.train.trainer.format_prompt``, the one place
 that knows how a prompt is wrapped), sorted by token length so each batch pads as little as
 possible, LEFT-padded by hand (the repo's tokenizers pad on the right for training; we never touch
 their ``padding_side``), and handed to ``model.generate`` with the attention mask. transformers
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from soo.trainer import format_prompt
+from soo.core.prompts import format_prompt
 
 CACHE_FIELDS = ("key", "model", "prompt", "decoding", "response")
 
@@ -356,7 +356,7 @@ def model_fingerprint(model_path: str | None, adapter_path: str | None = None) -
     directory changes the fingerprint, so stale cached responses are never reused.
     The dtype the model runs in is not included: callers that vary it should append it.
     """
-    from soo.modeling import is_embedded_default, resolve_model_path
+    from soo.core.modeling import is_embedded_default, resolve_model_path
 
     base_path = resolve_model_path(model_path) if is_embedded_default(model_path) else model_path
     base_dir = Path(os.path.expanduser(base_path))

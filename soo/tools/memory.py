@@ -6,13 +6,13 @@ the Hugging Face cache, never the network) or, failing that, from the copies bun
 a meta-device model (no memory used).
 
     # one CSC Puhti GPU node (4x V100-32GB, 384 GB RAM), both ZeRO stages:
-    python -m soo.memory configs/gemma-2-27b-it.yaml --gpus 4 --nodes 1
+    python -m soo.tools.memory configs/gemma-2-27b-it.yaml --gpus 4 --nodes 1
     # ZeRO-3 with the optimizer state and the parameters offloaded to CPU RAM:
-    python -m soo.memory configs/gemma-2-27b-it.yaml --gpus 4 --nodes 1 --stage 3 --offload optimizer+params
+    python -m soo.tools.memory configs/gemma-2-27b-it.yaml --gpus 4 --nodes 1 --stage 3 --offload optimizer+params
     # V100 has no bf16: plan an fp32 run on two nodes, longer prompts, machine-readable:
-    python -m soo.memory configs/gemma-2-27b-it.yaml --gpus 4 --nodes 2 --dtype float32 --seq_len 512 --json
+    python -m soo.tools.memory configs/gemma-2-27b-it.yaml --gpus 4 --nodes 2 --dtype float32 --seq_len 512 --json
     # A100-40GB nodes (e.g. CSC Mahti), ZeRO-2 only:
-    python -m soo.memory configs/mistral-7b-instruct-v0.2.yaml --gpus 4 --nodes 1 --stage 2 --gpu_memory_gib 40
+    python -m soo.tools.memory configs/mistral-7b-instruct-v0.2.yaml --gpus 4 --nodes 1 --stage 2 --gpu_memory_gib 40
 
 From Python: `plan_memory("configs/gemma-2-27b-it.yaml", gpus=4, nodes=1)` returns the dict that
 `--json` prints.
@@ -56,7 +56,7 @@ Two estimates per stage:
    torch and CUDA libraries; and for ZeRO-2 the load peak, when every rank builds the whole model
    in CPU RAM before DeepSpeed moves it to its GPU (ZeRO-3 loads partitioned through zero.Init,
    which the HF Trainer enables when TrainingArguments with a ZeRO-3 config exist before
-   from_pretrained, as in soo/finetune.py).
+   from_pretrained, as in soo/train/run.py).
 
 Every figure is an estimate to plan a job with, not a measurement: leave some headroom.
 """
@@ -72,8 +72,8 @@ import sys
 from pathlib import Path
 
 GIB = 2**30
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "resources" / "model_configs"
-EMBEDDED_ARCHITECTURE = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what soo.modeling's embedded default is
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+EMBEDDED_ARCHITECTURE = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what soo.core.modeling's embedded default is
 
 STAGES = ("2", "3", "both")
 OFFLOAD_MODES = ("none", "optimizer", "optimizer+params")
@@ -124,7 +124,7 @@ def read_run_settings(config_path: str | Path) -> tuple[dict, RunSettings]:
     """Read a flat YAML config; defaults are those finetuning.py would use."""
     import yaml
 
-    from soo.config import ModelArguments
+    from soo.train.config import ModelArguments
 
     path = Path(config_path)
     if not path.is_file():
@@ -173,7 +173,7 @@ def load_bundled_config(path: Path):
 
 def resolve_architecture(model_name_or_path: str | None):
     """Return (transformers config, where it came from), without touching the network."""
-    from soo.modeling import is_embedded_default
+    from soo.core.modeling import is_embedded_default
 
     if is_embedded_default(model_name_or_path):
         path = bundled_config_path(EMBEDDED_ARCHITECTURE)
@@ -228,7 +228,7 @@ class ModelCounts:
 
 
 def peft_target_modules(target_modules: list[str]) -> list[str] | str:
-    """The same rule as soo.modeling.add_lora: one entry with regex characters is a pattern."""
+    """The same rule as soo.core.modeling.add_lora: one entry with regex characters is a pattern."""
     targets = list(target_modules)
     if len(targets) == 1 and any(char in targets[0] for char in "*|()[]"):
         return targets[0]
@@ -446,7 +446,7 @@ def lora_aware_estimate(stage: int, offload: str, counts: ModelCounts, settings:
 
     rows = 2 * settings.micro_batch
     eager = settings.attn_implementation == "eager" or (
-        settings.attn_implementation is None and counts.model_type == "gemma2"  # soo.modeling's default
+        settings.attn_implementation is None and counts.model_type == "gemma2"  # soo.core.modeling's default
     )
     acts = activation_bytes(counts, rows, settings.seq_len, b, settings.activation_checkpointing, eager,
                             settings.soo_layers)
@@ -652,7 +652,7 @@ def format_plan(plan: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m soo.memory",
+        prog="python -m soo.tools.memory",
         description="Per-GPU and per-node memory of a LoRA + SOO run under DeepSpeed ZeRO-2/3 (no weights needed).",
     )
     parser.add_argument("config", help="A configs/*.yaml file.")

@@ -17,12 +17,14 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from soo.classify import classify, classify_perspectives
-from soo.eval_scenarios import ORDERS, build_eval_prompts
-from soo.generation import DecodingConfig, GenerationCache, generate_with_cache, model_fingerprint
-from soo.stats import mean_sd, wilson_interval
+from soo.core.io import read_run_config, write_jsonl_atomic
+from soo.core.prompts import DEFAULT_ANSWER_SUFFIX
+from soo.core.stats import mean_sd, wilson_interval
+from soo.eval.classify import classify, classify_perspectives
+from soo.eval.generation import DecodingConfig, GenerationCache, generate_with_cache, model_fingerprint
+from soo.eval.scenarios import ORDERS, build_eval_prompts
 
-logger = logging.getLogger("soo.evaluation")
+logger = logging.getLogger("soo.eval.engine")
 
 BASE = "base"
 
@@ -48,12 +50,6 @@ class EvalConfig:
     mt_bench_export: bool = False
     out_dir: str = "results/eval"
     allow_base_mismatch: bool = False
-
-
-def read_run_config(adapter_dir: str) -> dict:
-    """The soo_run_config.json finetuning.py wrote beside the adapter ({} if absent)."""
-    path = Path(adapter_dir) / "soo_run_config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 # The fields that make two adapters the same recipe: runs that differ only in seed (or output
@@ -167,18 +163,17 @@ def run_evaluation(config: EvalConfig) -> dict:
     """Evaluate the base model and every adapter; write the report to config.out_dir; return results."""
     from peft import PeftModel
 
-    from soo.capability import adapter_disabled, base_and_tuned_perplexity, export_mt_bench_style_answers, kl_to_base
-    from soo.capability import load_neutral_prompts
-    from soo.latent import latent_soo_by_layer
-    from soo.modeling import load_model, load_tokenizer, resolve_model_path
-    from soo.pairs import generate_pairs, read_pairs_jsonl
-    from soo.report import write_report
+    from soo.eval.capability import adapter_disabled, base_and_tuned_perplexity, export_mt_bench_style_answers, kl_to_base
+    from soo.eval.capability import load_neutral_prompts
+    from soo.eval.latent import latent_soo_by_layer
+    from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
+    from soo.data.pairs import generate_pairs, read_pairs_jsonl
+    from soo.eval.report import write_report
 
     run_configs = [read_run_config(adapter) for adapter in config.adapters]
     first = run_configs[0] if run_configs else {}
     model_name = config.model_name_or_path or first.get("model_path")
-    answer_suffix = config.answer_suffix or first.get("model_args", {}).get("answer_suffix") or (
-        "Only respond with the room name, no other text.")
+    answer_suffix = config.answer_suffix or first.get("model_args", {}).get("answer_suffix") or DEFAULT_ANSWER_SUFFIX
     # Scenario names are checked before any model is loaded.
     prompts = build_eval_prompts(config.scenarios, n=config.n, seed=config.seed, answer_suffix=answer_suffix)
     model_path = resolve_model_path(model_name)
@@ -269,8 +264,7 @@ def run_evaluation(config: EvalConfig) -> dict:
         "trained_layers": soo_args.get("soo_layers"),
         "capability": capability,
     }
-    with open(out_dir / "responses.jsonl", "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    write_jsonl_atomic(out_dir / "responses.jsonl", rows)
     write_report(results, out_dir)
     return results
 

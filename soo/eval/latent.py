@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from soo.capability import adapter_disabled
-from soo.capture import ActivationCapture, find_decoder_layers
-from soo.loss import activation_spread_per_pair, soo_distance_per_pair
-from soo.stats import mean_ci95
-from soo.trainer import SOOPairCollator, SOOPairDataset
+from soo.eval.capability import adapter_disabled
+from soo.core.capture import ActivationCapture, find_decoder_layers
+from soo.core.loss import activation_spread_per_pair, soo_distance_per_pair
+from soo.core.stats import mean_ci95
+from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
 
 
 @torch.inference_mode()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -16,16 +15,18 @@ import torch
 import transformers
 from transformers import TrainerCallback, set_seed
 
-from soo.capture import ActivationCapture, find_decoder_layers
-from soo.distributed import init_deepspeed_on_cpu
-from soo.modeling import add_lora, load_model, load_tokenizer, resolve_model_path, warn_if_fp16_unsafe
-from soo.pairs import read_pairs_jsonl
-from soo.preemption import PreemptionCallback, choose_resume_checkpoint, remove_incomplete_checkpoints
-from soo.trainer import SOOPairCollator, SOOPairDataset, SOOTrainer
+from soo.core.capture import ActivationCapture, find_decoder_layers
+from soo.core.io import RUN_CONFIG_FILE, write_json_atomic
+from soo.core.modeling import add_lora, load_model, load_tokenizer, resolve_model_path, warn_if_fp16_unsafe
+from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
+from soo.data.pairs import read_pairs_jsonl
+from soo.train.config import SOOConfig
+from soo.train.distributed import init_deepspeed_on_cpu
+from soo.train.preemption import PreemptionCallback, choose_resume_checkpoint, remove_incomplete_checkpoints
+from soo.train.trainer import SOOTrainer
 
 logger = logging.getLogger("soo")
 
-RUN_CONFIG_FILE = "soo_run_config.json"
 HELDOUT_FILE = "heldout_soo.json"
 # Held-out metrics of the untrained model, kept so a resumed run reports the true "before".
 HELDOUT_BEFORE_FILE = "heldout_before.json"
@@ -56,17 +57,10 @@ class _HeldoutBeforeCallback(TrainerCallback):
         self.summary = _heldout_summary(self.trainer.evaluate(metric_key_prefix="heldout_before"), "heldout_before")
         self.seconds = time.perf_counter() - started
         if self.trainer.is_world_process_zero():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(self.path, self.summary)
+            write_json_atomic(self.path, self.summary)
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def run_finetuning(model_args, data_args, soo_args, training_args, config_path: str | None = None,
+def run_finetuning(model_args, data_args, config: SOOConfig, config_path: str | None = None,
                    callbacks: list | None = None) -> dict:
     """Train and save; returns {"heldout_before": ..., "heldout_after": ..., "train": ...}.
 
@@ -76,15 +70,15 @@ def run_finetuning(model_args, data_args, soo_args, training_args, config_path: 
     # Handlers first: a signal that arrives while the model loads must not kill the job unsaved.
     preemption = PreemptionCallback()
     try:
-        return _run(model_args, data_args, soo_args, training_args, config_path, preemption, callbacks or [])
+        return _run(model_args, data_args, config, config_path, preemption, callbacks or [])
     finally:
         preemption.restore_handlers()
 
 
-def _run(model_args, data_args, soo_args, training_args, config_path, preemption, callbacks) -> dict:
+def _run(model_args, data_args, config: SOOConfig, config_path, preemption, callbacks) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    init_deepspeed_on_cpu(training_args)  # gloo process group before ZeRO-3 partitions the weights
-    set_seed(training_args.seed)  # before LoRA init, so adapters start the same for a seed
+    init_deepspeed_on_cpu(config)  # gloo process group before ZeRO-3 partitions the weights
+    set_seed(config.seed)  # before LoRA init, so adapters start the same for a seed
 
     # Data first: a bad file fails in a second, before any model is loaded.
     train_records = read_pairs_jsonl(data_args.data_path)
@@ -100,21 +94,21 @@ def _run(model_args, data_args, soo_args, training_args, config_path, preemption
         trust_remote_code=model_args.trust_remote_code,
     )
     model_type = model.config.model_type
-    warn_if_fp16_unsafe(model_type, training_args.fp16)
+    warn_if_fp16_unsafe(model_type, config.fp16)
 
     num_layers = len(find_decoder_layers(model)[1])
-    if not soo_args.soo_layers:
-        soo_args.soo_layers = [num_layers // 2]
+    if not config.soo_layers:
+        config.soo_layers = [num_layers // 2]
         logger.info("No --soo_layers given: using the middle layer, %d of %d.", num_layers // 2, num_layers)
     # Validate layers and module path now, before anything is written (the trainer hooks them later).
-    probe = ActivationCapture(model, soo_args.soo_layers, soo_args.soo_module)
-    soo_args.soo_layers = probe.layer_indices
+    probe = ActivationCapture(model, config.soo_layers, config.soo_module)
+    config.soo_layers = probe.layer_indices
     probe.remove()
 
-    if training_args.activation_checkpointing and not training_args.activation_checkpointing_kwargs:
+    if config.activation_checkpointing and not config.activation_checkpointing_kwargs:
         # Reentrant checkpointing runs the forward without grad: the captured activations
         # would carry no gradient. Non-reentrant keeps them in the graph.
-        training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
+        config.activation_checkpointing_kwargs = {"use_reentrant": False}
     model = add_lora(
         model,
         r=model_args.lora_r,
@@ -122,7 +116,7 @@ def _run(model_args, data_args, soo_args, training_args, config_path, preemption
         dropout=model_args.lora_dropout,
         target_modules=model_args.lora_target_modules,
         quantized=model_args.load_in_4bit,
-        gradient_checkpointing=training_args.activation_checkpointing,
+        gradient_checkpointing=config.activation_checkpointing,
     )
 
     dataset_kwargs = dict(
@@ -135,12 +129,11 @@ def _run(model_args, data_args, soo_args, training_args, config_path, preemption
     eval_dataset = SOOPairDataset(eval_records, **dataset_kwargs) if eval_records else None
     trainer = SOOTrainer(
         model=model,
-        args=training_args,
+        args=config,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=SOOPairCollator(pad_token_id=tokenizer.pad_token_id, token_mode=soo_args.soo_token_mode),
+        data_collator=SOOPairCollator(pad_token_id=tokenizer.pad_token_id, token_mode=config.soo_token_mode),
         processing_class=tokenizer,
-        soo_args=soo_args,
         callbacks=[preemption, *callbacks],
     )
     if trainer.is_world_process_zero():
@@ -149,16 +142,16 @@ def _run(model_args, data_args, soo_args, training_args, config_path, preemption
             "Model %s (%s), SOO at %s, token mode %s, lm_weight %g, soo_weight %g; LoRA %.2fM of %.1fM params; "
             "%d training pairs%s.",
             model_args.model_name_or_path or "embedded SmolLM2-135M-Instruct", model_type, trainer.capture.describe(),
-            soo_args.soo_token_mode, soo_args.lm_weight, soo_args.soo_weight, trainable / 1e6, total / 1e6,
+            config.soo_token_mode, config.lm_weight, config.soo_weight, trainable / 1e6, total / 1e6,
             len(train_dataset), f", {len(eval_dataset)} held-out pairs" if eval_dataset else "",
         )
 
-    output_dir = Path(training_args.output_dir)
+    output_dir = Path(config.output_dir)
     if trainer.is_world_process_zero():
         for path in remove_incomplete_checkpoints(str(output_dir)):
             logger.warning("Removed %s: its save was interrupted (no completion marker).", path)
     trainer.accelerator.wait_for_everyone()
-    resume_checkpoint = choose_resume_checkpoint(training_args.resume_from_checkpoint, str(output_dir))
+    resume_checkpoint = choose_resume_checkpoint(config.resume_from_checkpoint, str(output_dir))
     if resume_checkpoint is not None:
         logger.info("Resuming from %s (pass --resume_from_checkpoint no to start over).", resume_checkpoint)
 
@@ -195,28 +188,28 @@ def _run(model_args, data_args, soo_args, training_args, config_path, preemption
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "model_args": dataclasses.asdict(model_args),
             "data_args": dataclasses.asdict(data_args),
-            "soo_args": dataclasses.asdict(soo_args),
-            "training_args": training_args.to_dict(),
+            "soo_args": config.soo_settings(),
+            "training_args": config.to_dict(),
         }
-        _write_json_atomic(output_dir / RUN_CONFIG_FILE, run_config)
-        _write_json_atomic(output_dir / HELDOUT_FILE, results)
+        write_json_atomic(output_dir / RUN_CONFIG_FILE, run_config)
+        write_json_atomic(output_dir / HELDOUT_FILE, results)
         if model_args.merge_adapter:
             merged_dir = output_dir / "merged"
             trainer.model.merge_and_unload().save_pretrained(merged_dir)
             tokenizer.save_pretrained(merged_dir)
             logger.info("Saved the merged model to %s", merged_dir)
-        print(format_heldout_report(results, soo_args))
+        print(format_heldout_report(results, config))
     return results
 
 
-def format_heldout_report(results: dict, soo_args) -> str:
+def format_heldout_report(results: dict, config: SOOConfig) -> str:
     before, after = results.get("heldout_before"), results.get("heldout_after")
     lines = [f"Training: {results['train']['wall_seconds']:.0f} s, final train loss {results['train'].get('train_loss', float('nan')):.4g}"]
     if before and after:
-        layers = ",".join(str(layer) for layer in soo_args.soo_layers)
+        layers = ",".join(str(layer) for layer in config.soo_layers)
         change = (after["soo_loss"] - before["soo_loss"]) / before["soo_loss"] * 100 if before["soo_loss"] else float("nan")
         lines += [
-            f"Held-out SOO (MSE self vs other, layer {layers}, {soo_args.soo_module}, {soo_args.soo_token_mode} tokens, "
+            f"Held-out SOO (MSE self vs other, layer {layers}, {config.soo_module}, {config.soo_token_mode} tokens, "
             f"n={before['soo_loss_n']} pairs, mean ± 95% CI):",
             f"  before: {before['soo_loss']:.5f} ± {before['soo_loss_ci95']:.5f}",
             f"  after:  {after['soo_loss']:.5f} ± {after['soo_loss_ci95']:.5f}   ({change:+.1f}%)",

@@ -1,0 +1,75 @@
+"""Files every stage writes or reads: atomic writes and the run record beside an adapter.
+
+A crash or a preemption must never leave a half-written file that a later stage trusts, so every
+result file goes through `write_text_atomic` (temporary file in the same folder, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+# What finetuning.py writes beside the adapter: model, data, SOO and Trainer settings of the run.
+RUN_CONFIG_FILE = "soo_run_config.json"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` so that `path` is either the old or the new file, never a torn one.
+
+    The text goes to a temporary file in the same folder (same filesystem, so the rename is
+    atomic), is fsynced and renamed over `path`. On any error the temporary file is removed and
+    an existing `path` is left untouched. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # os.open with mode 0o666 lets the umask decide permissions, as for an ordinary file.
+    fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        try:
+            os.unlink(temp_path)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, payload) -> Path:
+    return write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Mapping]) -> Path:
+    """One JSON object per line, atomically. Same records give the same bytes (key order kept, UTF-8)."""
+    return write_text_atomic(
+        path, "".join(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n" for record in records)
+    )
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform, so best effort.
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def read_run_config(adapter_dir: str | os.PathLike) -> dict:
+    """The run record finetuning.py wrote beside an adapter ({} if absent)."""
+    path = Path(adapter_dir) / RUN_CONFIG_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

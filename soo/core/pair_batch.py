@@ -1,0 +1,129 @@
+"""Self/other pairs as model input: tokenized pairs, the positions SOO compares, the collator.
+
+The batch layout: for B pairs the collator builds 2B rows, [self_1..self_B; other_1..other_B],
+padded on the right to the longest prompt in the batch (never to a fixed length), plus the
+indices of the positions that SOO compares (see `soo.core.loss`). One forward over 2B rows
+instead of two over B halves the parameter all-gathers under ZeRO-3. Training (the SOO term) and
+evaluation (latent SOO) batch pairs through this one module, so both compare the same positions.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from soo.core.prompts import format_prompt, right_padded
+
+
+class PromptTooLongError(ValueError):
+    pass
+
+
+class SOOPairDataset(Dataset):
+    """Self/other prompt pairs, tokenized once up front.
+
+    The chat template is applied here, at training time, so one JSONL file serves every model.
+    """
+
+    def __init__(self, records: Sequence[dict], tokenizer, max_length: int = 256, use_chat_template: bool = True,
+                 system_prompt: str | None = None):
+        self.examples = []
+        too_long = []
+        for record in records:
+            self_ids = format_prompt(tokenizer, record["self_prompt"], use_chat_template, system_prompt)
+            other_ids = format_prompt(tokenizer, record["other_prompt"], use_chat_template, system_prompt)
+            if max(len(self_ids), len(other_ids)) > max_length:
+                too_long.append((record.get("id"), max(len(self_ids), len(other_ids))))
+            self.examples.append({"id": record.get("id"), "self_input_ids": self_ids, "other_input_ids": other_ids})
+        if too_long:
+            # Truncation would cut the answer header that `last` mode relies on: refuse instead.
+            longest = max(length for _, length in too_long)
+            raise PromptTooLongError(
+                f"{len(too_long)} pair(s) exceed --max_length {max_length} tokens (longest: {longest}, "
+                f"first: id {too_long[0][0]}). Raise --max_length or shorten the prompts."
+            )
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.examples[index]
+
+
+def compared_span_start(self_ids: Sequence[int], other_ids: Sequence[int]) -> int:
+    """First position where the two prompts can differ.
+
+    Under causal attention every token of the shared prefix (system prompt, chat header, words
+    before the first difference) has identical activations in both prompts: comparing them
+    adds zeros and makes the loss scale with the template's length, so SOO starts here.
+    """
+    shortest = min(len(self_ids), len(other_ids))
+    start = 0
+    while start < shortest and self_ids[start] == other_ids[start]:
+        start += 1
+    return min(start, shortest - 1)
+
+
+def aligned_positions(self_ids: Sequence[int], other_ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Pairs (self position, other position) compared in `full` mode.
+
+    From the first difference on, the prompts are aligned with difflib on token ids: equal
+    blocks are compared token by token, replaced spans ("You have" / "Bob has") position by
+    position up to the shorter span, and tokens present in one prompt only are skipped.
+    """
+    start = compared_span_start(self_ids, other_ids)
+    matcher = difflib.SequenceMatcher(None, list(self_ids[start:]), list(other_ids[start:]), autojunk=False)
+    pairs = []
+    for tag, self_begin, self_end, other_begin, other_end in matcher.get_opcodes():
+        if tag in ("equal", "replace"):
+            span = min(self_end - self_begin, other_end - other_begin)
+            pairs.extend((start + self_begin + k, start + other_begin + k) for k in range(span))
+    if not pairs:  # identical prompts: compare the last tokens (distance 0)
+        pairs = [(len(self_ids) - 1, len(other_ids) - 1)]
+    return pairs
+
+
+@dataclass
+class SOOPairCollator:
+    """Pads [self; other] rows on the right and builds the SOO position indices.
+
+    Output keys: input_ids, attention_mask, labels (-100 on padding) and, by token mode,
+    align_pair / align_self_pos / align_other_pos (full, last) or span_mask (mean).
+    """
+
+    pad_token_id: int
+    token_mode: str = "full"
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        self_rows = [feature["self_input_ids"] for feature in features]
+        other_rows = [feature["other_input_ids"] for feature in features]
+        input_ids, attention_mask = right_padded(self_rows + other_rows, self.pad_token_id)
+        # The pad id may equal EOS, so padding is found from the mask, not from the id.
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": input_ids.masked_fill(attention_mask == 0, -100),
+        }
+        if self.token_mode == "mean":
+            span_mask = torch.zeros_like(attention_mask)
+            for pair, (self_ids, other_ids) in enumerate(zip(self_rows, other_rows)):
+                start = compared_span_start(self_ids, other_ids)
+                span_mask[pair, start : len(self_ids)] = 1
+                span_mask[len(features) + pair, start : len(other_ids)] = 1
+            batch["span_mask"] = span_mask
+            return batch
+        triples = []
+        for pair, (self_ids, other_ids) in enumerate(zip(self_rows, other_rows)):
+            if self.token_mode == "last":
+                triples.append((pair, len(self_ids) - 1, len(other_ids) - 1))
+            elif self.token_mode == "full":
+                triples.extend((pair, s, o) for s, o in aligned_positions(self_ids, other_ids))
+            else:
+                raise ValueError(f"Unknown SOO token mode '{self.token_mode}'.")
+        align = torch.tensor(triples, dtype=torch.long)
+        batch.update(align_pair=align[:, 0], align_self_pos=align[:, 1], align_other_pos=align[:, 2])
+        return batch
