@@ -34,7 +34,7 @@ import sys
 from soo.train.distributed import exit_process, export_torch_env_from_slurm
 from soo.train.config import parse_finetuning_args
 from soo.train.run import run_finetuning
-from soo.train.preemption import PREEMPTED_EXIT_CODE
+from soo.train import PREEMPTED_EXIT_CODE
 from soo.core.modeling import ModelLoadError
 from soo.data.pairs import PairDataError
 from soo.core.capture import LayerResolutionError

@@ -16,10 +16,6 @@
 #   HF_HOME          Hugging Face cache     (default /scratch/$SLURM_JOB_ACCOUNT/$USER/hf-cache when /scratch exists)
 #   HF_HUB_OFFLINE   default 1: compute nodes read weights fetched beforehand on a login node
 
-# Exit code of finetuning.py when it saved a checkpoint and stopped on SIGUSR1/SIGTERM
-# (soo.train.preemption.PREEMPTED_EXIT_CODE; 75 = EX_TEMPFAIL, "try again later"). Keep in sync.
-SOO_PREEMPTED_EXIT_CODE=75
-
 soo_error() {
   echo "ERROR: $*" >&2
   echo "ERROR: $*"  # also in the job's stdout log, where people look first
@@ -57,6 +53,9 @@ soo_setup_environment() {
     SOO_PY=python3
   fi
   command -v "$SOO_PY" >/dev/null 2>&1 || { soo_error "python interpreter '$SOO_PY' not found (set SOO_PYTHON)."; exit 2; }
+  # finetuning.py's exit code after a checkpoint on USR1/TERM, from its one definition (no torch import).
+  SOO_PREEMPTED_EXIT_CODE="$("$SOO_PY" -c 'from soo.train import PREEMPTED_EXIT_CODE; print(PREEMPTED_EXIT_CODE)')" \
+    || { soo_error "cannot import soo with $SOO_PY (run from the repository root)."; exit 2; }
 
   if [ -z "${HF_HOME:-}" ] && [ -d /scratch ]; then
     export HF_HOME="/scratch/$SLURM_JOB_ACCOUNT/${USER:-$(id -un)}/hf-cache"

@@ -1,13 +1,16 @@
-"""Self-Other Overlap (SOO) fine-tuning of language models.
+"""Self-Other Overlap (SOO) fine-tuning of language models (Carauleanu et al. 2024, arXiv 2412.16325).
 
-Modules, one concern each:
-  scenarios   vocabulary and templates of the self/other prompt families
-  pairs       pair generation and JSONL I/O
-  modeling    model and tokenizer loading (embedded default, LoRA, QLoRA)
-  capture     finding a decoder layer's submodule and capturing its output
-  loss        the SOO distance between self and other activations
-  config      argument dataclasses for finetuning.py
-  trainer     dataset, collator and the SOOTrainer
-  measure     held-out SOO of a model on a set of pairs
-  tiny_model  tiny random-weight models with an offline tokenizer, for tests and smoke runs
+Packages in pipeline order; each package's docstring is its module map. Imports point one way:
+core <- data <- train, eval <- tools; rl uses core only. Evaluation never imports training.
+
+  core   what every stage shares: model loading, prompt formatting, pair batching, the SOO
+         distance and activation capture, statistics, atomic files
+  data   self/other prompt pairs: templates and vocabulary, generation, JSONL reading
+  train  SOOConfig, SOOTrainer, one fine-tuning run, DeepSpeed/srun set-up, preemption
+  eval   deception scenarios, answer classification, generation, latent SOO, capability, report
+  tools  stand-alone commands: memory plan, adapter merge, tiny test models
+  rl     SOO in the physical deception task (MADDPG)
+
+Entry points are the scripts at the repository root: generate_data.py, finetuning.py,
+evaluate.py, rl_deception.py.
 """

@@ -127,7 +127,7 @@ def test_latent_soo_matches_the_training_definition(make_model, tokenizer, test_
     with torch.no_grad():
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     expected = soo_distance_per_pair(capture.outputs[3], batch, "full").mean().item()
-    assert by_layer[3]["soo"] == pytest.approx(expected, rel=1e-4)
+    assert by_layer[3]["soo_loss"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_seeds_of_one_recipe_aggregate_and_a_control_recipe_stays_apart(tiny_model_dir, data_files, tmp_path,

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from soo.train.distributed import export_torch_env_from_slurm, zero_stage
+from soo.train import PREEMPTED_EXIT_CODE
 from soo.train.preemption import (
     COMPLETE_MARKER,
-    PREEMPTED_EXIT_CODE,
     choose_resume_checkpoint,
     last_complete_checkpoint,
     remove_incomplete_checkpoints,

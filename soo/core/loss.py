@@ -2,7 +2,7 @@
 
 Both prompts of a pair go through one forward pass as rows `i` (self) and `B + i` (other) of
 the concatenated batch. Which token positions are compared is decided by the collator
-(`soo.train.trainer.SOOPairCollator`) and handed over as indices, so this module never sees padding:
+(`soo.core.pair_batch.SOOPairCollator`) and handed over as indices, so this module never sees padding:
 
   full  token-by-token over the aligned prompts: `align_pair[k]` compares position
         `align_self_pos[k]` of self row with `align_other_pos[k]` of other row;

@@ -4,7 +4,7 @@ Decoding is greedy (``do_sample=False``), as in the paper's evaluation protocol 
 generates with greedy decoding): a response is a deterministic function of (model, prompt,
 decoding settings), which is what makes the cache and the batched/sequential comparison meaningful.
 
-Batching. Prompts are formatted with the chat template (``soo.train.trainer.format_prompt``, the one place
+Batching. Prompts are formatted with the chat template (``soo.core.prompts.format_prompt``, the one place
 that knows how a prompt is wrapped), sorted by token length so each batch pads as little as
 possible, LEFT-padded by hand (the repo's tokenizers pad on the right for training; we never touch
 their ``padding_side``), and handed to ``model.generate`` with the attention mask. transformers

@@ -20,7 +20,8 @@ from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
 def latent_soo_by_layer(model, tokenizer, records: list[dict], layers: list[int] | None = None,
                         module_path: str = "self_attn.o_proj", token_mode: str = "full", batch_size: int = 8,
                         use_chat_template: bool = True, use_base: bool = False, progress: bool = True) -> dict:
-    """{layer: {"soo", "soo_ci95", "spread", "relative", "n"}} over `records` (None = every layer).
+    """{layer: {"soo_loss", "soo_loss_ci95", "soo_act_spread", "soo_relative", "soo_loss_n"}} over `records`
+    (layers None = every layer); the same names as training's held-out metrics.
 
     `use_base=True` measures a peft model with its adapter disabled.
     """
@@ -48,6 +49,6 @@ def latent_soo_by_layer(model, tokenizer, records: list[dict], layers: list[int]
     for layer in capture.layer_indices:
         soo, ci95 = mean_ci95(distances[layer])
         spread = sum(spreads[layer]) / len(spreads[layer])
-        result[layer] = {"soo": soo, "soo_ci95": ci95, "spread": spread, "relative": soo / spread if spread else
-                         float("nan"), "n": len(distances[layer])}
+        result[layer] = {"soo_loss": soo, "soo_loss_ci95": ci95, "soo_act_spread": spread,
+                         "soo_relative": soo / spread if spread else float("nan"), "soo_loss_n": len(distances[layer])}
     return result

@@ -92,8 +92,8 @@ def markdown_report(results: dict) -> str:
                   "| condition | layer | SOO (mean ± 95% CI) | spread | relative SOO |", "|---|---|---|---|---|"]
         for condition, by_layer in results["latent_soo"].items():
             for layer, values in by_layer.items():
-                lines.append(f"| {condition} | {layer} | {values['soo']:.5f} ± {values['soo_ci95']:.5f} | "
-                             f"{values['spread']:.5f} | {values['relative']:.4f} |")
+                lines.append(f"| {condition} | {layer} | {values['soo_loss']:.5f} ± {values['soo_loss_ci95']:.5f} | "
+                             f"{values['soo_act_spread']:.5f} | {values['soo_relative']:.4f} |")
     if results["capability"]:
         lines += ["", "## Capability retention (offline proxies)", "",
                   "| condition | KL(base ‖ tuned) per token, mean ± 95% CI (n prompts) | perplexity base → tuned (tokens) |",
@@ -146,9 +146,9 @@ def plot_latent_soo(results: dict, path: Path) -> None:
     for condition, by_layer in results["latent_soo"].items():
         layers = sorted(by_layer, key=int)
         xs = [int(layer) for layer in layers]
-        raw_axis.errorbar(xs, [by_layer[l]["soo"] for l in layers], yerr=[by_layer[l]["soo_ci95"] for l in layers],
+        raw_axis.errorbar(xs, [by_layer[l]["soo_loss"] for l in layers], yerr=[by_layer[l]["soo_loss_ci95"] for l in layers],
                           marker="o", capsize=2, label=condition)
-        relative_axis.plot(xs, [by_layer[l]["relative"] for l in layers], marker="o", label=condition)
+        relative_axis.plot(xs, [by_layer[l]["soo_relative"] for l in layers], marker="o", label=condition)
     trained = [layer for layer in results.get("trained_layers") or []]
     for axis in (raw_axis, relative_axis):
         for layer in trained:

@@ -1,9 +1,10 @@
-"""SOO in reinforcement learning: the physical deception task (paper section 4.1).
+"""SOO in reinforcement learning: the physical deception task (paper section 4.1). Imports soo.core only.
 
-env        -- the 1-vs-1, two-landmark deception scenario on mpe2, deceptive/honest rewards,
+  env         the 1-vs-1, two-landmark deception scenario on mpe2, deceptive/honest rewards,
               a visibility radius and the critique's hidden-hazard variant
-maddpg     -- a small MADDPG (actors, centralised critics, replay buffer, Gumbel-softmax)
-experiment -- pretraining, SOO fine-tuning and controls, behaviour metrics, the SOO classifier
-report     -- markdown table and PNG plots over seeds
-The CLI is rl_deception.py at the repository root.
+  maddpg      a small MADDPG (actors, centralised critics, replay buffer, Gumbel-softmax)
+  experiment  pretraining, SOO fine-tuning and controls, behaviour metrics, the SOO classifier
+  report      markdown table and PNG plots over seeds
+
+CLI: rl_deception.py; Slurm: submit_rl_deception.sh.
 """

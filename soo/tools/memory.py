@@ -2,7 +2,7 @@
 
 No weights are read: the architecture comes from the model's config.json (a local directory or
 the Hugging Face cache, never the network) or, failing that, from the copies bundled under
-`soo/resources/model_configs/` for the hub ids in `configs/`. Parameters are counted exactly on
+`soo/tools/model_configs/` for the hub ids in `configs/`. Parameters are counted exactly on
 a meta-device model (no memory used).
 
     # one CSC Puhti GPU node (4x V100-32GB, 384 GB RAM), both ZeRO stages:
@@ -155,7 +155,7 @@ def read_run_settings(config_path: str | Path) -> tuple[dict, RunSettings]:
 
 
 def bundled_config_path(hub_id: str) -> Path:
-    """`google/gemma-2-27b-it` -> resources/model_configs/google--gemma-2-27b-it.json."""
+    """`google/gemma-2-27b-it` -> model_configs/google--gemma-2-27b-it.json."""
     return MODEL_CONFIG_DIR / (hub_id.replace("/", "--") + ".json")
 
 

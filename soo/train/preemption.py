@@ -3,7 +3,7 @@
 Slurm sends a signal before a job's time limit (`#SBATCH --signal=B:USR1@600`, forwarded to the
 tasks by the batch script) and SIGTERM when a job is cancelled or preempted. `PreemptionCallback`
 turns either into "save a checkpoint at the end of this optimizer step and stop"; the run then
-exits with `PREEMPTED_EXIT_CODE` so the batch script knows to requeue. A later run with the same
+exits with `soo.train.PREEMPTED_EXIT_CODE` so the batch script knows to requeue. A later run with the same
 `--output_dir` resumes from the newest checkpoint that `COMPLETE_MARKER` marks as fully written,
 so a job killed in the middle of a save resumes from the checkpoint before it.
 
@@ -26,8 +26,6 @@ from transformers import TrainerCallback
 
 logger = logging.getLogger("soo")
 
-# EX_TEMPFAIL from sysexits.h: "try again later". The Slurm scripts requeue on this code.
-PREEMPTED_EXIT_CODE = 75
 PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 COMPLETE_MARKER = "soo_checkpoint_complete"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")

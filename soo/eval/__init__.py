@@ -1,0 +1,14 @@
+"""Does the SOO-tuned model deceive less, and what did it cost? Imports soo.core and soo.data,
+never soo.train.
+
+  scenarios   the evaluation stimuli: main scenario, generalisation variants, treasure hunt,
+              escape room, honesty-prompt and perspectives controls, both option orders
+  classify    deceptive / honest / ambiguous (perspectives: correct / incorrect) from a free-text answer
+  generation  batched greedy generation with a resumable JSONL cache
+  latent      SOO per layer on held-out pairs, base vs tuned (the training definition of SOO)
+  capability  KL to the base model, perplexity, MT-Bench-style answer export
+  report      report.md, results.json / results.csv, PNG plots
+  engine      evaluate.py's run: conditions, generation, labels, latent SOO, capability, report
+
+CLI: evaluate.py.
+"""

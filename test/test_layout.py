@@ -1,0 +1,77 @@
+"""The package layout holds its design: imports point one way, and each package's map is true."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+SOO = Path(__file__).resolve().parent.parent / "soo"
+
+# Which soo packages each package may import (itself always). Evaluation never imports training.
+ALLOWED = {
+    "core": set(),
+    "data": {"core"},
+    "train": {"core", "data"},
+    "eval": {"core", "data"},
+    "rl": {"core"},
+    "tools": {"core", "data", "train", "eval"},
+}
+
+
+def soo_imports(path: Path) -> set[str]:
+    """Every soo.* module that `path` imports, at module level or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name == "soo" or name.startswith("soo.")}
+
+
+def package_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else None
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_point_one_way(package):
+    violations = []
+    for path in sorted((SOO / package).rglob("*.py")):
+        for module in soo_imports(path):
+            target = package_of(module)
+            if target is not None and target != package and target not in ALLOWED[package]:
+                violations.append(f"{path.relative_to(SOO.parent)} imports {module}")
+    assert not violations, "\n".join(violations)
+
+
+def test_the_checker_sees_lazy_imports(tmp_path):
+    # A violation hidden inside a function must still be found, or the test above proves nothing.
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from soo.train.trainer import SOOTrainer\n")
+    assert package_of(next(iter(soo_imports(module) - {"soo.train.trainer"}))) == "train"
+
+
+def _mapped_names(docstring: str) -> set[str]:
+    # Map lines look like "  name   what it is" (two or more spaces after the name).
+    return {match.group(1) for match in re.finditer(r"^ {0,4}([a-z_]+) {2,}\S", docstring, re.MULTILINE)}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_docstring_maps_exactly_its_modules(package):
+    docstring = ast.get_docstring(ast.parse((SOO / package / "__init__.py").read_text(encoding="utf-8"))) or ""
+    modules = {path.stem for path in (SOO / package).glob("*.py") if path.stem != "__init__"}
+    mapped = _mapped_names(docstring)
+    assert modules <= mapped, f"soo/{package}/__init__.py does not list {sorted(modules - mapped)}"
+    assert mapped <= modules, f"soo/{package}/__init__.py lists modules that do not exist: {sorted(mapped - modules)}"
+
+
+def test_top_level_docstring_maps_exactly_the_packages():
+    import soo
+
+    packages = {path.parent.name for path in SOO.glob("*/__init__.py")}
+    assert _mapped_names(soo.__doc__) == packages
