@@ -119,7 +119,7 @@ def test_latent_soo_matches_the_training_definition(make_model, tokenizer, test_
     model = make_model("qwen2").eval()
     records = test_records[:6]
     by_layer = latent_soo_by_layer(model, tokenizer, records, layers=[1, 3], batch_size=4, progress=False)
-    assert set(by_layer) == {1, 3} and by_layer[1]["n"] == 6
+    assert set(by_layer) == {1, 3} and by_layer[1]["soo_loss_n"] == 6
     # Independent computation of layer 3 with the training collator in one batch.
     capture = ActivationCapture(model, [3])
     dataset = SOOPairDataset(records, tokenizer)

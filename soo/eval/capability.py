@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from soo.core.stats import mean_ci95
+from soo.core.io import write_jsonl_atomic
 from soo.core.prompts import format_prompt, right_padded
+from soo.core.stats import mean_ci95
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 
@@ -114,6 +115,4 @@ def export_mt_bench_style_answers(model, tokenizer, out_path: Path, model_id: st
             answers.append(answer)
         lines.append({"question_id": question["question_id"], "category": question["category"], "model_id": model_id,
                       "choices": [{"index": 0, "turns": answers}]})
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
-    return out_path
+    return write_jsonl_atomic(out_path, lines)

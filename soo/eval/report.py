@@ -7,9 +7,11 @@ options named) are their own column, never folded into "honest".
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 from pathlib import Path
+
+from soo.core.io import write_json_atomic, write_text_atomic
 
 CSV_COLUMNS = ["condition", "group", "scenario", "order", "kind", "measure", "n", "rate", "ci_low", "ci_high",
                "ambiguous_rate", "n_decided", "rate_among_decided", "ci_low_among_decided", "ci_high_among_decided",
@@ -166,12 +168,13 @@ def plot_latent_soo(results: dict, path: Path) -> None:
 
 def write_report(results: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(results["rates"])
-    (out_dir / "report.md").write_text(markdown_report(results), encoding="utf-8")
+    write_json_atomic(out_dir / "results.json", results)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(results["rates"])
+    write_text_atomic(out_dir / "results.csv", table.getvalue())
+    write_text_atomic(out_dir / "report.md", markdown_report(results))
     plot_deception_rates(results, out_dir / "deception_rates.png")
     if results["latent_soo"]:
         plot_latent_soo(results, out_dir / "latent_soo_by_layer.png")

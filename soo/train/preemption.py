@@ -24,6 +24,8 @@ import signal
 import torch
 from transformers import TrainerCallback
 
+from soo.core.io import write_text_atomic
+
 logger = logging.getLogger("soo")
 
 PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -78,12 +80,7 @@ class PreemptionCallback(TrainerCallback):
 
 def mark_checkpoint_complete(checkpoint_dir: str) -> None:
     """Written last, after every rank has finished writing `checkpoint_dir`."""
-    temporary = os.path.join(checkpoint_dir, f".{COMPLETE_MARKER}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write("complete\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, os.path.join(checkpoint_dir, COMPLETE_MARKER))
+    write_text_atomic(os.path.join(checkpoint_dir, COMPLETE_MARKER), "complete\n")
 
 
 def list_checkpoints(output_dir: str) -> list[tuple[int, str, bool]]:
