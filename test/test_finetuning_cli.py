@@ -147,3 +147,28 @@ def test_bad_token_mode_is_refused(tiny_model_dir, data_files, tmp_path, capsys)
     code, err = _run_main(_base_argv(tiny_model_dir, data_files[0], tmp_path / "out") + ["--soo_token_mode", "middle"],
                           capsys)
     assert code == 2 and "full, last, mean" in err
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, r"--config .*missing\.yaml: no such file"),
+        ("soo_layers: [5\nlearning_rate: 1e-3\n", r"c\.yaml: YAML syntax error at line \d+, column \d+"),
+        ("soo_layer: 5\n", r"c\.yaml: unknown argument\(s\) soo_layer"),
+        ("- 1\n- 2\n", r"c\.yaml: expected a mapping"),
+    ],
+    ids=["missing-file", "syntax-error", "unknown-key", "not-a-mapping"],
+)
+def test_bad_config_file_is_one_line_and_exit_2(content, expected, tmp_path, capsys):
+    config = tmp_path / ("missing.yaml" if content is None else "c.yaml")
+    if content is not None:
+        config.write_text(content)
+    code, err = _run_main(["--config", str(config), "--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and re.search(expected, err), err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_flag_without_a_path(capsys):
+    code, err = _run_main(["--config"], capsys)
+    assert code == 2 and "--config needs a YAML file path" in err
