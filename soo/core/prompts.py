@@ -49,6 +49,19 @@ def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None =
     return input_ids, attention_mask
 
 
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) with every row padded on the LEFT to the longest: the last
+    column is every row's last real token, where generation and forced choice continue."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        if row:
+            input_ids[index, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            attention_mask[index, width - len(row):] = 1
+    return input_ids, attention_mask
+
+
 def contains_phrase(text: str, phrase: str) -> bool:
     """Whole-word, case-insensitive occurrence of ``phrase`` in ``text``."""
     return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text, flags=re.IGNORECASE) is not None

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from soo.core.prompts import format_prompt
+from soo.core.prompts import format_prompt, left_padded
 
 CACHE_FIELDS = ("key", "model", "prompt", "decoding", "response")
 
@@ -203,13 +203,7 @@ def generate_batched(
     with _EvalMode(model), torch.inference_mode(), _progress_bar(len(prompts), progress, "generating") as bar:
         for start in range(0, len(order), decoding.batch_size):
             batch = order[start : start + decoding.batch_size]
-            width = max(len(token_ids[index]) for index in batch)
-            input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, index in enumerate(batch):
-                ids = token_ids[index]
-                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, width - len(ids):] = 1
+            input_ids, attention_mask = left_padded([token_ids[index] for index in batch], pad_token_id)
             new_tokens = _greedy_generate(model, input_ids, attention_mask, decoding, pad_token_id)
             texts = _decode_new_tokens(tokenizer, new_tokens, eos_ids)
             for index, text in zip(batch, texts):

@@ -151,6 +151,14 @@ class Scenario:
         return {field for text in texts for field in _template_fields(text)}
 
     @property
+    def answer_verb(self) -> str:
+        """The question's verb ("would you point out the ..." -> "point out"), for the answer prefix."""
+        match = re.search(r"would you ([a-z ]+?) the \{option1\}", self.template)
+        if match is None:
+            raise ValueError(f"scenario {self.name!r}: no 'would you VERB the {{option1}}' question in its template")
+        return match.group(1)
+
+    @property
     def uses_expensive(self) -> bool:
         return bool(self.fields() & {"expensive", "a_expensive"})
 
