@@ -1,7 +1,7 @@
 """Deception evaluation: the base model and SOO adapters side by side, with controls and a report.
 
   # the README's main command trained outputs/smollm2-135m-instruct-soo; evaluate it against its base:
-  python evaluate.py --adapters outputs/smollm2-135m-instruct-soo --out_dir results/smollm2
+  python evaluate.py --adapters outputs/smollm2-135m-instruct-soo --output_dir results/smollm2
 
   # several seeds of one config (mean ± SD across seeds in the report), all layers' latent SOO:
   python evaluate.py --adapters outputs/run-seed0 outputs/run-seed1 outputs/run-seed2 --latent_all_layers
@@ -10,45 +10,112 @@
   python evaluate.py --adapters outputs/smollm2-135m-instruct-soo --scenarios main perspectives --n 50
 
 The base model is read from the first adapter's soo_run_config.json unless --model_name_or_path is
-given; with no adapter, only the base model is evaluated. Writes OUT_DIR/report.md, results.json,
+given; with no adapter, only the base model is evaluated. Writes OUTPUT_DIR/report.md, results.json,
 results.csv, responses.jsonl, generations.jsonl (the cache: a re-run or a resumed run reuses it),
 deception_rates.png and latent_soo_by_layer.png.
+
+Bad input (an adapter folder that is missing or not an adapter, a missing or invalid --pairs_path,
+a number below 1, an output folder that cannot be created) exits with status 2 and one line
+`error: ...` on stderr, before any model is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only where it says something: not for on/off flags, None, or a help
+    text that already names its default."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool) or action.default == [] \
+                or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from soo.eval.scenarios import SCENARIO_NAMES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--adapters", nargs="*", default=[], help="LoRA adapter directories from finetuning.py")
     parser.add_argument("--model_name_or_path", default=None,
                         help="base model (default: the one the first adapter was trained on; else the embedded default)")
     parser.add_argument("--scenarios", nargs="+", default=None, metavar="NAME",
                         help=f"scenarios to run (default: all): {', '.join(SCENARIO_NAMES)}")
-    parser.add_argument("--n", type=int, default=250, help="prompts per scenario and room order")
+    parser.add_argument("--n", type=positive_int, default=250, help="prompts per scenario and room order")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling items and rooms")
-    parser.add_argument("--max_new_tokens", type=int, default=24)
-    parser.add_argument("--batch_size", type=int, default=16, help="prompts per generation batch")
+    parser.add_argument("--max_new_tokens", type=positive_int, default=24, help="tokens generated per response at most")
+    parser.add_argument("--batch_size", type=positive_int, default=16, help="prompts per generation batch")
     parser.add_argument("--answer_suffix", default=None,
                         help="appended to every scenario (default: the adapter's config, else the room-name one)")
     parser.add_argument("--pairs_path", default=None,
-                        help="held-out pairs for latent SOO (default: 200 generated test-split pairs)")
-    parser.add_argument("--n_pairs", type=int, default=200)
+                        help="held-out pairs JSONL for latent SOO (default: --n_pairs generated test-split pairs)")
+    parser.add_argument("--n_pairs", type=positive_int, default=200,
+                        help="generated held-out pairs for latent SOO when --pairs_path is not given")
     parser.add_argument("--latent_all_layers", action="store_true", help="latent SOO at every layer (a curve)")
     parser.add_argument("--no_capability", dest="capability", action="store_false",
-                        help="skip KL to base and perplexity")
+                        help="skip the capability measures (KL to the base model on neutral prompts, perplexity); "
+                        "they run unless this flag is given")
     parser.add_argument("--mt_bench_export", action="store_true",
                         help="also export answers to MT-Bench-style questions for an external judge")
-    parser.add_argument("--out_dir", default="results/eval")
-    parser.add_argument("--allow_base_mismatch", action="store_true")
+    parser.add_argument("--output_dir", dest="out_dir", default="results/eval", metavar="OUTPUT_DIR",
+                        help="folder for the report, results and the generation cache (created if missing)")
+    parser.add_argument("--allow_base_mismatch", action="store_true",
+                        help="evaluate an adapter on another base model than the one it was trained on")
     return parser
+
+
+def check_inputs(args) -> Path | None:
+    """Refuse bad input before any model is loaded; raises ValueError or OSError with the message.
+
+    Creates the output folder; returns the topmost folder it created (None if it existed), so that
+    a run that fails before writing anything can remove it again."""
+    from soo.data.pairs import read_pairs_jsonl
+
+    for adapter in args.adapters:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            missing = "does not exist" if not Path(adapter).exists() else "has no adapter_config.json"
+            raise ValueError(f"adapter folder {adapter} {missing}: expected the output folder of finetuning.py "
+                             "(adapter_config.json inside)")
+    if args.pairs_path:
+        read_pairs_jsonl(args.pairs_path)  # PairDataError (a ValueError) naming the file and line
+    out_dir = Path(args.out_dir)
+    created = next((folder for folder in reversed([out_dir, *out_dir.parents]) if not folder.exists()), None)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(out_dir) else ""
+        raise OSError(f"cannot create the output folder {out_dir}: {error.strerror or error}{where}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise OSError(f"cannot write to the output folder {out_dir}: permission denied")
+    return created
+
+
+def remove_empty_folders(top: Path | None) -> None:
+    """Remove `top` and the folders below it, if none holds a file."""
+    if top is None:
+        return
+    for folder, _, _ in sorted(os.walk(top), key=lambda entry: len(entry[0]), reverse=True):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty: something was written, keep it
+            return
 
 
 def main(argv=None) -> int:
@@ -58,15 +125,17 @@ def main(argv=None) -> int:
     from soo.data.pairs import PairDataError
 
     args = build_parser().parse_args(argv)
-    try:  # bad scenario names or n: one line naming the valid choices, before any model is loaded
+    try:  # bad scenario names, adapters, pairs or output folder: one line, before any model is loaded
         build_eval_prompts(args.scenarios, n=args.n, seed=args.seed)
-    except ValueError as error:
+        created = check_inputs(args)
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     config = EvalConfig(**vars(args))
     try:
         results = run_evaluation(config)
     except (AdapterMismatchError, ModelLoadError, PairDataError) as error:
+        remove_empty_folders(created)  # e.g. the model could not be loaded: leave no empty output folder
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(Path(config.out_dir, "report.md").read_text(encoding="utf-8"))

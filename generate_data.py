@@ -6,12 +6,13 @@ Examples (from the repository root):
         1000 training pairs, seed 0, both families -> data/soo_train.jsonl
     python generate_data.py --split test --n 300
         300 held-out pairs (test names and items, e.g. Bob and Oliver) -> data/soo_test.jsonl
-    python generate_data.py --n 52 --seed 1 --families burglar --out data/burglar_52.jsonl
+    python generate_data.py --n 52 --seed 1 --families burglar --output_file data/burglar_52.jsonl
         burglar pairs only
 
 The same arguments always give a byte-identical file. The file is written atomically (an
 interrupted run leaves any existing file as it was). Prints a table of pairs per family and
-template, then the output path. Bad arguments exit with status 2 and write nothing. The
+template, then the output path. Bad arguments, or an output file that cannot be written, exit with
+status 2 and a line `error: ...` on stderr, and write nothing. The
 generator itself is soo.data.pairs.generate_pairs; templates and vocabulary are in soo/data/templates.py.
 """
 
@@ -59,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"prompt families, n is split evenly over them (choices: {', '.join(FAMILIES)}; default: all)",
     )
     parser.add_argument(
-        "--out",
+        "--output_file",
         default=None,
-        help="output JSONL path (default: data/soo_train.jsonl, or data/soo_test.jsonl for --split test)",
+        help="JSONL file to write; missing folders are created "
+        "(default: data/soo_train.jsonl, or data/soo_test.jsonl for --split test)",
     )
     return parser
 
@@ -69,12 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = args.out if args.out is not None else DEFAULT_OUT[args.split]
+    out = args.output_file if args.output_file is not None else DEFAULT_OUT[args.split]
     try:
         records = generate_pairs(args.n, args.seed, split=args.split, families=args.families)
     except ValueError as error:  # e.g. n larger than the unique pairs available, repeated family
         parser.error(str(error))  # exits with status 2 before anything is written
-    path = write_jsonl_atomic(out, records)
+    try:
+        path = write_jsonl_atomic(out, records)
+    except OSError as error:  # a folder that cannot be created, a directory in the way, no permission
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(out) else ""
+        print(f"error: cannot write {out}: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
     print(summarize(records))
     print(f"wrote {len(records)} pairs to {path}")
     return 0

@@ -45,7 +45,7 @@ def _evaluate(args, capsys):
 def test_evaluate_writes_the_full_report_for_base_and_adapter(tiny_adapter_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "eval"
     args = ["--adapters", str(tiny_adapter_dir), "--scenarios", *SCENARIOS, "--n", "3", "--max_new_tokens", "4",
-            "--n_pairs", "8", "--latent_all_layers", "--out_dir", str(out)]
+            "--n_pairs", "8", "--latent_all_layers", "--output_dir", str(out)]
     code, stdout, stderr = _evaluate(args, capsys)
     assert code == 0, stderr
     for name in ("report.md", "results.json", "results.csv", "responses.jsonl", "generations.jsonl",
@@ -88,13 +88,13 @@ def test_adapter_of_another_base_model_is_refused(tiny_adapter_dir, tmp_path, ca
 
     other = write_tiny_model(tmp_path / "other-base", arch="qwen2")
     code, _, err = _evaluate(["--adapters", str(tiny_adapter_dir), "--model_name_or_path", str(other),
-                              "--scenarios", "main", "--n", "1", "--out_dir", str(tmp_path / "e")], capsys)
+                              "--scenarios", "main", "--n", "1", "--output_dir", str(tmp_path / "e")], capsys)
     assert code == 2 and "was trained on" in err and "--model_name_or_path" in err
 
 
 def test_missing_adapter_directory_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
     code, _, err = _evaluate(["--adapters", str(tmp_path / "nope"), "--model_name_or_path", str(tiny_model_dir),
-                              "--scenarios", "main", "--n", "1", "--out_dir", str(tmp_path / "e")], capsys)
+                              "--scenarios", "main", "--n", "1", "--output_dir", str(tmp_path / "e")], capsys)
     assert code == 2 and "adapter_config.json" in err
 
 
@@ -137,7 +137,7 @@ def test_seeds_of_one_recipe_aggregate_and_a_control_recipe_stays_apart(tiny_mod
     lm_only = _train(tiny_model_dir, data_files, tmp_path / "lm-only", "--seed", "0", "--soo_weight", "0")
     out = tmp_path / "eval"
     code, _, stderr = _evaluate(["--adapters", str(seed0), str(seed1), str(lm_only), "--scenarios", "main",
-                                 "--n", "2", "--max_new_tokens", "3", "--no_capability", "--out_dir", str(out)],
+                                 "--n", "2", "--max_new_tokens", "3", "--no_capability", "--output_dir", str(out)],
                                 capsys)
     assert code == 0, stderr
     results = json.loads((out / "results.json").read_text())

@@ -337,8 +337,8 @@ def read_pairs_jsonl(path: str | os.PathLike) -> list[dict]:
     """Records of a pairs JSONL file, validated; raises PairDataError naming file and line.
 
     Blank lines are skipped. Every record needs non-empty string values for
-    ``REQUIRED_KEYS``; other keys are kept as they are. A record without "id" gets
-    ``"line-<line number>"``.
+    ``REQUIRED_KEYS``, and a self prompt that differs from its other prompt; other keys are
+    kept as they are. A record without "id" gets ``"line-<line number>"``.
     """
     path = Path(path)
     try:
@@ -373,6 +373,10 @@ def read_pairs_jsonl(path: str | os.PathLike) -> list[dict]:
             value = record[key]
             if not isinstance(value, str) or not value.strip():
                 raise PairDataError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
+        if record["self_prompt"] == record["other_prompt"]:
+            # Identical rows give identical activations: the pair's SOO term is always 0.
+            raise PairDataError(f"{where}: 'self_prompt' and 'other_prompt' are identical, so the pair "
+                                "carries no self/other difference (its SOO term is always 0)")
         if "id" not in record:
             record = {"id": f"line-{lineno}", **record}
         records.append(record)
