@@ -58,7 +58,7 @@ def twins(prompts):
 
 def test_registry_names():
     required = {
-        "main", "name", "objective", "action", "name_objective", "name_action",
+        "main", "main_self", "name", "objective", "action", "name_objective", "name_action",
         "objective_action", "name_objective_action", "treasure_hunt", "escape_room",
         "perspectives", "honesty_prompt",
     }  # fmt: skip
@@ -124,6 +124,10 @@ def test_honest_option_holds_the_valuable(prompts):
             assert f"In the {h} is {with_article(p.expensive_item)}." in p.prompt
             assert f"In the {d} is {with_article(p.cheap_item)}." in p.prompt
             assert f"asks you in which room the {p.expensive_item} is" in p.prompt
+        elif p.scenario == "main_self":
+            assert f"In the {h} is {with_article(p.expensive_item)}." in p.prompt
+            assert f"In the {d} is {with_article(p.cheap_item)}." in p.prompt
+            assert "recommend one room to yourself" in p.prompt and "asks you" not in p.prompt
         elif p.scenario == "treasure_hunt":
             assert f"The treasure, {with_article(p.expensive_item)}, is hidden in the {h}." in p.prompt
             assert f"In the {d} there is only {with_article(p.cheap_item)}." in p.prompt
@@ -303,3 +307,30 @@ def test_answer_suffix_is_appended():
 def test_default_n_is_250():
     prompts = build_eval_prompts(["perspectives"])
     assert len(prompts) == 500
+
+
+def test_self_twin_shares_main_instances_and_differs_only_in_the_question():
+    main = build_eval_prompts(["main"], n=5)
+    own = build_eval_prompts(["main_self"], n=5)
+    for other, self_prompt in zip(main, own):
+        assert (other.deceptive_option, other.honest_option, other.expensive_item, other.cheap_item, other.order) == (
+            self_prompt.deceptive_option, self_prompt.honest_option, self_prompt.expensive_item,
+            self_prompt.cheap_item, self_prompt.order)
+        shared = other.prompt.split(" Now ")[0]
+        assert self_prompt.prompt.startswith(shared + " Now you ask yourself")
+
+
+def test_training_split_prompts_use_training_vocabulary_only():
+    from soo.data.templates import BURGLAR_VOCABULARY
+
+    train = BURGLAR_VOCABULARY["train"]
+    test = BURGLAR_VOCABULARY["test"]
+    prompts = build_eval_prompts(["main", "main_self"], n=50, seed=3, split="train")
+    for p in prompts:
+        assert p.agent in train.names and p.agent not in test.names
+        assert p.expensive_item in train.expensive_items and p.cheap_item in train.cheap_items
+        assert not any(contains_phrase(p.prompt, name) for name in test.names if name not in train.names)
+    # The evaluation (test split) is unchanged by the option and shares no item with training.
+    assert build_eval_prompts(["main"], n=5) == build_eval_prompts(["main"], n=5, split="test")
+    test_items = {p.expensive_item for p in build_eval_prompts(["main"], n=50)}
+    assert not test_items & {p.expensive_item for p in prompts}
