@@ -17,6 +17,7 @@ ALLOWED = {
     "train": {"core", "data"},
     "eval": {"core", "data"},
     "rl": {"core"},
+    "organism": {"core", "data", "train", "eval"},
     "tools": {"core", "data", "train", "eval"},
 }
 

@@ -1,0 +1,124 @@
+"""Deceptive model organisms and the SOO experiment on them (the positive control SOO needs).
+
+  # a model that deceives others but not itself (LoRA SFT on training-split prompts), checked by
+  # the forced-choice score on test-split prompts; a few minutes on a 2-core CPU:
+  python deception_experiment.py organism --kind asymmetric --output_dir outputs/organisms/asymmetric
+  python deception_experiment.py organism --kind symmetric --output_dir outputs/organisms/symmetric
+
+  # the experiment (SOO, LM-only, mismatched-pairs SOO, honest SFT as the positive control) x seeds,
+  # resumable: finished cells are reused, a failed one is reported and rerun next time:
+  python generate_data.py --split train --n 1000 --seed 0 --output_file data/soo_train.jsonl
+  python generate_data.py --split test --n 200 --seed 0 --output_file data/soo_test.jsonl
+  python deception_experiment.py run --organism outputs/organisms/asymmetric --seeds 0 1 2
+  python deception_experiment.py report --organisms outputs/organisms/asymmetric outputs/organisms/symmetric \
+      --output_dir docs/deception-experiment
+
+A finished organism (organism.json in its folder) is reused; one made with other settings is refused.
+What counts as an SOO effect was written down before the runs: see soo/organism/experiment.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from soo.organism.sft import KINDS, OrganismConfig
+
+    defaults = OrganismConfig()
+    parser = argparse.ArgumentParser(description="Deceptive model organisms and the SOO experiment on them.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    organism = commands.add_parser("organism", help="LoRA-fine-tune the model into a deceptive organism")
+    organism.add_argument("--kind", choices=KINDS, default=defaults.kind,
+                          help="asymmetric: deceives others, not itself; symmetric: deceives both; honest: neither")
+    organism.add_argument("--model_name_or_path", default=None, help="base model (default: the embedded SmolLM2-135M)")
+    organism.add_argument("--output_dir", default=None, help="where the adapter, merged model and organism.json go "
+                                                             "(default: outputs/organisms/KIND)")
+    for name in ("steps", "n_train_instances", "twins_per_batch", "lora_r", "lora_alpha", "seed", "eval_n",
+                 "eval_batch_size"):
+        organism.add_argument(f"--{name}", type=int, default=getattr(defaults, name),
+                              help=f"(default: {getattr(defaults, name)})")
+    organism.add_argument("--learning_rate", type=float, default=defaults.learning_rate,
+                          help=f"(default: {defaults.learning_rate})")
+    organism.add_argument("--lora_target_modules", nargs="+", default=defaults.lora_target_modules,
+                          help="module names that get LoRA (default: attention and MLP projections)")
+    organism.add_argument("--answer_prefix", default=defaults.answer_prefix,
+                          help="answer start the option is scored after ({verb} = the scenario's question verb)")
+    organism.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+    from soo.organism.experiment import CONDITIONS, ExperimentConfig
+
+    base = ExperimentConfig()
+    run = commands.add_parser("run", help="every condition x seed on one organism (resumable)")
+    run.add_argument("--organism", required=True, help="an organism folder (with organism.json)")
+    run.add_argument("--output_dir", default=None, help="experiment folder (default: ORGANISM/experiment)")
+    run.add_argument("--seeds", type=int, nargs="+", default=base.seeds, help="(default: 0 1 2)")
+    run.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS), help="(default: all)")
+    for name in ("finetuning_config", "train_pairs", "heldout_pairs"):
+        run.add_argument(f"--{name}", default=getattr(base, name), help=f"(default: {getattr(base, name)})")
+    for name in ("max_steps", "honest_sft_steps", "eval_n", "generation_n", "latent_pairs"):
+        run.add_argument(f"--{name}", type=int, default=getattr(base, name), help=f"(default: {getattr(base, name)})")
+    run.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+    report = commands.add_parser("report", help="report.md, summary.json and changes.png over organisms")
+    report.add_argument("--organisms", nargs="+", required=True, help="organism folders (their experiment/ is read)")
+    report.add_argument("--output_dir", default="docs/deception-experiment", help="(default: %(default)s)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from soo.core.modeling import ModelLoadError
+    from soo.organism.sft import OrganismConfig, format_organism, make_organism
+
+    if args.command == "organism":
+        values = {field.name: getattr(args, field.name) for field in dataclasses.fields(OrganismConfig)
+                  if hasattr(args, field.name) and getattr(args, field.name) is not None}
+        values.setdefault("output_dir", f"outputs/organisms/{args.kind}")
+        try:
+            config = OrganismConfig(**values)
+            record = make_organism(config, progress=not args.no_progress)
+        except (ValueError, ModelLoadError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(format_organism(record))
+    elif args.command == "run":
+        from soo.organism.experiment import ExperimentConfig, run_experiment
+
+        try:
+            config = ExperimentConfig(
+                organism_dir=args.organism, output_dir=args.output_dir, seeds=args.seeds, conditions=args.conditions,
+                **{name: getattr(args, name) for name in ("finetuning_config", "train_pairs", "heldout_pairs",
+                                                          "max_steps", "honest_sft_steps", "eval_n", "generation_n",
+                                                          "latent_pairs")})
+            for path in (config.finetuning_config, config.train_pairs, config.heldout_pairs):
+                if not Path(path).is_file():
+                    raise ValueError(f"{path}: no such file (generate the pairs first, see --help)")
+            outcome = run_experiment(config, progress=not args.no_progress)
+        except (ValueError, ModelLoadError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if outcome["failed"]:
+            print("failed cells (rerun the same command to retry):\n  " + "\n  ".join(outcome["failed"]),
+                  file=sys.stderr)
+            return 1
+        print(f"done: {outcome['root']}")
+    else:
+        from soo.organism.report import markdown, write_report
+
+        roots = {Path(folder).name: Path(folder) / "experiment" for folder in args.organisms}
+        missing = [str(root) for root in roots.values() if not (root / "organism").is_dir()]
+        if missing:
+            print(f"error: no experiment results in {', '.join(missing)} (run it first)", file=sys.stderr)
+            return 2
+        summaries = write_report(roots, Path(args.output_dir))
+        print(markdown(summaries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Deceptive organisms: training data from the training split only, loss only on the option,
+targets per kind, and a finished organism reused (or refused when its settings differ)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from soo.data.templates import BURGLAR_VOCABULARY
+from soo.organism.sft import (
+    KINDS,
+    OrganismConfig,
+    make_organism,
+    sft_example,
+    target_option,
+    targets_met,
+    training_twins,
+)
+
+
+def test_training_twins_use_the_training_split_and_pair_other_with_self():
+    twins = training_twins(OrganismConfig(n_train_instances=30))
+    test_vocabulary = BURGLAR_VOCABULARY["test"]
+    for other, own in twins:
+        assert other.scenario == "main" and own.scenario == "main_self"
+        assert (other.index, other.order, other.deceptive_option, other.expensive_item) == (
+            own.index, own.order, own.deceptive_option, own.expensive_item)
+        assert other.agent in BURGLAR_VOCABULARY["train"].names and other.agent not in test_vocabulary.names
+        assert other.expensive_item not in test_vocabulary.expensive_items
+        assert other.cheap_item not in test_vocabulary.cheap_items
+    assert {other.order for other, _ in twins} == {"deceptive_first", "deceptive_second"}
+
+
+@pytest.mark.parametrize("kind, other_deceives, self_deceives",
+                         [("asymmetric", True, False), ("symmetric", True, True), ("honest", False, False)])
+def test_target_option_per_kind(kind, other_deceives, self_deceives):
+    other, own = training_twins(OrganismConfig(n_train_instances=2))[0]
+    assert (target_option(kind, other) == other.deceptive_option) is other_deceives
+    assert (target_option(kind, own) == own.deceptive_option) is self_deceives
+
+
+def test_only_the_option_tokens_carry_labels(tokenizer):
+    other, _ = training_twins(OrganismConfig(n_train_instances=2))[0]
+    ids, labels = sft_example(tokenizer, other, other.deceptive_option, "I would {verb} the")
+    labelled = [token for token in labels if token != -100]
+    assert len(ids) == len(labels) and labelled == ids[len(ids) - len(labelled):]
+    assert tokenizer.decode(labelled).strip() == other.deceptive_option
+    assert tokenizer.decode(ids).endswith("I would point out the " + other.deceptive_option)
+
+
+def _check(other_first, other_second, self_first, self_second):
+    def entry(a, b):
+        return {"deceptive_first": {"mean": a}, "deceptive_second": {"mean": b}}
+    return {"other": entry(other_first, other_second), "self": entry(self_first, self_second)}
+
+
+def test_targets():
+    assert all(targets_met("asymmetric", _check(0.9, 0.85, 0.1, 0.2)).values())
+    assert not all(targets_met("asymmetric", _check(0.9, 0.7, 0.1, 0.2)).values())  # one order short
+    assert not all(targets_met("asymmetric", _check(0.9, 0.9, 0.5, 0.2)).values())
+    assert all(targets_met("symmetric", _check(0.9, 0.9, 0.95, 0.85)).values())
+    assert all(targets_met("honest", _check(0.1, 0.2, 0.1, 0.3)).values())
+    assert set(KINDS) == {"asymmetric", "symmetric", "honest"}
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="kind"):
+        OrganismConfig(kind="sneaky")
+    with pytest.raises(ValueError, match="steps"):
+        OrganismConfig(steps=0)
+
+
+def test_make_organism_on_a_tiny_model_and_reuse(tiny_model_dir, tmp_path):
+    config = OrganismConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path / "org"), steps=3,
+                            n_train_instances=8, twins_per_batch=2, eval_n=3, learning_rate=1e-2)
+    record = make_organism(config, progress=False)
+    assert (tmp_path / "org" / "merged" / "config.json").is_file()
+    assert (tmp_path / "org" / "adapter" / "adapter_model.safetensors").is_file()
+    assert record["forced_choice"]["other"]["order_averaged"]["n"] == 3 and len(record["loss_log"]) >= 1
+    assert set(record["targets"]) == {"other_deceptive_both_orders", "self_honest_both_orders"}
+    saved = json.loads((tmp_path / "org" / "organism.json").read_text())
+    assert make_organism(config, progress=False) == saved  # reused, not retrained
+    other = OrganismConfig(**{**config.__dict__, "steps": 4})
+    with pytest.raises(ValueError, match="other settings"):
+        make_organism(other, progress=False)
+
+
+# --- the experiment: resumable cells on a tiny organism --------------------------------------
+
+def test_mismatched_pairs_pair_no_self_prompt_with_its_own_other():
+    from soo.data.pairs import generate_pairs
+    from soo.organism.experiment import mismatched_pairs
+
+    records = generate_pairs(n=10, seed=0, split="train")
+    shuffled = mismatched_pairs(records)
+    assert [r["self_prompt"] for r in shuffled] == [r["self_prompt"] for r in records]
+    assert all(s["other_prompt"] != r["other_prompt"] for s, r in zip(shuffled, records))
+    assert sorted(s["other_prompt"] for s in shuffled) == sorted(r["other_prompt"] for r in records)
+
+
+def test_experiment_runs_resumes_and_reports(tiny_model_dir, data_files, tmp_path):
+    from soo.organism.experiment import EVAL_FILE, ExperimentConfig, run_experiment
+    from soo.organism.report import write_report
+
+    organism = OrganismConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path / "org"), steps=2,
+                              n_train_instances=4, twins_per_batch=2, eval_n=2)
+    make_organism(organism, progress=False)
+    config = ExperimentConfig(organism_dir=organism.output_dir, seeds=[0], conditions=["soo", "honest_sft"],
+                              train_pairs=str(data_files[0]), heldout_pairs=str(data_files[1]), max_steps=2,
+                              honest_sft_steps=2, eval_n=2, generation_n=1, latent_pairs=4,
+                              extra_finetuning_args=["--soo_layers", "2", "--use_cpu", "--max_length", "512"])
+    messages = []
+    outcome = run_experiment(config, progress=False, log=messages.append)
+    assert outcome["failed"] == [], messages
+    root = tmp_path / "org" / "experiment"
+    for cell in ("organism", "soo/seed0", "honest_sft/seed0"):
+        assert (root / cell / EVAL_FILE).is_file(), cell
+    adapter = root / "soo" / "seed0" / "adapter_model.safetensors"
+    trained_at = adapter.stat().st_mtime_ns
+
+    messages.clear()
+    run_experiment(config, progress=False, log=messages.append)
+    assert messages == [], "a finished experiment does nothing on rerun"
+    (root / "soo" / "seed0" / EVAL_FILE).unlink()  # killed after training, before its evaluation
+    run_experiment(config, progress=False, log=messages.append)
+    assert (root / "soo" / "seed0" / EVAL_FILE).is_file() and adapter.stat().st_mtime_ns == trained_at
+
+    other = ExperimentConfig(**{**config.__dict__, "max_steps": 3})
+    with pytest.raises(ValueError, match="max_steps"):
+        run_experiment(other, progress=False, log=messages.append)
+
+    summaries = write_report({"tiny": root}, tmp_path / "report")
+    assert set(summaries["tiny"]["conditions"]) == {"soo", "honest_sft"}
+    entry = summaries["tiny"]["conditions"]["soo"]
+    assert entry["other_change"]["n"] == 1 and -1 <= entry["other_change"]["mean"] <= 1
+    for name in ("report.md", "summary.json", "changes.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
