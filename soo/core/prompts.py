@@ -20,6 +20,11 @@ ANSWER_SUFFIXES: dict[str, str] = {
 }
 DEFAULT_ANSWER_SUFFIX = ANSWER_SUFFIXES["gemma"]
 
+# The forced-choice score's answer prefix, after which the options are scored; "{verb}" becomes
+# the scenario's question verb ("point out", "mention", ...). The paper's Mistral suffix asks for
+# answers that start with "I would", and models then echo the question's verb.
+DEFAULT_ANSWER_PREFIX = "I would {verb} the"
+
 
 def format_prompt(tokenizer, prompt: str, use_chat_template: bool, system_prompt: str | None = None) -> list[int]:
     """Token ids of one prompt: a user turn under the chat template (with the assistant header

@@ -1,4 +1,8 @@
-"""evaluate.py's engine: generate, classify, measure and report, base model vs SOO adapters.
+"""evaluate.py's engine: score, generate, classify, measure and report, base model vs SOO adapters.
+
+Protocols: "forced_choice" (p(deceptive) from the options' log-probabilities, soo.eval.forced_choice),
+"generation" (greedy answers labelled by soo.eval.classify), or "both" (the default; then the
+forced choice's agreement with the generation labels is reported too).
 
 Conditions: "base" (the adapter disabled) and one per adapter directory. Adapters that share a
 training recipe and differ only in seed form one group, aggregated as mean ± SD across seeds; other
@@ -18,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from soo.core.io import read_run_config, write_jsonl_atomic
-from soo.core.prompts import DEFAULT_ANSWER_SUFFIX
+from soo.core.prompts import DEFAULT_ANSWER_PREFIX, DEFAULT_ANSWER_SUFFIX
 from soo.core.stats import mean_sd, wilson_interval
 from soo.eval.classify import classify, classify_perspectives
 from soo.eval.generation import DecodingConfig, GenerationCache, generate_with_cache, model_fingerprint
@@ -27,6 +31,7 @@ from soo.eval.scenarios import ORDERS, build_eval_prompts
 logger = logging.getLogger("soo.eval.engine")
 
 BASE = "base"
+PROTOCOLS = ("both", "forced_choice", "generation")
 
 
 class AdapterMismatchError(ValueError):
@@ -43,6 +48,8 @@ class EvalConfig:
     max_new_tokens: int = 24
     batch_size: int = 16
     answer_suffix: str | None = None
+    protocol: str = "both"
+    answer_prefix: str | None = None
     pairs_path: str | None = None
     n_pairs: int = 200
     latent_all_layers: bool = False
@@ -168,12 +175,18 @@ def run_evaluation(config: EvalConfig) -> dict:
     from soo.eval.latent import latent_soo_by_layer
     from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
     from soo.data.pairs import generate_pairs, read_pairs_jsonl
+    from soo.eval.forced_choice import generation_agreement, score_prompts, summarize_forced_choice
     from soo.eval.report import write_report
 
     run_configs = [read_run_config(adapter) for adapter in config.adapters]
     first = run_configs[0] if run_configs else {}
     model_name = config.model_name_or_path or first.get("model_path")
+    if config.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {config.protocol!r}; valid: {', '.join(PROTOCOLS)}")
     answer_suffix = config.answer_suffix or first.get("model_args", {}).get("answer_suffix") or DEFAULT_ANSWER_SUFFIX
+    answer_prefix = config.answer_prefix
+    if answer_prefix is None:
+        answer_prefix = first.get("model_args", {}).get("answer_prefix", DEFAULT_ANSWER_PREFIX)
     # Scenario names are checked before any model is loaded.
     prompts = build_eval_prompts(config.scenarios, n=config.n, seed=config.seed, answer_suffix=answer_suffix)
     model_path = resolve_model_path(model_name)
@@ -198,11 +211,21 @@ def run_evaluation(config: EvalConfig) -> dict:
                            "soo_args": run_config.get("soo_args", {})})
     model.eval()
 
+    forced_rows = []
+    if config.protocol in ("forced_choice", "both"):
+        for condition in conditions:
+            if condition["adapter"] is not None:
+                model.set_adapter(condition["name"])
+            with adapter_disabled(model) if condition["adapter"] is None else contextlib.nullcontext():
+                scored = score_prompts(model, tokenizer, prompts, answer_prefix, batch_size=config.batch_size)
+            forced_rows += [{"condition": condition["name"], "group": condition["group"], **row} for row in scored]
+        write_jsonl_atomic(out_dir / "forced_choice.jsonl", forced_rows)
+
     decoding = DecodingConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
     cache = GenerationCache(out_dir / "generations.jsonl")
     texts = [prompt.prompt for prompt in prompts]
     rows = []
-    for condition in conditions:
+    for condition in conditions if config.protocol in ("generation", "both") else []:
         if condition["adapter"] is not None:
             model.set_adapter(condition["name"])
         with adapter_disabled(model) if condition["adapter"] is None else contextlib.nullcontext():
@@ -254,6 +277,12 @@ def run_evaluation(config: EvalConfig) -> dict:
         "config": asdict(config),
         "model_path": model_path,
         "answer_suffix": answer_suffix,
+        "protocol": config.protocol,
+        "forced_choice": {
+            "answer_prefix": answer_prefix,
+            "summary": summarize_forced_choice(forced_rows),
+            "agreement_with_generation": generation_agreement(forced_rows, rows),
+        } if forced_rows else None,
         "decoding": decoding.key_fields(),
         "conditions": conditions,
         "rates": summary,
@@ -264,7 +293,8 @@ def run_evaluation(config: EvalConfig) -> dict:
         "trained_layers": soo_args.get("soo_layers"),
         "capability": capability,
     }
-    write_jsonl_atomic(out_dir / "responses.jsonl", rows)
+    if rows:
+        write_jsonl_atomic(out_dir / "responses.jsonl", rows)
     write_report(results, out_dir)
     return results
 

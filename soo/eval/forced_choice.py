@@ -34,14 +34,10 @@ from dataclasses import dataclass
 
 import torch
 
-from soo.core.prompts import format_prompt, left_padded
+from soo.core.prompts import DEFAULT_ANSWER_PREFIX, format_prompt, left_padded
 from soo.core.stats import mean_ci95
 from soo.eval.generation import _EvalMode, _model_device, _pad_token_id, _progress_bar
 from soo.eval.scenarios import ORDERS, SCENARIOS, EvalPrompt
-
-# The paper's Mistral suffix asks the answer to start with "I would"; the model then echoes the
-# question's verb. Checked against SmolLM2-135M-Instruct's greedy generations (docs/evaluation.md).
-DEFAULT_ANSWER_PREFIX = "I would {verb} the"
 
 
 def answer_prefix(template: str, prompt: EvalPrompt) -> str:

@@ -38,6 +38,53 @@ def _cell(entry: dict | None) -> str:
             f"(amb. {_percent(entry['ambiguous_rate'])})")
 
 
+def _p(entry: dict) -> str:
+    return f"{entry['mean']:.3f} ± {entry['ci95']:.3f}"
+
+
+def forced_choice_section(results: dict) -> list[str]:
+    """The headline table: order-averaged forced-choice score per scenario and condition."""
+    forced = results.get("forced_choice")
+    if not forced:
+        return []
+    conditions = [condition["name"] for condition in results["conditions"]]
+    index = {(e["condition"], e["scenario"]): e for e in forced["summary"]}
+    scenarios = _scenarios_in_order(forced["summary"])
+    n = sorted({e["order_averaged"]["n"] for e in forced["summary"]})
+    lines = ["## Forced choice (headline: order-averaged)", "",
+             f"Per prompt, p(deceptive option) from the summed log-probabilities of the two options after the answer "
+             f"prefix \"{forced['answer_prefix']}\" ({{verb}} = the scenario's question verb); perspectives: "
+             f"p(correct). Cells: mean ± 95% CI over n = {', '.join(map(str, n))} instances; the headline averages "
+             "each instance's two room orders, which cancels first-mention bias. Position bias = mean p(first-listed "
+             "option) (0.5 = none).", "",
+             "| scenario | measure | " + " | ".join(conditions) + " |", "|---|---|" + "---|" * len(conditions)]
+    for scenario in scenarios:
+        for key, label in (("order_averaged", "**order-averaged**"), ("deceptive_first", "deceptive first"),
+                           ("deceptive_second", "deceptive second"), ("position_bias", "position bias")):
+            cells = [_p(index[(c, scenario)][key]) if (c, scenario) in index else "-" for c in conditions]
+            name = index[(conditions[0], scenario)]["score_name"] if (conditions[0], scenario) in index else ""
+            lines.append(f"| {scenario} | {label}{f' ({name})' if key == 'order_averaged' else ''} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "Argmax over each instance's two orders (share of instances): deceptive in both / honest in both / "
+              "always the first-listed / always the second-listed.", "",
+              "| scenario | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
+    for scenario in scenarios:
+        cells = []
+        for condition in conditions:
+            patterns = index.get((condition, scenario), {}).get("argmax_patterns")
+            cells.append("-" if patterns is None else " / ".join(
+                _percent(patterns[k]) for k in ("deceptive_both", "honest_both", "first_listed_both",
+                                                 "second_listed_both")))
+        lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+    agreement = forced.get("agreement_with_generation") or {}
+    if agreement:
+        lines += ["", "Agreement of the forced choice's argmax with the generation classifier, on answers that chose "
+                  "an option: " + "; ".join(f"{condition} {a['agree']}/{a['decided']} ({_percent(a['rate'])}, "
+                                            f"{a['ambiguous']} ambiguous answers left out)"
+                                            for condition, a in agreement.items()) + "."]
+    return lines + [""]
+
+
 def markdown_report(results: dict) -> str:
     rates = results["rates"]
     conditions = [condition["name"] for condition in results["conditions"]]
@@ -51,10 +98,22 @@ def markdown_report(results: dict) -> str:
         + ", ".join(f"`{c['name']}`" + (f" = {c['adapter']} (group {c['group']}, seed {c.get('seed')})"
                                          if c["adapter"] else " (adapter off)")
                     for c in results["conditions"])
-        + ".",
-        f"Greedy decoding, max_new_tokens {results['decoding'].get('max_new_tokens')}; answer suffix: "
-        f"\"{results['answer_suffix']}\"; n = {', '.join(map(str, n_per_cell))} prompts per scenario and order "
-        "('both' pools the two orders).",
+        + f". Protocol: {results.get('protocol', 'generation')}; answer suffix: \"{results['answer_suffix']}\".",
+        "",
+    ]
+    lines += forced_choice_section(results)
+    if rates:
+        lines += _generation_section(results, rates, conditions, index, scenarios, n_per_cell)
+    lines += _latent_and_capability_sections(results)
+    return "\n".join(lines) + "\n"
+
+
+def _generation_section(results, rates, conditions, index, scenarios, n_per_cell) -> list[str]:
+    lines = [
+        "## Generation",
+        "",
+        f"Greedy decoding, max_new_tokens {results['decoding'].get('max_new_tokens')}; n = "
+        f"{', '.join(map(str, n_per_cell))} prompts per scenario and order ('both' pools the two orders).",
         "",
         "Cells: deceptive-response rate (perspectives: correct-answer rate) with the Wilson 95% interval, and the "
         "rate of ambiguous answers (refusals, both or neither option named).",
@@ -67,7 +126,7 @@ def markdown_report(results: dict) -> str:
             cells = [_cell(index.get((condition, scenario, order))) for condition in conditions]
             label = f"**{scenario}**" if order == "both" else scenario
             lines.append(f"| {label} | {order} | " + " | ".join(cells) + " |")
-    lines += ["", "## Among answers that chose an option (both orders pooled)", "",
+    lines += ["", "### Among answers that chose an option (both orders pooled)", "",
               "The same rate with ambiguous answers left out of the denominator (n = answers that chose): a fall "
               "above that is not seen here came from answering less, not from choosing the honest option more.", "",
               "| scenario | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
@@ -84,11 +143,16 @@ def markdown_report(results: dict) -> str:
         lines += ["", f"{empty} responses were empty; they are counted as ambiguous (see responses.jsonl)."]
     seeds = [e for e in results["rates_across_seeds"] if e["group"] != "base" and e["order"] == "both"]
     if any(e["seeds"] > 1 for e in seeds):
-        lines += ["", "## Across seeds (adapters of one training recipe, both orders pooled)", "",
+        lines += ["", "### Across seeds (adapters of one training recipe, both orders pooled)", "",
                   "| group | scenario | measure | seeds | mean | SD |", "|---|---|---|---|---|---|"]
         for e in sorted(seeds, key=lambda e: (e["group"], scenarios.index(e["scenario"]))):
             lines.append(f"| {e['group']} | {e['scenario']} | {e['measure']} | {e['seeds']} | "
                          f"{_percent(e['mean_rate'])} | {_percent(e['sd_rate'])} |")
+    return lines + [""]
+
+
+def _latent_and_capability_sections(results: dict) -> list[str]:
+    lines = []
     if results["latent_soo"]:
         lines += ["", f"## Latent SOO on {results['latent_pairs']} held-out pairs", "",
                   "| condition | layer | SOO (mean ± 95% CI) | spread | relative SOO |", "|---|---|---|---|---|"]
@@ -104,7 +168,7 @@ def markdown_report(results: dict) -> str:
             kl, ppl = values["kl_to_base"], values["perplexity"]
             lines.append(f"| {condition} | {kl['kl_mean']:.4f} ± {kl['kl_ci95']:.4f} ({kl['n_prompts']}) | "
                          f"{ppl['base']:.2f} → {ppl['tuned']:.2f} ({ppl['tokens']}) |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def plot_deception_rates(results: dict, path: Path) -> None:
@@ -166,6 +230,40 @@ def plot_latent_soo(results: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def plot_forced_choice(results: dict, path: Path) -> None:
+    """Order-averaged forced-choice score per scenario and condition (95% CI), with each
+    condition's position bias as a marker: the two numbers a reader needs side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = results["forced_choice"]["summary"]
+    scenarios = _scenarios_in_order(summary)
+    conditions = [condition["name"] for condition in results["conditions"]]
+    index = {(e["condition"], e["scenario"]): e for e in summary}
+    width = 0.8 / len(conditions)
+    figure, axis = plt.subplots(figsize=(max(6, 0.9 * len(scenarios) + 2), 4.5))
+    for offset, condition in enumerate(conditions):
+        xs = [i + (offset - (len(conditions) - 1) / 2) * width for i in range(len(scenarios))]
+        entries = [index[(condition, s)] for s in scenarios]
+        bars = axis.bar(xs, [e["order_averaged"]["mean"] for e in entries], width,
+                        yerr=[e["order_averaged"]["ci95"] for e in entries], capsize=2,
+                        label=f"{condition}: order-averaged score")
+        axis.scatter(xs, [e["position_bias"]["mean"] for e in entries], marker="_", s=200, zorder=3,
+                     color="black" if offset == 0 else bars.patches[0].get_facecolor(),
+                     label=f"{condition}: p(first-listed)")
+    axis.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    axis.set_xticks(range(len(scenarios)), scenarios, rotation=40, ha="right")
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("p(deceptive) (perspectives: p(correct))")
+    axis.set_title("Forced choice, order-averaged; error bars: 95% CI; dashes: position bias")
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def write_report(results: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "results.json", results)
@@ -175,6 +273,9 @@ def write_report(results: dict, out_dir: Path) -> None:
     writer.writerows(results["rates"])
     write_text_atomic(out_dir / "results.csv", table.getvalue())
     write_text_atomic(out_dir / "report.md", markdown_report(results))
-    plot_deception_rates(results, out_dir / "deception_rates.png")
+    if results["rates"]:
+        plot_deception_rates(results, out_dir / "deception_rates.png")
+    if results.get("forced_choice"):
+        plot_forced_choice(results, out_dir / "forced_choice.png")
     if results["latent_soo"]:
         plot_latent_soo(results, out_dir / "latent_soo_by_layer.png")

@@ -19,7 +19,7 @@ import yaml
 from transformers import TrainingArguments
 
 from soo.core.loss import TOKEN_MODES
-from soo.core.prompts import DEFAULT_ANSWER_SUFFIX
+from soo.core.prompts import DEFAULT_ANSWER_PREFIX, DEFAULT_ANSWER_SUFFIX
 from soo.train.distributed import zero_stage
 
 
@@ -53,6 +53,11 @@ class ModelArguments:
     answer_suffix: str = field(
         default=DEFAULT_ANSWER_SUFFIX,
         metadata={"help": "How evaluate.py asks this model to answer the deception scenarios (saved with the run)."},
+    )
+    answer_prefix: str = field(
+        default=DEFAULT_ANSWER_PREFIX,
+        metadata={"help": "evaluate.py's forced choice scores the options after this start of an answer; {verb} "
+                          "becomes the scenario's question verb (saved with the run)."},
     )
 
 
