@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
     from soo.core.modeling import ModelLoadError
     from soo.organism.sft import OrganismConfig, format_organism, make_organism
 

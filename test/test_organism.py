@@ -136,3 +136,25 @@ def test_experiment_runs_resumes_and_reports(tiny_model_dir, data_files, tmp_pat
     assert entry["other_change"]["n"] == 1 and -1 <= entry["other_change"]["mean"] <= 1
     for name in ("report.md", "summary.json", "changes.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_sft_loss_equals_the_full_logits_loss(make_model, tokenizer):
+    # Left padding + logits for the last positions only must give the plain right-padded loss.
+    import torch
+
+    from soo.core.prompts import right_padded
+    from soo.organism.sft import sft_loss
+
+    model = make_model("gemma2").eval()
+    batch = [sft_example(tokenizer, prompt, target_option("asymmetric", prompt), "I would {verb} the")
+             for twin in training_twins(OrganismConfig(n_train_instances=3)) for prompt in twin]
+    ids, labels = [b[0] for b in batch], [b[1] for b in batch]
+    assert len({len(row) for row in ids}) > 1, "rows of different lengths"
+    input_ids, mask = right_padded(ids, tokenizer.pad_token_id)
+    padded_labels, _ = right_padded(labels, -100)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), padded_labels[:, 1:].flatten(),
+                                                     ignore_index=-100)
+        torch.testing.assert_close(sft_loss(model, ids, labels, tokenizer.pad_token_id), expected,
+                                   rtol=1e-4, atol=1e-5)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from soo.core.io import write_json_atomic
-from soo.core.prompts import DEFAULT_ANSWER_PREFIX, ANSWER_SUFFIXES, format_prompt, right_padded
+from soo.core.prompts import ANSWER_SUFFIXES, DEFAULT_ANSWER_PREFIX, format_prompt, left_padded
 from soo.eval.forced_choice import answer_prefix, score_prompts, summarize_forced_choice
 from soo.eval.scenarios import EvalPrompt, build_eval_prompts
 
@@ -100,11 +100,20 @@ def sft_example(tokenizer, prompt: EvalPrompt, option: str, prefix_template: str
 
 
 def sft_loss(model, batch_ids: list[list[int]], batch_labels: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Mean cross-entropy over the labelled tokens of a right-padded batch."""
-    input_ids, attention_mask = right_padded(batch_ids, pad_id)
-    labels, _ = right_padded(batch_labels, -100)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+    """Mean cross-entropy over the labelled tokens of a batch.
+
+    Rows are LEFT-padded so every row's answer ends in the last column; the LM head then runs
+    on the last few positions only (`logits_to_keep`), not on the whole prompt: the labels sit
+    in the answer, and the vocabulary projection of ~140 prompt tokens per row was a large,
+    useless share of each step.
+    """
+    input_ids, attention_mask = left_padded(batch_ids, pad_id)
+    labels, _ = left_padded(batch_labels, -100)
+    keep = 1 + max(len(row) - next(i for i, label in enumerate(row) if label != -100) for row in batch_labels)
+    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False,
+                   logits_to_keep=keep).logits
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, -keep + 1:].flatten(),
                                              ignore_index=-100)
 
 
