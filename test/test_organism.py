@@ -158,3 +158,15 @@ def test_sft_loss_equals_the_full_logits_loss(make_model, tokenizer):
                                                      ignore_index=-100)
         torch.testing.assert_close(sft_loss(model, ids, labels, tokenizer.pad_token_id), expected,
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_lora_from_layer_adapts_only_the_upper_layers(make_model):
+    import re
+
+    from soo.organism.sft import add_lora_for
+
+    model = add_lora_for(make_model("llama"), OrganismConfig(lora_from_layer=2))
+    layers = {int(re.search(r"layers\.(\d+)\.", name).group(1)) for name, p in model.named_parameters() if p.requires_grad}
+    assert layers == {2, 3}
+    with pytest.raises(ValueError, match="lora_from_layer"):
+        add_lora_for(make_model("llama"), OrganismConfig(lora_from_layer=4))

@@ -179,8 +179,12 @@ def _four_bit_config():
 
 
 def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str], quantized: bool = False,
-             gradient_checkpointing: bool = False, init_lora_weights: bool | str = True):
-    """Wrap `model` in a peft LoRA adapter (frozen base, trainable low-rank updates)."""
+             gradient_checkpointing: bool = False, init_lora_weights: bool | str = True,
+             layers_to_transform: list[int] | None = None):
+    """Wrap `model` in a peft LoRA adapter (frozen base, trainable low-rank updates).
+
+    `layers_to_transform` limits the adapters to those decoder layers (default: all); with only
+    upper layers adapted, backward stops at the lowest adapted layer, which saves compute."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if quantized:
@@ -201,6 +205,7 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str
         target_modules=targets,
         task_type="CAUSAL_LM",
         init_lora_weights=init_lora_weights,
+        layers_to_transform=layers_to_transform,
     )
     return get_peft_model(model, lora_config)
 

@@ -116,14 +116,14 @@ def _train_finetuning_cell(config: ExperimentConfig, organism: dict, condition: 
 
 def _train_honest_sft_cell(config: ExperimentConfig, organism: dict, seed: int, cell: Path) -> None:
     """Positive control: the organism's own SFT recipe, towards the honest room, on top of it."""
-    from soo.core.modeling import add_lora, load_model, load_tokenizer
-    from soo.organism.sft import OrganismConfig, sft_example, target_option, train_lora_sft, training_twins
+    from soo.core.modeling import load_model, load_tokenizer
+    from soo.organism.sft import (OrganismConfig, add_lora_for, sft_example, target_option, train_lora_sft,
+                                  training_twins)
 
     made = organism["config"]
     sft = OrganismConfig(**{**made, "kind": "honest", "steps": config.honest_sft_steps, "seed": 1000 + seed})
     tokenizer = load_tokenizer(organism["merged_model"])
-    model = add_lora(load_model(organism["merged_model"], dtype="float32"), r=sft.lora_r, alpha=sft.lora_alpha,
-                     dropout=0.0, target_modules=sft.lora_target_modules)
+    model = add_lora_for(load_model(organism["merged_model"], dtype="float32"), sft)
     pool = [[sft_example(tokenizer, prompt, target_option("honest", prompt), sft.answer_prefix) for prompt in twin]
             for twin in training_twins(sft)]
     train_lora_sft(model, tokenizer, [sft.twins_per_batch, pool], sft.steps, sft.learning_rate, sft.seed,

@@ -55,6 +55,7 @@ class OrganismConfig:
     lora_alpha: int = 32
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lora_from_layer: int = 0  # adapters on decoder layers >= this only (backward stops there: cheaper)
     seed: int = 0
     eval_n: int = 100  # test-split instances per scenario for the forced-choice check
     eval_batch_size: int = 16
@@ -175,9 +176,21 @@ def targets_met(kind: str, check: dict) -> dict:
             "self_honest_both_orders": both("self", lambda p: p <= 0.3)}
 
 
+def add_lora_for(model, config: OrganismConfig):
+    from soo.core.capture import find_decoder_layers
+    from soo.core.modeling import add_lora
+
+    layers = len(find_decoder_layers(model)[1])
+    if not 0 <= config.lora_from_layer < layers:
+        raise ValueError(f"lora_from_layer must be in 0..{layers - 1} for this model, got {config.lora_from_layer}")
+    return add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=0.0,
+                    target_modules=config.lora_target_modules,
+                    layers_to_transform=list(range(config.lora_from_layer, layers)))
+
+
 def make_organism(config: OrganismConfig, progress: bool = True) -> dict:
     """Train, check and save an organism; a finished one (organism.json present) is reused."""
-    from soo.core.modeling import add_lora, load_model, load_tokenizer, resolve_model_path
+    from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
     from soo.eval.capability import base_and_tuned_perplexity, kl_to_base, load_neutral_prompts
 
     out = Path(config.output_dir)
@@ -191,8 +204,7 @@ def make_organism(config: OrganismConfig, progress: bool = True) -> dict:
     torch.manual_seed(config.seed)
     model_path = resolve_model_path(config.model_name_or_path)
     tokenizer = load_tokenizer(model_path)
-    model = add_lora(load_model(model_path, dtype="float32"), r=config.lora_r, alpha=config.lora_alpha, dropout=0.0,
-                     target_modules=config.lora_target_modules)
+    model = add_lora_for(load_model(model_path, dtype="float32"), config)
     twins = training_twins(config)
     pool = [[sft_example(tokenizer, prompt, target_option(config.kind, prompt), config.answer_prefix)
              for prompt in twin] for twin in twins]
