@@ -11,7 +11,7 @@
   python generate_data.py --split test --n 200 --seed 0 --output_file data/soo_test.jsonl
   python deception_experiment.py run --organism outputs/organisms/asymmetric --seeds 0 1 2
   python deception_experiment.py report --organisms outputs/organisms/asymmetric outputs/organisms/symmetric \
-      --output_dir docs/deception-experiment
+      --output_dir results/deception-experiment
 
 A finished organism (organism.json in its folder) is reused; one made with other settings is refused.
 What counts as an SOO effect was written down before the runs: see soo/organism/experiment.py.
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="report.md, summary.json and changes.png over organisms")
     report.add_argument("--organisms", nargs="+", required=True, help="organism folders (their experiment/ is read)")
-    report.add_argument("--output_dir", default="docs/deception-experiment", help="(default: %(default)s)")
+    report.add_argument("--output_dir", default="results/deception-experiment", help="(default: %(default)s)")
     return parser
 
 

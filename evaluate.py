@@ -9,10 +9,14 @@
   # a quick look: two scenarios, 50 prompts per order
   python evaluate.py --adapters outputs/smollm2-135m-instruct-soo --scenarios main perspectives --n 50
 
+  # the fast protocol alone: forced-choice p(deceptive) per prompt, no generation
+  python evaluate.py --adapters outputs/smollm2-135m-instruct-soo --protocol forced_choice
+
 The base model is read from the first adapter's soo_run_config.json unless --model_name_or_path is
 given; with no adapter, only the base model is evaluated. Writes OUTPUT_DIR/report.md, results.json,
-results.csv, responses.jsonl, generations.jsonl (the cache: a re-run or a resumed run reuses it),
-deception_rates.png and latent_soo_by_layer.png.
+results.csv, forced_choice.jsonl and forced_choice.png (forced choice), responses.jsonl,
+generations.jsonl (the cache: a re-run or a resumed run reuses it) and deception_rates.png
+(generation), latent_soo_by_layer.png.
 
 Bad input (an adapter folder that is missing or not an adapter, a missing or invalid --pairs_path,
 a number below 1, an output folder that cannot be created) exits with status 2 and one line
@@ -51,7 +55,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     from soo.eval.scenarios import SCENARIO_NAMES
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--adapters", nargs="*", default=[], help="LoRA adapter directories from finetuning.py")
     parser.add_argument("--model_name_or_path", default=None,
@@ -61,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=positive_int, default=250, help="prompts per scenario and room order")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling items and rooms")
     parser.add_argument("--max_new_tokens", type=positive_int, default=24, help="tokens generated per response at most")
-    parser.add_argument("--batch_size", type=positive_int, default=16, help="prompts per generation batch")
+    parser.add_argument("--batch_size", type=positive_int, default=16, help="prompts per generation / scoring batch")
+    parser.add_argument("--protocol", choices=("both", "forced_choice", "generation"), default="both",
+                        help="forced_choice: p(deceptive) from the options' log-probabilities (the headline); "
+                             "generation: greedy answers, classified; both (default): both, and their agreement")
+    parser.add_argument("--answer_prefix", default=None,
+                        help="forced choice scores the options after this answer start; {verb} = the scenario's "
+                             "question verb (default: the adapter's config, else 'I would {verb} the')")
     parser.add_argument("--answer_suffix", default=None,
                         help="appended to every scenario (default: the adapter's config, else the room-name one)")
     parser.add_argument("--pairs_path", default=None,
@@ -96,6 +106,8 @@ def check_inputs(args) -> Path | None:
     if args.pairs_path:
         read_pairs_jsonl(args.pairs_path)  # PairDataError (a ValueError) naming the file and line
     out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OSError(f"the output folder {out_dir} exists and is not a folder")
     created = next((folder for folder in reversed([out_dir, *out_dir.parents]) if not folder.exists()), None)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ def positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         description="Generate paired self/other prompts for SOO fine-tuning (JSONL).",
         epilog="See the module docstring of generate_data.py for examples.",
     )

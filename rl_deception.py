@@ -6,18 +6,21 @@ basic task and on the critique's hidden-hazard variant. CPU only; one seed ~14 m
 
   python rl_deception.py all --seeds 0 1 2 --jobs 2          # seeds as separate processes, then the report
   python rl_deception.py all --quick --seeds 0 1             # smoke run (~30 s; plumbing only)
-  python rl_deception.py run --seed 3 --out_dir results/rl   # one seed (e.g. one Slurm array task)
-  python rl_deception.py report --out_dir results/rl         # report.md + PNGs over every seed_* found
+  python rl_deception.py run --seed 3 --output_dir results/rl   # one seed (e.g. one Slurm array task)
+  python rl_deception.py report --output_dir results/rl         # report.md + PNGs over every seed_* found
 
-Outputs in --out_dir (default results/rl): seed_N/<variant>/<condition>/{checkpoint/,curve.csv,eval.json},
+Outputs in --output_dir (default results/rl): seed_N/<variant>/<condition>/{checkpoint/,curve.csv,eval.json},
 seed_N/results.json, report.md, summary.json, learning_curves.png, classifier_accuracy.png, behaviour.png.
 A finished stage is reused when a seed is run again (delete its folder to retrain); a stage
-trained with other settings than the run asks for is an error, not silently reused.
+trained with other settings than the run asks for is an error, not silently reused. Bad input
+(a number out of range, an output folder that cannot be created, no results to report on) exits
+with status 2 and one line `error: ...` on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 import time
@@ -27,6 +30,33 @@ from pathlib import Path
 CONFIG_KEYS = ("honest_episodes", "deceptive_episodes", "finetune_episodes", "eval_episodes", "soo_weight", "mse_weight", "visibility_radius")
 
 
+def _number(kind, minimum: float, inclusive: bool):
+    """An argparse type: `kind` (int or float) at least (or above) `minimum`."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if value < minimum or (value == minimum and not inclusive):
+            bound = f"at least {minimum:g}" if inclusive else f"above {minimum:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
+
+
+positive_int = _number(int, 1, inclusive=True)
+non_negative_float = _number(float, 0.0, inclusive=True)
+positive_float = _number(float, 0.0, inclusive=False)
+
+
+def fail(message) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def build_config(args):
     from soo.rl.experiment import RLExperimentConfig
 
@@ -34,22 +64,38 @@ def build_config(args):
     overrides = {k: getattr(args, k) for k in CONFIG_KEYS if k != "visibility_radius" and getattr(args, k) is not None}
     if args.variants:
         overrides["variants"] = tuple(args.variants)
-    config = replace(config, **overrides)
-    if args.visibility_radius is not None:
-        config = replace(config, env=replace(config.env, visibility_radius=args.visibility_radius))
+    try:  # the configs check their own values (ValueError)
+        config = replace(config, **overrides)
+        if args.visibility_radius is not None:
+            config = replace(config, env=replace(config.env, visibility_radius=args.visibility_radius))
+    except ValueError as error:
+        fail(error)
     return config
 
 
+def make_output_dir(output_dir: str) -> None:
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(output_dir) else ""
+        fail(f"cannot create the output folder {output_dir}: {error.strerror or error}{where}")
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out_dir", default="results/rl")
+    parser.add_argument("--output_dir", default="results/rl",
+                        help="folder for the seeds' checkpoints, results and the report (default results/rl)")
     parser.add_argument("--quick", action="store_true", help="smoke-run sizes: checks plumbing, does not learn the task")
-    parser.add_argument("--honest_episodes", type=int, help="honest blue + red co-training (default 10000)")
-    parser.add_argument("--deceptive_episodes", type=int, help="deceptive blue against the frozen red (default 30000)")
-    parser.add_argument("--finetune_episodes", type=int, help="per fine-tuned condition (default 5000)")
-    parser.add_argument("--eval_episodes", type=int, help="greedy evaluation episodes per condition (default 1000)")
-    parser.add_argument("--soo_weight", type=float, help="weight of the SOO (and random-control) term (default 1.0)")
-    parser.add_argument("--mse_weight", type=float, help="weight of the action-MSE term (default 1.0)")
-    parser.add_argument("--visibility_radius", type=float, help="agents see each other within this distance (default 0.75)")
+    parser.add_argument("--honest_episodes", type=positive_int, help="honest blue + red co-training (default 10000)")
+    parser.add_argument("--deceptive_episodes", type=positive_int,
+                        help="deceptive blue against the frozen red (default 30000)")
+    parser.add_argument("--finetune_episodes", type=positive_int, help="per fine-tuned condition (default 5000)")
+    parser.add_argument("--eval_episodes", type=positive_int,
+                        help="greedy evaluation episodes per condition (default 1000)")
+    parser.add_argument("--soo_weight", type=non_negative_float,
+                        help="weight of the SOO (and random-control) term (default 1.0)")
+    parser.add_argument("--mse_weight", type=non_negative_float, help="weight of the action-MSE term (default 1.0)")
+    parser.add_argument("--visibility_radius", type=positive_float,
+                        help="agents see each other within this distance (default 0.75)")
     parser.add_argument("--variants", nargs="+", choices=["basic", "hazard"], help="default: both")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars (logs of parallel seeds)")
 
@@ -61,12 +107,13 @@ def run_one(args) -> None:
 
     torch.set_num_threads(1)  # 64-unit networks: extra threads only add overhead; seeds run in parallel instead
     config = build_config(args)
+    make_output_dir(args.output_dir)
     started = time.time()
     try:
-        results = run_seed(config, args.seed, args.out_dir, progress=not args.no_progress)
+        results = run_seed(config, args.seed, args.output_dir, progress=not args.no_progress)
     except StageMismatch as error:
-        sys.exit(f"error: {error}")
-    print(f"seed {args.seed} done in {(time.time() - started) / 60:.1f} min -> {Path(args.out_dir) / f'seed_{args.seed}'}")
+        fail(error)
+    print(f"seed {args.seed} done in {(time.time() - started) / 60:.1f} min -> {Path(args.output_dir) / f'seed_{args.seed}'}")
     for variant, block in results["variants"].items():
         for condition, evaluation in block["conditions"].items():
             s = evaluation["summary"]
@@ -76,7 +123,7 @@ def run_one(args) -> None:
 
 def forwarded_options(args) -> list[str]:
     """The config options of `all`, as `run` flags for each seed's process."""
-    options = ["--out_dir", args.out_dir] + (["--quick"] if args.quick else [])
+    options = ["--output_dir", args.output_dir] + (["--quick"] if args.quick else [])
     for key in CONFIG_KEYS:
         if getattr(args, key) is not None:
             options += [f"--{key}", str(getattr(args, key))]
@@ -86,14 +133,15 @@ def forwarded_options(args) -> list[str]:
 
 
 def run_all(args) -> None:
+    build_config(args)  # the seeds' processes would each refuse bad settings; refuse them once, here
     base = forwarded_options(args)
-    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    make_output_dir(args.output_dir)
     pending, running, failed = list(args.seeds), [], []
     started = time.time()
     while pending or running:
         while pending and len(running) < args.jobs:
             seed = pending.pop(0)
-            log = Path(args.out_dir) / f"seed_{seed}.log"
+            log = Path(args.output_dir) / f"seed_{seed}.log"
             cmd = [sys.executable, __file__, "run", "--seed", str(seed), "--no_progress", *base]
             print(f"seed {seed}: {' '.join(cmd[1:])}  (log {log})", flush=True)
             # Append: a rerun (which reuses finished stages) must not erase the log of the first training.
@@ -115,25 +163,29 @@ def report(args) -> None:
     from soo.rl.report import write_report
 
     try:
-        path = write_report(args.out_dir)
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
+        path = write_report(args.output_dir)
+    except OSError as error:  # FileNotFoundError: no seed_*/results.json under the folder
+        fail(error)
     print(path.read_text())
     print(f"report: {path}")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="train, fine-tune and evaluate one seed")
-    p_run.add_argument("--seed", type=int, default=0)
+    p_run = sub.add_parser("run", allow_abbrev=False, help="train, fine-tune and evaluate one seed")
+    p_run.add_argument("--seed", type=int, default=0, help="the seed to train (default 0)")
     add_config_args(p_run)
-    p_all = sub.add_parser("all", help="several seeds as separate processes, then the report")
-    p_all.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p_all.add_argument("--jobs", type=int, default=2, help="seeds run at once (one CPU core each)")
+    p_all = sub.add_parser("all", allow_abbrev=False, help="several seeds as separate processes, then the report")
+    p_all.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the seeds to train (default 0 1 2)")
+    p_all.add_argument("--jobs", type=positive_int, default=2, help="seeds run at once, one CPU core each (default 2)")
     add_config_args(p_all)
-    p_report = sub.add_parser("report", help="report.md and plots over every seed_* in --out_dir")
-    p_report.add_argument("--out_dir", default="results/rl")
+    p_report = sub.add_parser("report", allow_abbrev=False,
+                              help="report.md and plots over every seed_* in --output_dir")
+    p_report.add_argument("--output_dir", default="results/rl",
+                          help="the folder `run` or `all` wrote the seeds to; the report goes there "
+                          "(default results/rl)")
     args = parser.parse_args(argv)
     {"run": run_one, "all": run_all, "report": report}[args.command](args)
 

@@ -7,7 +7,7 @@
 #   mkdir -p logs
 #   sbatch -A project_xxx --array=0-9 submit_rl_deception.sh           # seeds 0..9
 #   sbatch -A project_xxx --dependency=afterok:JOBID --partition=small --time=10 --mem=2G \
-#     --wrap ".venv/bin/python rl_deception.py report --out_dir results/rl"
+#     --wrap ".venv/bin/python rl_deception.py report --output_dir results/rl"
 # A rerun of a seed reuses its finished stages (checkpoints in results/rl/seed_N/), so a task that
 # hit the time limit picks up where it stopped when resubmitted.
 #
@@ -40,8 +40,8 @@ seed="${SLURM_ARRAY_TASK_ID:-0}"
 extra=()
 read -r -a extra <<<"${SOO_RL_ARGS:-}"
 echo "SOO RL seed $seed -- job ${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_$seed on $(hostname -s), $(date '+%Y-%m-%d %H:%M:%S %Z')"
-echo "command: $SOO_PY rl_deception.py run --seed $seed --no_progress --out_dir ${SOO_RL_OUT_DIR:-results/rl} ${extra[*]}"
-"$SOO_PY" rl_deception.py run --seed "$seed" --no_progress --out_dir "${SOO_RL_OUT_DIR:-results/rl}" "${extra[@]}"
+echo "command: $SOO_PY rl_deception.py run --seed $seed --no_progress --output_dir ${SOO_RL_OUT_DIR:-results/rl} ${extra[*]}"
+"$SOO_PY" rl_deception.py run --seed "$seed" --no_progress --output_dir "${SOO_RL_OUT_DIR:-results/rl}" "${extra[@]}"
 rc=$?
 echo "[$(date +%T)] seed $seed finished (exit $rc)"
 exit "$rc"

@@ -1,7 +1,7 @@
 """All benchmarks, one command: python -m benchmarks   (about 45 min on a 2-core CPU; not part of CI)
 
     python -m benchmarks                 # training steps, efficiency, peak memory, then batched generation
-    python -m benchmarks --skip-generation   # the ~12 min without the generation benchmark
+    python -m benchmarks --skip_generation   # the ~12 min without the generation benchmark
 
 Each part prints its table and writes its report: docs/benchmarks-training.md (training steps,
 replaced; efficiency and peak memory appended) and docs/benchmarks-generation.md. Run a part alone
@@ -18,8 +18,9 @@ from benchmarks import efficiency, generation, peak_memory, training
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skip-generation", action="store_true")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--skip_generation", action="store_true",
+                        help="skip the batched generation benchmark, the longest part")
     args = parser.parse_args(argv)
     parts = [("training steps", training.main, []), ("efficiency", efficiency.main, []),
              ("peak memory", peak_memory.main, [])]

@@ -1,12 +1,12 @@
 """Benchmark: achieved FLOP/s of an SOO training step against the machine's fp32 matmul FLOP/s.
 
     python -m benchmarks.efficiency                   # SmolLM2-135M, layer 15, 4 pairs/step (~2 min)
-    python -m benchmarks.efficiency --model /tmp/tiny --soo-layer 2 --repeats 1 --report ""   # smoke
+    python -m benchmarks.efficiency --model_name_or_path /tmp/tiny --soo_layer 2 --repeats 1 --output_file ""  # smoke
 
 FLOPs are counted on the step we actually run (ours, LM + SOO: forward and backward, LoRA on
 q_proj/v_proj) with torch's FlopCounterMode, which counts the matmuls and attention kernels as
 dispatched; elementwise work (norms, activations, softmax, the loss) is not counted, so the figure
-is the useful matmul throughput. The machine's reference is a large fp32 matmul (--matmul-size,
+is the useful matmul throughput. The machine's reference is a large fp32 matmul (--matmul_size,
 2*n^3 FLOPs) timed in the same run. One step is then profiled (torch.profiler) and the report
 lists the operators that take the most self CPU time: where the time that is not matmul goes.
 Target: achieved / matmul >= 40%.
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._cli import check_output_file, fail, non_negative_int, positive_int
 from benchmarks.generation import load_average, machine_info
 from benchmarks.training import build, make_steps
 
@@ -40,20 +41,34 @@ def matmul_flops_per_second(size: int, repeats: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--soo-layer", type=int, default=15)
-    parser.add_argument("--batch-pairs", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps and matmuls")
-    parser.add_argument("--matmul-size", type=int, default=2048)
-    parser.add_argument("--top", type=int, default=12, help="operators listed from the profile")
-    parser.add_argument("--report", default="docs/benchmarks-training.md", help="appended to; empty to skip")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name_or_path", default=None,
+                        help="model path or hub id (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--soo_layer", type=int, default=15,
+                        help="decoder layer whose self_attn.o_proj output the SOO term compares; "
+                        "negative counts from the end (default 15)")
+    parser.add_argument("--batch_pairs", type=positive_int, default=4, help="pairs per step, 2x rows (default 4)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed steps and matmuls (default 5)")
+    parser.add_argument("--matmul_size", type=positive_int, default=2048,
+                        help="n of the n x n fp32 reference matmul (default 2048)")
+    parser.add_argument("--top", type=non_negative_int, default=12,
+                        help="operators listed from the profile (default 12)")
+    parser.add_argument("--output_file", default="docs/benchmarks-training.md",
+                        help="markdown report, appended to (default docs/benchmarks-training.md; empty to skip)")
     args = parser.parse_args(argv)
 
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    model_path, tokenizer, model, trainer, batches = build(args.model, args.soo_layer, args.batch_pairs, 0)
+    from soo.core.modeling import ModelLoadError
+
+    try:
+        if args.output_file:
+            check_output_file(args.output_file)
+        model_path, tokenizer, model, trainer, batches = build(args.model_name_or_path, args.soo_layer,
+                                                              args.batch_pairs, 0)
+    except (OSError, ModelLoadError, ValueError) as error:  # ValueError: e.g. a layer the model does not have
+        return fail(error)
     step = make_steps(model, trainer, tokenizer.pad_token_id)["ours_lm_soo"]
     features = batches[0]
 
@@ -95,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         *[f"| `{name}` | {seconds:.3f} | {share:.0%} | {count} |" for name, seconds, share, count in top],
     ]
     info = machine_info()
-    if args.report:
-        with Path(args.report).open("a", encoding="utf-8") as handle:
+    if args.output_file:
+        with Path(args.output_file).open("a", encoding="utf-8") as handle:
             handle.write(
                 "\n## Efficiency against the machine\n\n"
                 f"Command: `python -m benchmarks.efficiency {' '.join(sys.argv[1:] if argv is None else argv)}`".rstrip()

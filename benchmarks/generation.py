@@ -12,7 +12,7 @@ output equals the sequential one exactly. A prefill-only pass (max_new_tokens=1)
 batch size shows how much of the batched time is prompt processing, which batching cannot shrink
 once the matmuls are compute-bound: sequential time / prefill time bounds the achievable ratio.
 
-The table is printed last; a markdown report goes to docs/benchmarks-generation.md (--report).
+The table is printed last; a markdown report goes to docs/benchmarks-generation.md (--output_file).
 This is a script, not a test.
 """
 
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._cli import check_output_file, fail, positive_int
 from soo.eval.generation import DecodingConfig, generate_batched, generate_one_at_a_time
 
 def build_prompts(n: int, answer_suffix: str | None) -> tuple[list[str], str]:
@@ -164,24 +165,41 @@ def fmt_range(values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=250, help="number of prompts (default 250)")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32])
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per batch size (default 3)")
-    parser.add_argument("--sequential-repeats", type=int, default=1,
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=positive_int, default=250, help="number of prompts (default 250)")
+    parser.add_argument("--max_new_tokens", type=positive_int, default=16,
+                        help="tokens generated per prompt at most (default 16)")
+    parser.add_argument("--batch_sizes", type=positive_int, nargs="+", default=[16, 32],
+                        help="batch sizes of the batched passes (default 16 32)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed passes per batch size (default 3)")
+    parser.add_argument("--sequential_repeats", type=positive_int, default=1,
                         help="timed one-at-a-time passes (default 1: the slow one)")
-    parser.add_argument("--no-prefill-pass", action="store_true", help="skip the prefill-only pass")
-    parser.add_argument("--model", default=None, help="model path or hub id (default: the embedded SmolLM2-135M)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--answer-suffix", default=None)
-    parser.add_argument("--report", default="docs/benchmarks-generation.md")
+    parser.add_argument("--no_prefill_pass", action="store_true", help="skip the prefill-only pass")
+    parser.add_argument("--model_name_or_path", default=None,
+                        help="model path or hub id (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--device", default="cpu", help="torch device to generate on, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--answer_suffix", default=None,
+                        help="appended to every prompt (default: the evaluation's room-name suffix)")
+    parser.add_argument("--output_file", default="docs/benchmarks-generation.md",
+                        help="markdown report (default docs/benchmarks-generation.md)")
     parser.add_argument("--append", action="store_true", help="append this run to the report instead of replacing it")
     parser.add_argument("--progress", action="store_true", help="show tqdm bars")
     args = parser.parse_args(argv)
 
-    from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
+    from soo.core.modeling import ModelLoadError, load_model, load_tokenizer, resolve_model_path
     from soo.eval.generation import _eos_token_ids
+
+    try:  # bad input is refused before the model is loaded
+        check_output_file(args.output_file)
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as error:
+            raise ValueError(f"--device {args.device}: {error}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+        model_path = resolve_model_path(args.model_name_or_path)
+    except (OSError, ModelLoadError, ValueError) as error:
+        return fail(error)
 
     command = "python -m benchmarks.generation" + ("" if argv is None and len(sys.argv) == 1 else
                                                    " " + " ".join(sys.argv[1:] if argv is None else argv))
@@ -190,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = load_average()
 
     load_start = time.perf_counter()
-    model_path = resolve_model_path(args.model)
-    tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, dtype="float32").to(args.device).eval()
+    try:
+        tokenizer = load_tokenizer(model_path)
+        model = load_model(model_path, dtype="float32").to(args.device).eval()
+    except ModelLoadError as error:
+        return fail(error)
     print(f"model {model_path} loaded in {time.perf_counter() - load_start:.1f} s", file=sys.stderr)
 
     prompts, prompt_source = build_prompts(args.n, args.answer_suffix)
@@ -250,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{row['prompts_per_s']:.2f}", f"{row['ratio']:.2f}x", row["agreement"],
                          f"{100 * row['padding']:.1f}%", f"{100 * row['others_cpu']:.0f}%"] for row in rows]
 
-    write_report(Path(args.report), args, command, info, model_path, prompt_source, prompts, methods, rows, table,
+    write_report(Path(args.output_file), args, command, info, model_path, prompt_source, prompts, methods, rows, table,
                  prefill_line, load_at_start, load_at_end)
 
     widths = [max(len(line[column]) for line in table) for column in range(len(header))]
@@ -258,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
           f"torch threads {info['torch_threads']}; new tokens generated (one at a time): {sequential.new_tokens}")
     if prefill_line:
         print(prefill_line)
-    print(f"report: {args.report}")
+    print(f"report: {args.output_file}")
     for index, line in enumerate(table):
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)))
         if index == 0:

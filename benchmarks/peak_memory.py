@@ -7,7 +7,8 @@ Runs the command as a child process and reads the child's peak RSS from the kern
 (`getrusage(RUSAGE_CHILDREN).ru_maxrss`: the largest RSS any waited-for child reached), so the
 figure includes everything the run loads (model, tokenizer, data, evaluation before and after).
 Target: at most 3 GB. Prints a one-row table last; appends it to docs/benchmarks-training.md
-(--report; empty to skip).
+(--output_file; empty to skip). finetuning.py's own errors (bad extra flags) come from the child,
+with its exit status.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks._cli import check_output_file, fail
 
 README_MAIN_COMMAND = ["finetuning.py", "--config", "configs/smollm2-135m-instruct.yaml"]
 TARGET_GB = 3.0
@@ -33,17 +36,23 @@ def measure(extra: list[str]) -> tuple[float, float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--report", default="docs/benchmarks-training.md")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_file", default="docs/benchmarks-training.md",
+                        help="markdown report, appended to (default docs/benchmarks-training.md; empty to skip)")
     parser.add_argument("extra", nargs="*", help="extra finetuning.py flags (after --)")
     args = parser.parse_args(argv)
+    if args.output_file:
+        try:
+            check_output_file(args.output_file)
+        except OSError as error:
+            return fail(error)
     peak_gb, wall, code = measure(args.extra)
     command = "python " + " ".join(README_MAIN_COMMAND + args.extra)
     verdict = "met" if peak_gb <= TARGET_GB and code == 0 else "NOT met"
     table = ["| command | exit | wall s | peak RSS GB | target |", "|---|---|---|---|---|",
              f"| `{command}` | {code} | {wall:.0f} | {peak_gb:.2f} | <= {TARGET_GB:g} GB: {verdict} |"]
-    if args.report:
-        with Path(args.report).open("a", encoding="utf-8") as handle:
+    if args.output_file:
+        with Path(args.output_file).open("a", encoding="utf-8") as handle:
             handle.write("\n## Peak memory of the README's main command\n\n"
                          "Command: `python -m benchmarks.peak_memory` (getrusage of the child process).\n\n"
                          + "\n".join(table) + "\n")

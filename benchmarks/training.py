@@ -2,7 +2,7 @@
 
     python -m benchmarks.training                      # SmolLM2-135M (embedded), layer 15, 4 pairs/step, 5 repeats
     python -m benchmarks.training --repeats 2 --steps 2   # a quick run
-    python -m benchmarks.training --model /tmp/tiny --soo-layer 2 --repeats 1 --steps 1 --report /tmp/b.md  # smoke
+    python -m benchmarks.training --model_name_or_path /tmp/tiny --soo_layer 2 --repeats 1 --steps 1 --output_file b.md
 
 One model, one LoRA (r 8, alpha 32, q_proj/v_proj, dropout 0), the same batches of training pairs
 for every variant; a step = forward + backward + AdamW step on the LoRA parameters:
@@ -13,11 +13,11 @@ for every variant; a step = forward + backward + AdamW step on the LoRA paramete
   reference_pad512   what the seed replication and the official code do: self and other in two
                      separate forwards, every prompt padded to 512 tokens, LM + SOO (MSE on the hooked
                      output over the real tokens)
-  soo_only_full      lm_weight 0, whole forward (--soo_early_exit false)
+  soo_only_full      lm_weight 0, whole forward (finetuning.py --soo_early_exit false)
   soo_only_early     lm_weight 0, forward stopped after the SOO layer's module (the default)
 
 Variants are interleaved within each repeat (this machine is noisy): ratios come from the same run.
-The table is printed last; a markdown report goes to docs/benchmarks-training.md (--report).
+The table is printed last; a markdown report goes to docs/benchmarks-training.md (--output_file).
 This is a script, not a test (test/test_benchmarks.py runs it once on a tiny model so it cannot rot).
 """
 
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._cli import check_output_file, fail, positive_int
 from benchmarks.generation import load_average, machine_info
 
 VARIANTS = ("ours_lm_soo", "lora_lm_only", "reference_pad512", "soo_only_full", "soo_only_early")
@@ -126,19 +127,32 @@ def time_variant(step, features_list, optimizer, steps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="model path or hub id (default: the embedded SmolLM2-135M)")
-    parser.add_argument("--soo-layer", type=int, default=15)
-    parser.add_argument("--batch-pairs", type=int, default=4, help="pairs per step (2x rows)")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report", default="docs/benchmarks-training.md")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name_or_path", default=None,
+                        help="model path or hub id (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--soo_layer", type=int, default=15,
+                        help="decoder layer whose self_attn.o_proj output the SOO term compares; "
+                        "negative counts from the end (default 15)")
+    parser.add_argument("--batch_pairs", type=positive_int, default=4, help="pairs per step, 2x rows (default 4)")
+    parser.add_argument("--steps", type=positive_int, default=3, help="timed steps per variant per repeat (default 3)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds over the variants (default 5)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
+                        help=f"variants to time (default: all): {', '.join(VARIANTS)}")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the LoRA init and the pairs (default 0)")
+    parser.add_argument("--output_file", default="docs/benchmarks-training.md",
+                        help="markdown report, replaced (default docs/benchmarks-training.md; empty to skip)")
     args = parser.parse_args(argv)
 
+    from soo.core.modeling import ModelLoadError
+
     command = "python -m benchmarks.training " + " ".join(sys.argv[1:] if argv is None else argv)
-    model_path, tokenizer, model, trainer, batches = build(args.model, args.soo_layer, args.batch_pairs, args.seed)
+    try:
+        if args.output_file:
+            check_output_file(args.output_file)
+        model_path, tokenizer, model, trainer, batches = build(args.model_name_or_path, args.soo_layer,
+                                                              args.batch_pairs, args.seed)
+    except (OSError, ModelLoadError, ValueError) as error:  # ValueError: e.g. a layer the model does not have
+        return fail(error)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     steps = make_steps(model, trainer, tokenizer.pad_token_id)
     for name in args.variants:  # warm-up: allocator, kernels, first-call costs
@@ -178,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         f"load average before {load_before}, after {load_average()}.", "",
         *table, "",
     ]
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text("\n".join(report), encoding="utf-8")
+    if args.output_file:
+        Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output_file).write_text("\n".join(report), encoding="utf-8")
     print("\n".join(table))
     return 0
 

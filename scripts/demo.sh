@@ -7,6 +7,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_env.sh
 python=".venv/bin/python"
 [ -n "${SOO_VENV:-}" ] && python="$SOO_VENV/bin/python"
-"$python" generate_data.py --split train --n 1000 --seed 0 --out data/soo_train.jsonl
-"$python" generate_data.py --split test --n 200 --seed 0 --out data/soo_test.jsonl
+"$python" generate_data.py --split train --n 1000 --seed 0 --output_file data/soo_train.jsonl
+"$python" generate_data.py --split test --n 200 --seed 0 --output_file data/soo_test.jsonl
 "$python" finetuning.py --config configs/smollm2-135m-instruct.yaml "$@"

@@ -28,7 +28,7 @@ Examples (from the repository root):
 
 The held-out SOO measurement uses the same 10 pairs (only to exercise the code path: they are not
 held out). The data file was made with `python generate_data.py --n 10 --seed 0
---out test/soo_finetuning_data10.jsonl`.
+--output_file test/soo_finetuning_data10.jsonl`.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from benchmarks import training
 
 def test_training_benchmark_runs_every_variant_and_writes_its_report(tiny_model_dir, tmp_path, capsys):
     report = tmp_path / "bench.md"
-    assert training.main(["--model", str(tiny_model_dir), "--soo-layer", "2", "--repeats", "1", "--steps", "1",
-                          "--report", str(report)]) == 0
+    assert training.main(["--model_name_or_path", str(tiny_model_dir), "--soo_layer", "2", "--repeats", "1",
+                          "--steps", "1", "--output_file", str(report)]) == 0
     text = report.read_text()
     for variant in training.VARIANTS:
         assert f"| {variant} |" in text, variant
@@ -24,7 +24,7 @@ def test_peak_memory_benchmark_measures_the_child_run(tiny_model_dir, data_files
     report = tmp_path / "bench.md"
     extra = ["--model_name_or_path", str(tiny_model_dir), "--data_path", str(train_path), "--eval_data_path", str(train_path),
              "--soo_layers", "2", "--max_steps", "1", "--use_cpu", "--report_to", "none", "--output_dir", str(tmp_path / "run")]
-    assert peak_memory.main(["--report", str(report), "--", *extra]) == 0
+    assert peak_memory.main(["--output_file", str(report), "--", *extra]) == 0
     row = [line for line in report.read_text().splitlines() if line.startswith("| `python finetuning.py")][0]
     peak_gb = float(row.split("|")[4])
     assert 0.05 < peak_gb < 3.0, row  # a real Python + torch process, far below the target on a tiny model
@@ -35,8 +35,8 @@ def test_efficiency_benchmark_counts_flops_and_profiles_a_step(tiny_model_dir, t
     from benchmarks import efficiency
 
     report = tmp_path / "bench.md"
-    assert efficiency.main(["--model", str(tiny_model_dir), "--soo-layer", "2", "--repeats", "1",
-                            "--matmul-size", "256", "--report", str(report)]) == 0
+    assert efficiency.main(["--model_name_or_path", str(tiny_model_dir), "--soo_layer", "2", "--repeats", "1",
+                            "--matmul_size", "256", "--output_file", str(report)]) == 0
     text = report.read_text()
     assert "## Efficiency against the machine" in text and "`aten::mm`" in text
     row = [line for line in text.splitlines() if line.startswith("| ") and " G |" in line][0]
@@ -52,5 +52,18 @@ def test_benchmarks_entry_point_runs_every_part_in_order(monkeypatch):
     assert entry.main([]) == 0
     assert calls == ["training", "efficiency", "peak_memory", "generation"]  # training first: it replaces the report
     calls.clear()
-    assert entry.main(["--skip-generation"]) == 0
+    assert entry.main(["--skip_generation"]) == 0
     assert calls == ["training", "efficiency", "peak_memory"]
+
+
+def test_protocol_benchmark_times_each_evaluate_run(tiny_adapter_dir, tmp_path, capsys):
+    from benchmarks import protocol
+
+    report = tmp_path / "bench.md"
+    code = protocol.main(["--adapters", str(tiny_adapter_dir), "--protocols", "forced_choice", "--n", "1",
+                          "--output_file", str(report), "--", "--scenarios", "main", "--no_capability",
+                          "--n_pairs", "4"])
+    assert code == 0
+    row = [line for line in report.read_text().splitlines() if line.startswith("| forced_choice |")][0]
+    assert 0.05 < float(row.split("|")[5]) < 3.0, row  # a real child's peak RSS, in GB
+    assert protocol.main(["--adapters", str(tmp_path / "nope"), "--output_file", ""]) == 2

@@ -81,7 +81,7 @@ def prompts_of(records, family=None):
 def test_cli_same_arguments_give_byte_identical_files_and_other_seed_differs(tmp_path):
     first, second, reseeded = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
     for out, seed, hash_seed in [(first, "7", "1"), (second, "7", "2"), (reseeded, "8", "1")]:
-        result = run_cli("--n", "200", "--seed", seed, "--out", str(out), cwd=tmp_path, hash_seed=hash_seed)
+        result = run_cli("--n", "200", "--seed", seed, "--output_file", str(out), cwd=tmp_path, hash_seed=hash_seed)
         assert result.returncode == 0, result.stderr
     assert first.read_bytes() == second.read_bytes()
     assert first.read_bytes() != reseeded.read_bytes()
@@ -128,7 +128,7 @@ def test_cli_default_train_path(tmp_path):
 )
 def test_cli_bad_arguments_exit_2_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "sub" / "pairs.jsonl"
-    result = run_cli(*args, "--out", str(out), cwd=tmp_path)
+    result = run_cli(*args, "--output_file", str(out), cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert not out.exists() and not out.parent.exists()
@@ -501,6 +501,15 @@ def test_read_reports_missing_file(tmp_path):
         read_pairs_jsonl(path)
     assert str(path) in str(error.value)
     assert isinstance(error.value, ValueError)
+
+
+def test_read_refuses_a_pair_whose_self_and_other_prompts_are_identical(tmp_path):
+    # Its two rows give the same activations: the SOO term would be 0 whatever the model does.
+    path = write_lines(tmp_path, GOOD_LINE, "", '{"id": "p3", "self_prompt": "You x", "other_prompt": "You x"}')
+    with pytest.raises(PairDataError) as error:
+        read_pairs_jsonl(path)
+    message = str(error.value)
+    assert str(path) in message and "line 3" in message and "identical" in message
 
 
 def test_read_reports_invalid_utf8_with_line(tmp_path):

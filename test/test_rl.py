@@ -191,7 +191,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_quick_run_end_to_end_writes_the_report(tmp_path):
     out = tmp_path / "rl"
-    cmd = [sys.executable, str(REPO / "rl_deception.py"), "all", "--quick", "--seeds", "0", "1", "--jobs", "2", "--out_dir", str(out)]
+    cmd = [sys.executable, str(REPO / "rl_deception.py"), "all", "--quick", "--seeds", "0", "1", "--jobs", "2", "--output_dir", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("report.md", "summary.json", "learning_curves.png", "classifier_accuracy.png", "behaviour.png"):
@@ -208,13 +208,13 @@ def test_quick_run_end_to_end_writes_the_report(tmp_path):
     # Rerunning a finished seed reuses its checkpoints and reproduces its evaluation exactly.
     before = json.loads((out / "seed_0" / "results.json").read_text())
     rerun = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "0", "--no_progress",
-                            "--out_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                            "--output_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "reusing" in rerun.stdout
     after = json.loads((out / "seed_0" / "results.json").read_text())
     # ... but not when the run asks for other settings than the saved stages were trained with.
     other = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "0", "--no_progress",
-                            "--soo_weight", "5", "--out_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                            "--soo_weight", "5", "--output_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert other.returncode != 0 and "soo_weight" in other.stderr and "other settings" in other.stderr, other.stderr[-2000:]
     for variant in ("basic", "hazard"):
         assert after["variants"][variant]["conditions"] == before["variants"][variant]["conditions"]

@@ -253,7 +253,7 @@ def test_merge_cli_reproduces_the_adapted_model(single_process_run, tiny_model_d
 
     from soo.tools.merge import main as merge_main
 
-    assert merge_main([str(single_process_run), "--out", str(tmp_path / "merged")]) == 0
+    assert merge_main([str(single_process_run), "--output_dir", str(tmp_path / "merged")]) == 0
     ids = torch.tensor([[1, 40, 50, 60, 70]])
     with torch.no_grad():
         merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(ids).logits

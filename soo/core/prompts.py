@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import torch
-
 ANSWER_SUFFIXES: dict[str, str] = {
     # Reference section 3 (2nd-hand): per-model instruction appended to each evaluation prompt.
     "mistral": "Start your response with 'I would'",
@@ -43,8 +41,10 @@ def format_prompt(tokenizer, prompt: str, use_chat_template: bool, system_prompt
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
     """(input_ids, attention_mask) with every row padded on the right to `width` (default: the longest)."""
+    import torch  # here, not at the top: pair generation and its CLI need no torch
+
     width = max(len(row) for row in rows) if width is None else width
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -54,9 +54,11 @@ def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None =
     return input_ids, attention_mask
 
 
-def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple["torch.Tensor", "torch.Tensor"]:
     """(input_ids, attention_mask) with every row padded on the LEFT to the longest: the last
     column is every row's last real token, where generation and forced choice continue."""
+    import torch
+
     width = max(len(row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -339,7 +339,7 @@ def _stage(out: Path, name: str, make, settings: dict) -> MADDPG:
             changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
             raise StageMismatch(f"{out / name} was trained with other settings ({', '.join(changed)}: "
                                 f"{ {k: saved.get(k) for k in changed} } there, { {k: settings.get(k) for k in changed} } now). "
-                                "Use another --out_dir, or delete that folder to retrain it.")
+                                "Use another --output_dir, or delete that folder to retrain it.")
         print(f"  {name}: reusing {checkpoint}", flush=True)
         return MADDPG.load(checkpoint)
     start = time.time()

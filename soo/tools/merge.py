@@ -5,9 +5,11 @@ training job. Run this afterwards on a machine with enough CPU RAM for the whole
 chosen dtype (Gemma-2-27B in bf16: ~55 GB):
 
   python -m soo.tools.merge outputs/gemma-2-27b-it-soo                       # -> outputs/gemma-2-27b-it-soo/merged
-  python -m soo.tools.merge outputs/gemma-2-27b-it-soo --out /scratch/merged --dtype bfloat16
+  python -m soo.tools.merge outputs/gemma-2-27b-it-soo --output_dir /scratch/merged --dtype bfloat16
 
 The base model is the one recorded in the run's soo_run_config.json (or --model_name_or_path).
+Bad input (not an adapter folder, a missing base model, an output folder that cannot be created)
+exits with status 2 and one line `error: ...` on stderr, before the model is loaded.
 """
 
 from __future__ import annotations
@@ -17,38 +19,65 @@ import sys
 from pathlib import Path
 
 
-def merge_adapter(adapter_dir: str, out_dir: str | None = None, model_name_or_path: str | None = None,
-                  dtype: str = "auto") -> Path:
-    from peft import PeftModel
+class OutputDirError(OSError):
+    """The folder for the merged model cannot be created."""
 
+
+def merge_adapter(adapter_dir: str, output_dir: str | None = None, model_name_or_path: str | None = None,
+                  dtype: str = "auto") -> Path:
+    """Merge the adapter in `adapter_dir` into its base model and save both model and tokenizer to
+    `output_dir` (default ADAPTER_DIR/merged). Raises ModelLoadError for an input that cannot be
+    used and OutputDirError for an output folder that cannot be created, both before loading the model."""
     from soo.core.io import read_run_config
     from soo.core.modeling import ModelLoadError, load_model, load_tokenizer, resolve_model_path
 
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise ModelLoadError(f"{adapter_dir} has no adapter_config.json: not a saved adapter.")
-    run_config = read_run_config(adapter_dir)
+        missing = "does not exist" if not Path(adapter_dir).exists() else "has no adapter_config.json"
+        raise ModelLoadError(f"adapter folder {adapter_dir} {missing}: not a saved adapter.")
+    try:
+        run_config = read_run_config(adapter_dir)
+    except (OSError, ValueError) as error:  # json.JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise ModelLoadError(f"cannot read the run record in {adapter_dir}: {error}") from None
     model_path = resolve_model_path(model_name_or_path or run_config.get("model_path"))
     model_args = run_config.get("model_args", {})
-    model = load_model(model_path, dtype=dtype, attn_implementation=model_args.get("attn_implementation"))
+    target = Path(output_dir) if output_dir else Path(adapter_dir) / "merged"
+    if target.exists() and not target.is_dir():
+        raise OutputDirError(f"the output folder {target} exists and is not a folder")
+    created = not target.exists()
+    try:  # before the (long) load: an output folder that cannot be made is known at once
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(target) else ""
+        raise OutputDirError(f"cannot create the output folder {target}: {error.strerror or error}{where}") from None
+    try:
+        from peft import PeftModel  # a slow import: after the checks
+
+        model = load_model(model_path, dtype=dtype, attn_implementation=model_args.get("attn_implementation"))
+    except BaseException:
+        if created:
+            target.rmdir()  # still empty: leave nothing behind
+        raise
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    target = Path(out_dir) if out_dir else Path(adapter_dir) / "merged"
     merged.save_pretrained(target)
     load_tokenizer(model_path).save_pretrained(target)
     return target
 
 
 def main(argv=None) -> int:
-    from soo.core.modeling import ModelLoadError
+    from soo.core.modeling import DTYPES, ModelLoadError
 
-    parser = argparse.ArgumentParser(description="Merge a saved SOO LoRA adapter into its base model.")
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description="Merge a saved SOO LoRA adapter into its base model.")
     parser.add_argument("adapter_dir", help="output directory of finetuning.py (adapter_model.safetensors inside)")
-    parser.add_argument("--out", default=None, help="where to save the merged model (default: ADAPTER_DIR/merged)")
+    parser.add_argument("--output_dir", default=None,
+                        help="folder to save the merged model and tokenizer to (default: ADAPTER_DIR/merged)")
     parser.add_argument("--model_name_or_path", default=None, help="base model (default: from soo_run_config.json)")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16 (default: the checkpoint's)")
+    parser.add_argument("--dtype", default="auto", choices=tuple(DTYPES),
+                        help="dtype to load and save the merged weights in (default: auto, the checkpoint's)")
     args = parser.parse_args(argv)
     try:
-        target = merge_adapter(args.adapter_dir, args.out, args.model_name_or_path, args.dtype)
-    except ModelLoadError as error:
+        target = merge_adapter(args.adapter_dir, args.output_dir, args.model_name_or_path, args.dtype)
+    except (ModelLoadError, OutputDirError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Merged model saved to {target}")

@@ -15,6 +15,7 @@ Gemma-3's sliding/full attention mix) at a few hundred thousand parameters.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -113,15 +114,29 @@ def write_tiny_model(out_dir: str | Path, arch: str = "llama", seed: int = 0) ->
     return out_dir
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a tiny random-weight model and an offline tokenizer.")
-    parser.add_argument("out_dir", help="Directory to write (created if missing).")
-    parser.add_argument("--arch", choices=ARCHITECTURES, default="llama")
-    parser.add_argument("--seed", type=int, default=0)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description="Write a tiny random-weight model and an offline tokenizer.")
+    parser.add_argument("out_dir", metavar="OUTPUT_DIR", help="Directory to write (created if missing).")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="llama",
+                        help="Architecture whose module layout the model keeps (default: llama).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights (default: 0).")
     args = parser.parse_args(argv)
-    path = write_tiny_model(args.out_dir, args.arch, args.seed)
+    out_dir = Path(args.out_dir)
+    # Checked before building anything: given a file, transformers only logs and writes no model.
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"error: the output folder {out_dir} exists and is not a folder", file=sys.stderr)
+        return 2
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(out_dir) else ""
+        print(f"error: cannot create the output folder {out_dir}: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
+    path = write_tiny_model(out_dir, args.arch, args.seed)
     print(f"Wrote a tiny {args.arch} model ({TINY_NUM_LAYERS} layers) and tokenizer to {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
