@@ -30,15 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+from soo.core.cli import positive_int
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -22,20 +22,11 @@ import argparse
 import sys
 
 from soo.core.io import write_jsonl_atomic
+from soo.core.cli import positive_int
 from soo.data.pairs import FAMILIES, generate_pairs, summarize
 from soo.data.templates import SPLITS
 
 DEFAULT_OUT = {"train": "data/soo_train.jsonl", "test": "data/soo_test.jsonl"}
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

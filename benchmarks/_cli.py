@@ -1,4 +1,4 @@
-"""What every benchmark's command line shares: number types, the output-file check, `error: ...`.
+"""What every benchmark's command line shares: model flags, the output-file check, `error: ...`.
 
 Bad input is refused before any model is loaded or any time is spent: one line `error: ...` on
 stderr and exit status 2 (argparse does the same for what it checks itself).
@@ -8,32 +8,36 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
+from soo.core.cli import fail, non_negative_int, positive_int  # noqa: F401  (the benchmarks' imports)
 
 
-positive_int = _int_at_least(1)
-non_negative_int = _int_at_least(0)
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the training-step benchmarks: model, SOO layer, pairs per step."""
+    parser.add_argument("--model_name_or_path", default=None,
+                        help="model path or hub id (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--soo_layer", type=int, default=15,
+                        help="decoder layer whose self_attn.o_proj output the SOO term compares; "
+                        "negative counts from the end (default 15)")
+    parser.add_argument("--batch_pairs", type=positive_int, default=4, help="pairs per step, 2x rows (default 4)")
 
 
-def fail(message) -> int:
-    """Print `error: message` on stderr; the exit status for bad input."""
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+def add_output_file_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--output_file", default=default,
+                        help=f"markdown report, appended to (default {default}; empty to skip)")
+
+
+def output_file_error(path: str) -> int:
+    """0 when `path` is empty (no report) or writable, else the bad-input status after one error line."""
+    if not path:
+        return 0
+    try:
+        check_output_file(path)
+    except OSError as error:
+        return fail(error)
+    return 0
 
 
 def check_output_file(path: str) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._cli import check_output_file, fail, non_negative_int, positive_int
+from benchmarks._cli import add_model_arguments, check_output_file, fail, non_negative_int, positive_int
 from benchmarks.generation import load_average, machine_info
 from benchmarks.training import build, make_steps
 
@@ -42,12 +42,7 @@ def matmul_flops_per_second(size: int, repeats: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name_or_path", default=None,
-                        help="model path or hub id (default: the embedded SmolLM2-135M)")
-    parser.add_argument("--soo_layer", type=int, default=15,
-                        help="decoder layer whose self_attn.o_proj output the SOO term compares; "
-                        "negative counts from the end (default 15)")
-    parser.add_argument("--batch_pairs", type=positive_int, default=4, help="pairs per step, 2x rows (default 4)")
+    add_model_arguments(parser)
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed steps and matmuls (default 5)")
     parser.add_argument("--matmul_size", type=positive_int, default=2048,
                         help="n of the n x n fp32 reference matmul (default 2048)")

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._cli import check_output_file, fail
+from benchmarks._cli import add_output_file_argument, output_file_error
 
 README_MAIN_COMMAND = ["finetuning.py", "--config", "configs/smollm2-135m-instruct.yaml"]
 TARGET_GB = 3.0
@@ -37,15 +37,11 @@ def measure(extra: list[str]) -> tuple[float, float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_file", default="docs/benchmarks-training.md",
-                        help="markdown report, appended to (default docs/benchmarks-training.md; empty to skip)")
+    add_output_file_argument(parser, "docs/benchmarks-training.md")
     parser.add_argument("extra", nargs="*", help="extra finetuning.py flags (after --)")
     args = parser.parse_args(argv)
-    if args.output_file:
-        try:
-            check_output_file(args.output_file)
-        except OSError as error:
-            return fail(error)
+    if output_file_error(args.output_file):
+        return 2
     peak_gb, wall, code = measure(args.extra)
     command = "python " + " ".join(README_MAIN_COMMAND + args.extra)
     verdict = "met" if peak_gb <= TARGET_GB and code == 0 else "NOT met"

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._cli import check_output_file, fail, positive_int
+from benchmarks._cli import add_output_file_argument, fail, output_file_error, positive_int
 
 TARGET_MINUTES = {"forced_choice": 10, "generation": 30, "both": 40}
 
@@ -46,15 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", nargs="+", choices=("forced_choice", "generation", "both"),
                         default=["forced_choice"], help="protocols to time, one evaluate.py run each")
     parser.add_argument("--n", type=positive_int, default=250, help="instances per scenario and order (default 250)")
-    parser.add_argument("--output_file", default="docs/benchmarks-evaluation.md",
-                        help="markdown report, appended to (default docs/benchmarks-evaluation.md; empty to skip)")
+    add_output_file_argument(parser, "docs/benchmarks-evaluation.md")
     parser.add_argument("extra", nargs="*", help="extra evaluate.py flags (after --)")
     args = parser.parse_args(argv)
-    if args.output_file:
-        try:
-            check_output_file(args.output_file)
-        except OSError as error:
-            return fail(error)
+    if output_file_error(args.output_file):
+        return 2
     missing = [adapter for adapter in args.adapters if not Path(adapter).is_dir()]
     if missing:
         return fail(f"adapter folder(s) not found: {', '.join(missing)}")

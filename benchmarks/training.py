@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._cli import check_output_file, fail, positive_int
+from benchmarks._cli import add_model_arguments, check_output_file, fail, positive_int
 from benchmarks.generation import load_average, machine_info
 
 VARIANTS = ("ours_lm_soo", "lora_lm_only", "reference_pad512", "soo_only_full", "soo_only_early")
@@ -128,12 +128,7 @@ def time_variant(step, features_list, optimizer, steps: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name_or_path", default=None,
-                        help="model path or hub id (default: the embedded SmolLM2-135M)")
-    parser.add_argument("--soo_layer", type=int, default=15,
-                        help="decoder layer whose self_attn.o_proj output the SOO term compares; "
-                        "negative counts from the end (default 15)")
-    parser.add_argument("--batch_pairs", type=positive_int, default=4, help="pairs per step, 2x rows (default 4)")
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=positive_int, default=3, help="timed steps per variant per repeat (default 3)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds over the variants (default 5)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",

@@ -117,8 +117,8 @@ def test_cli_default_train_path(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--n", "0"], "positive"),
-        (["--n", "-3"], "positive"),
+        (["--n", "0"], "at least 1"),
+        (["--n", "-3"], "at least 1"),
         (["--n", "ten"], "integer"),
         (["--families", "burglar", "pirates"], "invalid choice"),
         (["--split", "validation"], "invalid choice"),

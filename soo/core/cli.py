@@ -1,0 +1,33 @@
+"""Command-line helpers every entry point shares: number types for argparse, the error line.
+
+Bad input is answered with one line `error: ...` on stderr and exit status 2 (argparse's own
+status for what it checks itself), before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)
+
+
+def fail(message) -> int:
+    """Print `error: message` on stderr; return the exit status for bad input."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
