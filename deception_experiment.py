@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--model_name_or_path", default=None, help="base model (default: the embedded SmolLM2-135M)")
     organism.add_argument("--output_dir", default=None, help="where the adapter, merged model and organism.json go "
                                                              "(default: outputs/organisms/KIND)")
-    for name in ("steps", "n_train_instances", "twins_per_batch", "lora_r", "lora_alpha", "lora_from_layer", "seed",
+    for name in ("steps", "other_only_steps", "n_train_instances", "twins_per_batch", "lora_r", "lora_alpha", "lora_from_layer", "seed",
                  "eval_n", "eval_batch_size"):
         organism.add_argument(f"--{name}", type=int, default=getattr(defaults, name),
                               help=f"(default: {getattr(defaults, name)})")

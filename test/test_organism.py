@@ -69,12 +69,15 @@ def test_bad_settings_are_refused():
         OrganismConfig(kind="sneaky")
     with pytest.raises(ValueError, match="steps"):
         OrganismConfig(steps=0)
+    with pytest.raises(ValueError, match="other_only_steps"):
+        OrganismConfig(other_only_steps=-1)
 
 
 def test_make_organism_on_a_tiny_model_and_reuse(tiny_model_dir, tmp_path):
     config = OrganismConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path / "org"), steps=3,
-                            n_train_instances=8, twins_per_batch=2, eval_n=3, learning_rate=1e-2)
+                            other_only_steps=2, n_train_instances=8, twins_per_batch=2, eval_n=3, learning_rate=1e-2)
     record = make_organism(config, progress=False)
+    assert [entry["phase"] for entry in record["loss_log"]] == ["other_only", "twins"]  # the curriculum ran
     assert (tmp_path / "org" / "merged" / "config.json").is_file()
     assert (tmp_path / "org" / "adapter" / "adapter_model.safetensors").is_file()
     assert record["forced_choice"]["other"]["order_averaged"]["n"] == 3 and len(record["loss_log"]) >= 1

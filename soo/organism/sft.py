@@ -48,6 +48,7 @@ class OrganismConfig:
     answer_suffix: str = ANSWER_SUFFIXES["mistral"]
     answer_prefix: str = DEFAULT_ANSWER_PREFIX
     n_train_instances: int = 400  # training-split instances; x2 orders x2 perspectives = examples
+    other_only_steps: int = 0  # curriculum: first this many steps on other prompts only, then `steps` on twins
     steps: int = 200
     twins_per_batch: int = 4  # batch = twins x 2 (other + self)
     learning_rate: float = 1e-3
@@ -63,6 +64,8 @@ class OrganismConfig:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown organism kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if self.other_only_steps < 0:
+            raise ValueError(f"other_only_steps must be >= 0, got {self.other_only_steps}")
         for name in ("n_train_instances", "steps", "twins_per_batch", "eval_n", "eval_batch_size", "lora_r"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -209,8 +212,18 @@ def make_organism(config: OrganismConfig, progress: bool = True) -> dict:
     pool = [[sft_example(tokenizer, prompt, target_option(config.kind, prompt), config.answer_prefix)
              for prompt in twin] for twin in twins]
     started = time.perf_counter()
-    log = train_lora_sft(model, tokenizer, [config.twins_per_batch, pool], config.steps, config.learning_rate,
-                         config.seed, progress=progress)
+    log = []
+    if config.other_only_steps:
+        # Twin batches cancel the "which room holds the cheap item" gradient between self and other
+        # (same prompt, opposite targets), so the model sits at ln 2; other prompts alone teach that
+        # feature first, the twins then only have to gate it on who asks.
+        others = [[twin[0]] for twin in pool]
+        log += [{**entry, "phase": "other_only"} for entry in train_lora_sft(
+            model, tokenizer, [2 * config.twins_per_batch, others], config.other_only_steps, config.learning_rate,
+            config.seed, progress=progress)]
+    log += [{**entry, "phase": "twins"} for entry in train_lora_sft(
+        model, tokenizer, [config.twins_per_batch, pool], config.steps, config.learning_rate, config.seed,
+        progress=progress)]
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     check = forced_choice_check(model, tokenizer, config, progress=progress)
@@ -231,7 +244,9 @@ def make_organism(config: OrganismConfig, progress: bool = True) -> dict:
 
 
 def format_organism(record: dict) -> str:
-    lines = [f"Organism {record['config']['kind']} ({record['config']['steps']} steps, "
+    other_only = record["config"].get("other_only_steps", 0)
+    steps = f"{other_only} other-only + {record['config']['steps']} twin" if other_only else record["config"]["steps"]
+    lines = [f"Organism {record['config']['kind']} ({steps} steps, "
              f"{record['train_seconds']:.0f} s training): forced-choice p(deceptive) on test-split prompts, "
              f"n={record['forced_choice']['other']['order_averaged']['n']} instances per order:"]
     for role in ("other", "self"):
