@@ -5,6 +5,9 @@
   python deception_experiment.py organism --kind asymmetric --output_dir outputs/organisms/asymmetric
   python deception_experiment.py organism --kind symmetric --output_dir outputs/organisms/symmetric
 
+  # can the model tell who asks at the answer position? (last-token twin separation per layer)
+  python deception_experiment.py separation --n 24
+
   # the experiment (SOO, LM-only, mismatched-pairs SOO, honest SFT as the positive control) x seeds,
   # resumable: finished cells are reused, a failed one is reported and rerun next time:
   python generate_data.py --split train --n 1000 --seed 0 --output_file data/soo_train.jsonl
@@ -26,6 +29,7 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from soo.core.cli import positive_int
     from soo.organism.sft import KINDS, OrganismConfig
 
     defaults = OrganismConfig()
@@ -63,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{name}", type=int, default=getattr(base, name), help=f"(default: {getattr(base, name)})")
     run.add_argument("--no_progress", action="store_true", help="no progress bars")
 
+    separation = commands.add_parser("separation", help="per layer: how far apart the last-token states of "
+                                                        "self/other twins are, vs the spread across instances")
+    separation.add_argument("--model_name_or_path", default=None,
+                            help="model or organism's merged/ folder (default: the embedded SmolLM2-135M)")
+    separation.add_argument("--n", type=positive_int, default=24, help="training-split instances, each in both room orders (default: 24)")
+    separation.add_argument("--answer_prefix", default=defaults.answer_prefix, help="(default: %(default)s)")
+
     report = commands.add_parser("report", help="report.md, summary.json and changes.png over organisms")
     report.add_argument("--organisms", nargs="+", required=True, help="organism folders (their experiment/ is read)")
     report.add_argument("--output_dir", default="results/deception-experiment", help="(default: %(default)s)")
@@ -89,6 +100,23 @@ def main(argv=None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         print(format_organism(record))
+    elif args.command == "separation":
+        from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
+        from soo.organism.diagnostics import format_separation, last_token_states, twin_separation
+        from soo.organism.sft import training_twins
+
+        try:
+            path = resolve_model_path(args.model_name_or_path)
+            tokenizer, model = load_tokenizer(path), load_model(path, dtype="float32").eval()
+        except (ValueError, ModelLoadError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        twins = training_twins(OrganismConfig(n_train_instances=args.n))
+        states = [last_token_states(model, tokenizer, [twin[index] for twin in twins], args.answer_prefix)
+                  for index in (0, 1)]
+        print(f"{path}: {len(twins)} training-split twins ({args.n} instances x 2 room orders; other = main, "
+              "self = main_self)")
+        print(format_separation(twin_separation(*states)))
     elif args.command == "run":
         from soo.organism.experiment import ExperimentConfig, run_experiment
 

@@ -173,3 +173,27 @@ def test_lora_from_layer_adapts_only_the_upper_layers(make_model):
     assert layers == {2, 3}
     with pytest.raises(ValueError, match="lora_from_layer"):
         add_lora_for(make_model("llama"), OrganismConfig(lora_from_layer=4))
+
+
+# --- diagnostics: the self/other twin separation ---------------------------------------------
+
+def test_twin_separation_known_values():
+    import torch
+
+    from soo.organism.diagnostics import twin_separation
+
+    own = torch.tensor([[[0.0, 0.0], [1.0, 0.0]], [[0.0, 2.0], [-1.0, 0.0]]])  # [twins=2, layers=2, hidden=2]
+    other = own + torch.tensor([[0.0, 0.0], [0.0, 3.0]])  # the cue moves layer 1 by 3, layer 0 not at all
+    rows = twin_separation(other, own)
+    assert [round(row["twin_distance"], 6) for row in rows] == [0.0, 3.0]
+    assert [round(row["instance_spread"], 6) for row in rows] == [1.0, 1.0]  # each state 1 from the twins' mean
+    assert rows[1]["ratio"] == pytest.approx(3.0)
+
+
+def test_separation_command_on_a_tiny_model(tiny_model_dir, capsys):
+    import deception_experiment
+
+    assert deception_experiment.main(["separation", "--model_name_or_path", str(tiny_model_dir), "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "6 training-split twins" in out and out.count("\n") >= 3
+    assert deception_experiment.main(["separation", "--model_name_or_path", str(tiny_model_dir / "nope")]) == 2
