@@ -197,3 +197,23 @@ def test_separation_command_on_a_tiny_model(tiny_model_dir, capsys):
     out = capsys.readouterr().out
     assert "6 training-split twins" in out and out.count("\n") >= 3
     assert deception_experiment.main(["separation", "--model_name_or_path", str(tiny_model_dir / "nope")]) == 2
+
+
+def test_experiment_cells_run_seed_by_seed(tmp_path, monkeypatch):
+    # A run stopped part-way must hold every condition at its first seeds, so cells go seed-major.
+    from soo.organism import experiment
+
+    order = []
+    monkeypatch.setattr(experiment, "_organism_record", lambda config: {"config": {}})
+    monkeypatch.setattr(experiment, "_train_finetuning_cell",
+                        lambda config, organism, condition, seed, cell: order.append((seed, condition)))
+    monkeypatch.setattr(experiment, "_train_honest_sft_cell",
+                        lambda config, organism, seed, cell: order.append((seed, "honest_sft")))
+    monkeypatch.setattr(experiment, "evaluate_cell", lambda config, organism, adapter, progress=False: {})
+    config = experiment.ExperimentConfig(organism_dir=str(tmp_path), seeds=[0, 1],
+                                         conditions=["soo", "lm_only", "honest_sft"])
+    experiment.run_experiment(config, progress=False, log=lambda message: None)
+    assert order == [(0, "soo"), (0, "lm_only"), (0, "honest_sft"), (1, "soo"), (1, "lm_only"), (1, "honest_sft")]
+    order.clear()
+    experiment.run_experiment(config, progress=False, log=lambda message: None)
+    assert order == []  # every cell's eval.json is there: nothing is retrained

@@ -184,8 +184,8 @@ def _soo_layers(config: ExperimentConfig) -> list[int]:
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True, log=print) -> dict:
-    """Every (condition, seed) cell not yet done: train its adapter, then evaluate it. Also the
-    organism without adapter (the 'before'). Finished cells are reused; a failed cell is
+    """Every (condition, seed) cell not yet done, seed by seed: train its adapter, then evaluate
+    it. Also the organism without adapter (the 'before'). Finished cells are reused; a failed cell is
     reported and the others go on."""
     organism = _organism_record(config)
     root = config.root
@@ -206,8 +206,10 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, log=print) -
                                      time.perf_counter() - started})
         log(f"organism evaluated ({time.perf_counter() - started:.0f} s)")
     failed = []
-    for condition in config.conditions:
-        for seed in config.seeds:
+    # seed-major: a run stopped part-way holds every condition at its first seeds (a complete,
+    # smaller design), not all seeds of the first conditions and none of the controls
+    for seed in config.seeds:
+        for condition in config.conditions:
             cell = root / condition / f"seed{seed}"
             if (cell / EVAL_FILE).is_file():
                 continue
