@@ -217,3 +217,24 @@ def test_experiment_cells_run_seed_by_seed(tmp_path, monkeypatch):
     order.clear()
     experiment.run_experiment(config, progress=False, log=lambda message: None)
     assert order == []  # every cell's eval.json is there: nothing is retrained
+
+
+def _change(values):
+    from soo.organism.report import _interval
+
+    return {"other_change": _interval(values)}
+
+
+def test_verdict_applies_the_preregistered_rule_and_needs_three_seeds():
+    from soo.organism.report import verdict
+
+    clear = {"soo": _change([-0.50, -0.52, -0.48]), "lm_only": _change([-0.01, 0.0, 0.01]),
+             "soo_mismatched": _change([0.02, 0.0, 0.01]), "honest_sft": _change([-0.6, -0.62, -0.58])}
+    assert verdict(clear) == {"positive_control_valid": True, "soo_effect": True}
+    overlapping = {**clear, "lm_only": _change([-0.9, -0.1, 0.5])}  # soo lower on average, intervals overlap
+    assert verdict(overlapping)["soo_effect"] is False
+    weak_control = {**clear, "honest_sft": _change([-0.2, -0.25, -0.22])}  # a fall, but under 0.3
+    assert verdict(weak_control)["positive_control_valid"] is False
+    one_seed = {name: _change([entry["other_change"]["mean"]]) for name, entry in clear.items()}
+    assert verdict(one_seed) == {}  # not decidable, not "no effect"
+    assert verdict({name: clear[name] for name in ("soo", "lm_only")}) == {}
