@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help=f"(default: {getattr(defaults, name)})")
     organism.add_argument("--learning_rate", type=float, default=defaults.learning_rate,
                           help=f"(default: {defaults.learning_rate})")
+    organism.add_argument("--twin_learning_rate", type=float, default=None,
+                          help="learning rate of the twin phase (default: --learning_rate); a lower one keeps "
+                               "what the other-only phase taught")
     organism.add_argument("--lora_target_modules", nargs="+", default=defaults.lora_target_modules,
                           help="module names that get LoRA (default: attention and MLP projections)")
     organism.add_argument("--answer_prefix", default=defaults.answer_prefix,

@@ -3,6 +3,7 @@ targets per kind, and a finished organism reused (or refused when its settings d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -71,19 +72,26 @@ def test_bad_settings_are_refused():
         OrganismConfig(steps=0)
     with pytest.raises(ValueError, match="other_only_steps"):
         OrganismConfig(other_only_steps=-1)
+    with pytest.raises(ValueError, match="twin_learning_rate"):
+        OrganismConfig(twin_learning_rate=0.0)
 
 
 def test_make_organism_on_a_tiny_model_and_reuse(tiny_model_dir, tmp_path):
     config = OrganismConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path / "org"), steps=3,
-                            other_only_steps=2, n_train_instances=8, twins_per_batch=2, eval_n=3, learning_rate=1e-2)
+                            other_only_steps=2, n_train_instances=8, twins_per_batch=2, eval_n=3, learning_rate=1e-2,
+                            twin_learning_rate=5e-3)
     record = make_organism(config, progress=False)
-    assert [entry["phase"] for entry in record["loss_log"]] == ["other_only", "twins"]  # the curriculum ran
+    assert [(entry["phase"], entry["learning_rate"]) for entry in record["loss_log"]] == [
+        ("other_only", 1e-2), ("twins", 5e-3)]  # the curriculum ran, each phase at its own rate
     assert (tmp_path / "org" / "merged" / "config.json").is_file()
     assert (tmp_path / "org" / "adapter" / "adapter_model.safetensors").is_file()
     assert record["forced_choice"]["other"]["order_averaged"]["n"] == 3 and len(record["loss_log"]) >= 1
     assert set(record["targets"]) == {"other_deceptive_both_orders", "self_honest_both_orders"}
     saved = json.loads((tmp_path / "org" / "organism.json").read_text())
     assert make_organism(config, progress=False) == saved  # reused, not retrained
+    older = {**saved, "config": {k: v for k, v in saved["config"].items() if k != "twin_learning_rate"}}
+    (tmp_path / "org" / "organism.json").write_text(json.dumps(older))  # written before that setting existed
+    assert make_organism(dataclasses.replace(config, twin_learning_rate=None), progress=False) == older
     other = OrganismConfig(**{**config.__dict__, "steps": 4})
     with pytest.raises(ValueError, match="other settings"):
         make_organism(other, progress=False)

@@ -52,6 +52,7 @@ class OrganismConfig:
     steps: int = 200
     twins_per_batch: int = 4  # batch = twins x 2 (other + self)
     learning_rate: float = 1e-3
+    twin_learning_rate: float | None = None  # the twin phase's rate (None: learning_rate); lower after a curriculum
     lora_r: int = 16
     lora_alpha: int = 32
     lora_target_modules: list[str] = field(
@@ -69,8 +70,9 @@ class OrganismConfig:
         for name in ("n_train_instances", "steps", "twins_per_batch", "eval_n", "eval_batch_size", "lora_r"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name in ("learning_rate", "twin_learning_rate"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 def target_option(kind: str, prompt: EvalPrompt) -> str:
@@ -200,7 +202,7 @@ def make_organism(config: OrganismConfig, progress: bool = True) -> dict:
     record_path = out / ORGANISM_FILE
     if record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record["config"] != asdict(config):
+        if OrganismConfig(**record["config"]) != config:  # settings added since take their defaults
             raise ValueError(f"{out} holds an organism made with other settings; choose another --output_dir "
                              "or delete it")
         return record
@@ -218,12 +220,12 @@ def make_organism(config: OrganismConfig, progress: bool = True) -> dict:
         # (same prompt, opposite targets), so the model sits at ln 2; other prompts alone teach that
         # feature first, the twins then only have to gate it on who asks.
         others = [[twin[0]] for twin in pool]
-        log += [{**entry, "phase": "other_only"} for entry in train_lora_sft(
+        log += [{**entry, "phase": "other_only", "learning_rate": config.learning_rate} for entry in train_lora_sft(
             model, tokenizer, [2 * config.twins_per_batch, others], config.other_only_steps, config.learning_rate,
             config.seed, progress=progress)]
-    log += [{**entry, "phase": "twins"} for entry in train_lora_sft(
-        model, tokenizer, [config.twins_per_batch, pool], config.steps, config.learning_rate, config.seed,
-        progress=progress)]
+    twin_rate = config.twin_learning_rate or config.learning_rate
+    log += [{**entry, "phase": "twins", "learning_rate": twin_rate} for entry in train_lora_sft(
+        model, tokenizer, [config.twins_per_batch, pool], config.steps, twin_rate, config.seed, progress=progress)]
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     check = forced_choice_check(model, tokenizer, config, progress=progress)
