@@ -12,6 +12,7 @@ import torch
 from soo.eval.forced_choice import (
     ChoiceItem,
     answer_prefix,
+    common_prefix_length,
     generation_agreement,
     p_first_of_two,
     score_choices,
@@ -56,17 +57,35 @@ def test_known_logits_give_known_probabilities():
     assert p_first_of_two([0.0, -1000.0]) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("share_prefix", [True, False])
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_batched_cached_scores_equal_the_reference(arch, make_model, tokenizer):
+def test_batched_cached_scores_equal_the_reference(arch, share_prefix, make_model, tokenizer):
     model = make_model(arch)
     prompts = build_eval_prompts(["main", "perspectives", "treasure_hunt"], n=3, seed=1)
     items = [tokenize_choice(tokenizer, p.prompt, answer_prefix("I would {verb} the", p),
                              (p.deceptive_option, p.honest_option)) for p in prompts]
+    # A context that is the start of another one, and a duplicate: the shared part must stop
+    # one token short of the shortest context.
+    items += [ChoiceItem(items[0].context[:-3], items[0].options), items[1]]
     assert any(max(len(o) for o in item.options) > 1 for item in items), "multi-token options are exercised"
     assert len({len(item.context) for item in items}) > 1, "contexts of different lengths share a batch"
-    batched = score_choices(model, tokenizer, items, batch_size=4, progress=False)
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    batched = score_choices(model, tokenizer, items, batch_size=4, progress=False, share_prefix=share_prefix)
+    hook.remove()
+    # The shared part runs once per batch as a single row, unless a sliding window shorter than
+    # the batch forbids sharing (the tiny Mistral/Gemma windows are 32-64 tokens).
+    shares = share_prefix and getattr(model.config, "sliding_window", None) is None
+    assert any(shape[0] == 1 for shape in calls) == shares
     reference = score_reference(model, tokenizer, items)
     torch.testing.assert_close(torch.tensor(batched), torch.tensor(reference), rtol=1e-4, atol=1e-4)
+
+
+def test_common_prefix_length():
+    assert common_prefix_length([[1, 2, 3], [1, 2, 4, 5], [1, 2]]) == 2
+    assert common_prefix_length([[1, 2], [1, 2]]) == 2
+    assert common_prefix_length([[3, 1], [1, 3]]) == 0
 
 
 def test_tokenize_choice_splits_the_answer_at_the_prefix(tokenizer):

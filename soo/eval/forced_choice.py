@@ -19,8 +19,9 @@ reads as the answer the model itself writes. Scores are sensitive to the prefix 
 docs/evaluation.md), which is why every run that also generates reports how often the forced
 choice agrees with the generation classifier.
 
-Computation: one batched prefill of [prompt + prefix] (left-padded) builds the KV cache; the
-cache is repeated once per option and only the option tokens run a second, short forward.
+Computation: the tokens a batch's contexts share run once; one batched prefill of the rest of
+[prompt + prefix] (left-padded) completes the KV cache; the cache is repeated once per option and
+only the option tokens run a second, short forward. The LM head runs on the last position only.
 `score_reference` recomputes every (prompt, option) sequence from scratch, without padding or
 cache, and is the test's ground truth.
 """
@@ -73,11 +74,37 @@ def tokenize_choice(tokenizer, prompt: str, prefix: str, options: Sequence[str],
     return ChoiceItem(context=head + answers[0][:shared], options=tuple(answer[shared:] for answer in answers))
 
 
-def _cache_argument(model) -> str:
-    """transformers >= 5.23 names the KV-cache argument `cache` (`past_key_values` is deprecated);
-    older versions, such as a GPU node's preinstalled one, know only `past_key_values`."""
+def _forward_arguments(model) -> tuple[str, dict]:
+    """(name of the KV-cache argument, the argument that limits the LM head to the last position).
+
+    transformers >= 5.23 names the cache `cache` (`past_key_values` is deprecated); older versions,
+    such as a GPU node's preinstalled one, know only `past_key_values`. The LM head is a quarter of
+    a small model's compute when it runs on every prompt position; `logits_to_keep` (older:
+    `num_logits_to_keep`; models without it: the full logits) keeps the last one only."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    parameters = inspect.signature(base.forward).parameters
+    keep = next(({name: 1} for name in ("logits_to_keep", "num_logits_to_keep") if name in parameters), {})
+    return ("cache" if "cache" in parameters else "past_key_values"), keep
+
+
+def _cache_of(output):
+    return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+
+
+def _sliding_window(model) -> int | None:
+    config = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(config, "sliding_window", None)
+
+
+def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix every row starts with (the rows' min and max in lexicographic
+    order share the prefix of the whole set)."""
+    first, last = min(rows), max(rows)
+    length = 0
+    while length < min(len(first), len(last)) and first[length] == last[length]:
+        length += 1
+    return length
 
 
 def _option_logprobs_from_logits(first_logprobs: torch.Tensor, option_logprobs: torch.Tensor,
@@ -90,12 +117,16 @@ def _option_logprobs_from_logits(first_logprobs: torch.Tensor, option_logprobs: 
 
 
 @torch.inference_mode()
-def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int = 16,
-                  progress: bool = True) -> list[list[float]]:
+def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int = 16, progress: bool = True,
+                  share_prefix: bool = True) -> list[list[float]]:
     """Summed log-probability of every option of every item, in input order.
 
-    Items are sorted by context length so each batch pads little. Positions are counted from
-    each row's first real token (`cumsum(mask) - 1`), as generate does, so left padding changes
+    With `share_prefix` items are sorted by their token ids, so a batch holds prompts of one
+    scenario, and the tokens every context of the batch starts with (chat template, system
+    prompt, the scenario's opening: ~30% of the tokens) run once; their KV cache is repeated for the
+    batch and only the rest of each context (left-padded after the shared part) runs per row.
+    Without it items are sorted by length and every context runs whole. Positions are counted
+    from each row's first real token (`cumsum(mask) - 1`), as generate does, so padding changes
     nothing but the last bits of the floats.
     """
     items = list(items)
@@ -106,19 +137,43 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
         raise ValueError("every choice needs a non-empty context and non-empty options")
     pad_id = _pad_token_id(tokenizer, model)
     device = _model_device(model)
-    order = sorted(range(len(items)), key=lambda index: -len(items[index].context))
+    cache_argument, keep_last = _forward_arguments(model)
+    window = _sliding_window(model)
+    key = (lambda index: items[index].context) if share_prefix else (lambda index: -len(items[index].context))
+    order = sorted(range(len(items)), key=key)
     with _EvalMode(model), _progress_bar(len(items), progress, "forced choice") as bar:
         for start in range(0, len(order), batch_size):
             batch = [items[index] for index in order[start:start + batch_size]]
             n_options = len(batch[0].options)
             if any(len(item.options) != n_options for item in batch):
                 raise ValueError("every item of a batch needs the same number of options")
-            context_ids, context_mask = left_padded([item.context for item in batch], pad_id)
-            positions = (context_mask.cumsum(1) - 1).clamp(min=0)
-            out = model(input_ids=context_ids.to(device), attention_mask=context_mask.to(device),
-                        position_ids=positions.to(device), use_cache=True)
+            contexts = [item.context for item in batch]
+            # Every row keeps >= 1 token of its own: its last position's logits score the options.
+            shared = min(common_prefix_length(contexts), min(len(row) for row in contexts) - 1) if share_prefix else 0
+            width = shared + max(len(row) - shared for row in contexts) + max(len(o) for i in batch for o in i.options)
+            if window is not None and width > window:
+                # A sliding window counts cache slots, so padding between the shared part and a row's
+                # own tokens would push real tokens out of it: share only where the window cannot bite.
+                shared = 0
+            cache = None
+            if shared:
+                cache = _cache_of(model(input_ids=torch.tensor([contexts[0][:shared]], device=device),
+                                        use_cache=True, **keep_last))
+            if cache is not None:
+                cache.batch_repeat_interleave(len(batch))
+                rest_ids, rest_mask = left_padded([row[shared:] for row in contexts], pad_id)
+                context_mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long), rest_mask], dim=1)
+                positions = (context_mask.cumsum(1) - 1).clamp(min=0)
+                out = model(input_ids=rest_ids.to(device), attention_mask=context_mask.to(device),
+                            position_ids=positions[:, shared:].to(device), use_cache=True,
+                            **{cache_argument: cache}, **keep_last)
+            else:
+                context_ids, context_mask = left_padded(contexts, pad_id)
+                positions = (context_mask.cumsum(1) - 1).clamp(min=0)
+                out = model(input_ids=context_ids.to(device), attention_mask=context_mask.to(device),
+                            position_ids=positions.to(device), use_cache=True, **keep_last)
             first_logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1).repeat_interleave(n_options, 0)
-            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            cache = _cache_of(out)
             if cache is not None:
                 cache.batch_repeat_interleave(n_options)
             option_rows = [option for item in batch for option in item.options]
@@ -133,7 +188,7 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
             if width > 1:
                 logits = model(input_ids=option_ids.to(device), attention_mask=mask.to(device),
                                position_ids=option_positions.to(device), use_cache=True,
-                               **{_cache_argument(model): cache}).logits
+                               **{cache_argument: cache}).logits
                 option_logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             else:  # single-token options: the context's last logits are all we need
                 option_logprobs = torch.zeros((len(option_rows), 1, first_logprobs.shape[-1]))
