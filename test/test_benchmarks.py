@@ -67,3 +67,14 @@ def test_protocol_benchmark_times_each_evaluate_run(tiny_adapter_dir, tmp_path, 
     row = [line for line in report.read_text().splitlines() if line.startswith("| forced_choice |")][0]
     assert 0.05 < float(row.split("|")[5]) < 3.0, row  # a real child's peak RSS, in GB
     assert protocol.main(["--adapters", str(tmp_path / "nope"), "--output_file", ""]) == 2
+
+
+def test_scoring_benchmark_compares_the_methods_on_equal_scores(tiny_model_dir, tmp_path, capsys):
+    from benchmarks import scoring
+
+    report = tmp_path / "bench.md"
+    assert scoring.main(["--model_name_or_path", str(tiny_model_dir), "--n", "1", "--repeats", "1",
+                         "--output_file", str(report)]) == 0
+    rows = [line for line in report.read_text().splitlines() if line.startswith("| ") and "x |" in line]
+    assert [row.split("|")[1].strip() for row in rows] == list(scoring.METHODS)
+    assert all(float(row.split("|")[5]) < 1e-3 for row in rows), rows  # every method gives the same scores

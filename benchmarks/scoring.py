@@ -1,0 +1,112 @@
+"""Benchmark: forced-choice scoring, the way it was vs each change, interleaved in one run.
+
+    python -m benchmarks.scoring                        # every scenario, n = 10 per order (260 prompts), 2 rounds
+    python -m benchmarks.scoring --n 40 --repeats 3
+
+Methods, on the same prompts (every evaluation scenario, both room orders, the embedded model's
+answer prefix), timed in rounds A B C A B C ... so machine noise hits all of them alike:
+  whole, all logits      every context runs whole, the LM head on every position (before);
+  whole, last logit      the LM head on the last position only;
+  shared prefix          the tokens a batch's contexts share run once (after: `score_choices`' default).
+Reports prompts/s, the speed ratio to the first method (medians of this run) and the largest
+difference of any summed option log-probability from the first method's. A script, not a test;
+the markdown report goes to docs/benchmarks-scoring.md (--output_file; empty to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks._cli import add_output_file_argument, output_file_error, positive_int
+from benchmarks.generation import cpu_snapshot, fmt_range, load_average, machine_info, others_cpu_share
+
+
+class AllLogits(torch.nn.Module):
+    """The model with no `logits_to_keep` in its signature, so the scorer computes every
+    position's logits, as it did before that change."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.config, self.generation_config = model.config, model.generation_config
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False, cache=None):
+        from soo.eval.forced_choice import _forward_arguments
+
+        passed = {_forward_arguments(self.model)[0]: cache} if cache is not None else {}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=use_cache, **passed)
+
+
+METHODS = ("whole, all logits", "whole, last logit", "shared prefix")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name_or_path", default=None, help="(default: the embedded SmolLM2-135M)")
+    parser.add_argument("--n", type=positive_int, default=10, help="instances per scenario and order (default 10)")
+    parser.add_argument("--batch_size", type=positive_int, default=16, help="(default 16, as evaluate.py)")
+    parser.add_argument("--repeats", type=positive_int, default=2, help="rounds over the methods (default 2)")
+    parser.add_argument("--answer_prefix", default=None, help="({verb}: the scenario's; default 'I would {verb} the')")
+    add_output_file_argument(parser, "docs/benchmarks-scoring.md")
+    args = parser.parse_args(argv)
+    if output_file_error(args.output_file):
+        return 2
+    from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
+    from soo.core.prompts import ANSWER_SUFFIXES, DEFAULT_ANSWER_PREFIX
+    from soo.eval.forced_choice import answer_prefix, score_choices, tokenize_choice
+    from soo.eval.scenarios import SCENARIOS, build_eval_prompts
+
+    model_path = resolve_model_path(args.model_name_or_path)
+    tokenizer, model = load_tokenizer(model_path), load_model(model_path, dtype="float32")
+    template = args.answer_prefix or DEFAULT_ANSWER_PREFIX
+    prompts = build_eval_prompts(list(SCENARIOS), n=args.n, seed=0, answer_suffix=ANSWER_SUFFIXES["mistral"])
+    items = [tokenize_choice(tokenizer, p.prompt, answer_prefix(template, p), (p.deceptive_option, p.honest_option))
+             for p in prompts]
+    runs = {name: {"seconds": [], "others": []} for name in METHODS}
+    scores = {}
+    for round_ in range(args.repeats):
+        for name in METHODS:
+            target = AllLogits(model) if name == METHODS[0] else model
+            before, started = cpu_snapshot(), time.perf_counter()
+            scores[name] = score_choices(target, tokenizer, items, batch_size=args.batch_size, progress=False,
+                                         share_prefix=name == "shared prefix")
+            runs[name]["seconds"].append(time.perf_counter() - started)
+            runs[name]["others"].append(others_cpu_share(before, cpu_snapshot()))
+            print(f"round {round_ + 1}: {name}: {runs[name]['seconds'][-1]:.1f} s", file=sys.stderr, flush=True)
+    reference = torch.tensor(scores[METHODS[0]])
+    baseline = statistics.median(runs[METHODS[0]]["seconds"])
+    table = ["| method | time s (min / median / max) | prompts/s | speed vs before | max \\|Δ log-prob\\| | "
+             "CPU used by others (max) |", "|---|---|---|---|---|---|"]
+    for name in METHODS:
+        seconds = runs[name]["seconds"]
+        difference = (torch.tensor(scores[name]) - reference).abs().max().item()
+        table.append(f"| {name} | {fmt_range(seconds)} | {len(items) / statistics.median(seconds):.2f} | "
+                     f"{baseline / statistics.median(seconds):.2f}x | {difference:.1e} | "
+                     f"{100 * max(runs[name]['others']):.0f}% |")
+    print("\n".join(table))
+    if args.output_file:
+        info = machine_info()
+        command = "python -m benchmarks.scoring " + " ".join(argv if argv is not None else sys.argv[1:])
+        lines = [f"## {time.strftime('%Y-%m-%d %H:%M')}: `{command.strip()}`", "",
+                 f"- model: {model_path}; prompts: {len(items)} (every scenario, n = {args.n} per order, "
+                 f"seed 0); batch {args.batch_size}; {args.repeats} rounds, methods interleaved",
+                 f"- machine: {info['cpu']}, {info['cpu_count']} CPUs, torch {info['torch']} "
+                 f"({info['torch_threads']} threads), transformers {info['transformers']}; load average before "
+                 f"the report {load_average()}", "", *table, ""]
+        path = Path(args.output_file)
+        header = "" if path.is_file() else ("# Benchmark: forced-choice scoring\n\nWritten by `python -m "
+                                            "benchmarks.scoring`; runs appended, newest last.\n\n")
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(header + "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
