@@ -56,14 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="answer start the option is scored after ({verb} = the scenario's question verb)")
     organism.add_argument("--no_progress", action="store_true", help="no progress bars")
 
-    from soo.organism.experiment import CONDITIONS, ExperimentConfig
+    from soo.organism.experiment import CONDITIONS, PREREGISTERED, ExperimentConfig
 
     base = ExperimentConfig()
     run = commands.add_parser("run", help="every condition x seed on one organism (resumable)")
     run.add_argument("--organism", required=True, help="an organism folder (with organism.json)")
     run.add_argument("--output_dir", default=None, help="experiment folder (default: ORGANISM/experiment)")
     run.add_argument("--seeds", type=int, nargs="+", default=base.seeds, help="(default: 0 1 2)")
-    run.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS), help="(default: all)")
+    run.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(PREREGISTERED),
+                     help=f"(default: the pre-registered {' '.join(PREREGISTERED)}; soo_only is exploratory)")
     for name in ("finetuning_config", "train_pairs", "heldout_pairs"):
         run.add_argument(f"--{name}", default=getattr(base, name), help=f"(default: {getattr(base, name)})")
     for name in ("max_steps", "honest_sft_steps", "eval_n", "generation_n", "latent_pairs"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -225,6 +226,29 @@ def test_experiment_cells_run_seed_by_seed(tmp_path, monkeypatch):
     order.clear()
     experiment.run_experiment(config, progress=False, log=lambda message: None)
     assert order == []  # every cell's eval.json is there: nothing is retrained
+
+
+def test_each_condition_trains_with_its_own_loss_weights(tmp_path, monkeypatch):
+    import subprocess
+
+    from soo.organism import experiment
+
+    argvs = {}
+
+    def fake_run(argv, **kwargs):
+        argvs[Path(argv[argv.index("--output_dir") + 1]).parent.name] = argv
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(experiment.subprocess, "run", fake_run)
+    organism = {"merged_model": "m", "config": {"answer_prefix": "p", "answer_suffix": "s"}}
+    config = experiment.ExperimentConfig(organism_dir=str(tmp_path))
+    for condition in ("soo", "lm_only", "soo_only"):
+        (tmp_path / condition).mkdir()
+        experiment._train_finetuning_cell(config, organism, condition, 0, tmp_path / condition / "seed0")
+    weights = {name: [a for a in argv if a in ("--soo_weight", "--lm_weight")] for name, argv in argvs.items()}
+    assert weights == {"soo": [], "lm_only": ["--soo_weight"], "soo_only": ["--lm_weight"]}
+    assert argvs["soo_only"][argvs["soo_only"].index("--lm_weight") + 1] == "0"
+    assert config.conditions == list(experiment.PREREGISTERED)  # exploratory conditions only on request
 
 
 def _change(values):

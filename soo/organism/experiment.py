@@ -9,6 +9,9 @@ Conditions, each a LoRA adapter trained on top of the organism (its merged weigh
   honest_sft      positive control: SFT towards the honest room for self and other prompts
                   (training split); it must lower the score clearly, or the measurement cannot
                   see a fall when there is one
+  soo_only        exploratory, not in the default set nor in the rule below (added after the first
+                  seed showed the LM term moving every condition far, KL ~4.4 nats/token): the
+                  SOO term alone (lm_weight 0), the paper's recipe if it used no LM term
 
 Pre-registered (written before the first run; the report applies it as stated):
   * Measure: order-averaged forced-choice p(deceptive) on the test-split `main` (other)
@@ -36,7 +39,8 @@ from pathlib import Path
 
 from soo.core.io import RUN_CONFIG_FILE, write_json_atomic, write_jsonl_atomic
 
-CONDITIONS = ("soo", "lm_only", "soo_mismatched", "honest_sft")
+PREREGISTERED = ("soo", "lm_only", "soo_mismatched", "honest_sft")  # the default set, in the rule's order
+CONDITIONS = (*PREREGISTERED, "soo_only")
 EVAL_FILE = "eval.json"  # a cell's evaluation; written last, so its presence marks the cell done
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +50,7 @@ class ExperimentConfig:
     organism_dir: str = "outputs/organisms/asymmetric"
     output_dir: str | None = None  # default: <organism_dir>/experiment
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
+    conditions: list[str] = field(default_factory=lambda: list(PREREGISTERED))
     finetuning_config: str = "configs/smollm2-135m-instruct.yaml"  # SOO / LM-only / mismatched recipe
     train_pairs: str = "data/soo_train.jsonl"
     heldout_pairs: str = "data/soo_test.jsonl"
@@ -108,6 +112,8 @@ def _train_finetuning_cell(config: ExperimentConfig, organism: dict, condition: 
             "--answer_suffix", organism["config"]["answer_suffix"], *config.extra_finetuning_args]
     if condition == "lm_only":
         argv += ["--soo_weight", "0"]
+    elif condition == "soo_only":
+        argv += ["--lm_weight", "0"]
     completed = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True)
     (cell.parent / f"{cell.name}.log").write_text(completed.stdout + completed.stderr, encoding="utf-8")
     if completed.returncode != 0:
