@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{name}", default=getattr(base, name), help=f"(default: {getattr(base, name)})")
     for name in ("max_steps", "honest_sft_steps", "eval_n", "generation_n", "latent_pairs"):
         run.add_argument(f"--{name}", type=int, default=getattr(base, name), help=f"(default: {getattr(base, name)})")
+    run.add_argument("--honest_sft_learning_rate", type=float, default=None,
+                     help="the positive control's learning rate (default: the organism's)")
     run.add_argument("--no_progress", action="store_true", help="no progress bars")
 
     separation = commands.add_parser("separation", help="per layer: how far apart the last-token states of "
@@ -128,8 +130,8 @@ def main(argv=None) -> int:
             config = ExperimentConfig(
                 organism_dir=args.organism, output_dir=args.output_dir, seeds=args.seeds, conditions=args.conditions,
                 **{name: getattr(args, name) for name in ("finetuning_config", "train_pairs", "heldout_pairs",
-                                                          "max_steps", "honest_sft_steps", "eval_n", "generation_n",
-                                                          "latent_pairs")})
+                                                          "max_steps", "honest_sft_steps", "honest_sft_learning_rate",
+                                                          "eval_n", "generation_n", "latent_pairs")})
             for path in (config.finetuning_config, config.train_pairs, config.heldout_pairs):
                 if not Path(path).is_file():
                     raise ValueError(f"{path}: no such file (generate the pairs first, see --help)")

@@ -112,6 +112,7 @@ def test_mismatched_pairs_pair_no_self_prompt_with_its_own_other():
 
 
 def test_experiment_runs_resumes_and_reports(tiny_model_dir, data_files, tmp_path):
+    from soo.core.io import RUN_CONFIG_FILE
     from soo.organism.experiment import EVAL_FILE, ExperimentConfig, run_experiment
     from soo.organism.report import write_report
 
@@ -120,7 +121,7 @@ def test_experiment_runs_resumes_and_reports(tiny_model_dir, data_files, tmp_pat
     make_organism(organism, progress=False)
     config = ExperimentConfig(organism_dir=organism.output_dir, seeds=[0], conditions=["soo", "honest_sft"],
                               train_pairs=str(data_files[0]), heldout_pairs=str(data_files[1]), max_steps=2,
-                              honest_sft_steps=2, eval_n=2, generation_n=1, latent_pairs=4,
+                              honest_sft_steps=2, honest_sft_learning_rate=5e-3, eval_n=2, generation_n=1, latent_pairs=4,
                               extra_finetuning_args=["--soo_layers", "2", "--use_cpu", "--max_length", "512"])
     messages = []
     outcome = run_experiment(config, progress=False, log=messages.append)
@@ -128,6 +129,8 @@ def test_experiment_runs_resumes_and_reports(tiny_model_dir, data_files, tmp_pat
     root = tmp_path / "org" / "experiment"
     for cell in ("organism", "soo/seed0", "honest_sft/seed0"):
         assert (root / cell / EVAL_FILE).is_file(), cell
+    honest = json.loads((root / "honest_sft" / "seed0" / RUN_CONFIG_FILE).read_text())["honest_sft"]
+    assert (honest["kind"], honest["steps"], honest["learning_rate"]) == ("honest", 2, 5e-3)
     adapter = root / "soo" / "seed0" / "adapter_model.safetensors"
     trained_at = adapter.stat().st_mtime_ns
 
@@ -240,6 +243,8 @@ def test_each_condition_trains_with_its_own_loss_weights(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(argv, 0, "", "")
 
     monkeypatch.setattr(experiment.subprocess, "run", fake_run)
+    with pytest.raises(ValueError, match="honest_sft_learning_rate"):
+        experiment.ExperimentConfig(honest_sft_learning_rate=0.0)
     organism = {"merged_model": "m", "config": {"answer_prefix": "p", "answer_suffix": "s"}}
     config = experiment.ExperimentConfig(organism_dir=str(tmp_path))
     for condition in ("soo", "lm_only", "soo_only"):

@@ -56,6 +56,7 @@ class ExperimentConfig:
     heldout_pairs: str = "data/soo_test.jsonl"
     max_steps: int = 50
     honest_sft_steps: int = 50
+    honest_sft_learning_rate: float | None = None  # None: the organism's own learning rate
     eval_n: int = 50  # test-split instances per scenario (x 2 orders) for the forced choice
     generation_n: int = 25  # main-scenario instances for the generation protocol
     latent_pairs: int = 100
@@ -67,8 +68,9 @@ class ExperimentConfig:
             raise ValueError(f"unknown condition(s) {', '.join(unknown)}; valid: {', '.join(CONDITIONS)}")
         if not self.seeds:
             raise ValueError("give at least one seed")
-        for name in ("max_steps", "honest_sft_steps", "eval_n", "generation_n", "latent_pairs"):
-            if getattr(self, name) <= 0:
+        for name in ("max_steps", "honest_sft_steps", "eval_n", "generation_n", "latent_pairs",
+                     "honest_sft_learning_rate"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     @property
@@ -127,7 +129,9 @@ def _train_honest_sft_cell(config: ExperimentConfig, organism: dict, seed: int, 
                                   training_twins)
 
     made = organism["config"]
-    sft = OrganismConfig(**{**made, "kind": "honest", "steps": config.honest_sft_steps, "seed": 1000 + seed})
+    sft = OrganismConfig(**{**made, "kind": "honest", "steps": config.honest_sft_steps, "seed": 1000 + seed,
+                            "learning_rate": config.honest_sft_learning_rate or made["learning_rate"],
+                            "twin_learning_rate": None})
     tokenizer = load_tokenizer(organism["merged_model"])
     model = add_lora_for(load_model(organism["merged_model"], dtype="float32"), sft)
     pool = [[sft_example(tokenizer, prompt, target_option("honest", prompt), sft.answer_prefix) for prompt in twin]
@@ -199,8 +203,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, log=print) -
     settings_path = root / "experiment_config.json"
     if settings_path.is_file():
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
-        for key in ("finetuning_config", "train_pairs", "heldout_pairs", "max_steps", "honest_sft_steps", "eval_n",
-                    "generation_n", "latent_pairs", "extra_finetuning_args"):
+        for key in ("finetuning_config", "train_pairs", "heldout_pairs", "max_steps", "honest_sft_steps",
+                    "honest_sft_learning_rate", "eval_n", "generation_n", "latent_pairs", "extra_finetuning_args"):
             if previous.get(key) != getattr(config, key):
                 raise ValueError(f"{root} was run with {key} = {previous.get(key)!r}, not {getattr(config, key)!r}; "
                                  "use another --output_dir")
