@@ -137,7 +137,8 @@ def markdown(summaries: dict[str, dict]) -> str:
                          + f" | {_fmt(entry['other_minus_self'], signed=True)} |")
         verdict_ = summary["verdict"]
         lines += ["", "Verdict: positive control "
-                  + {True: "valid", False: "NOT valid (the measurement did not see the honest SFT's fall)",
+                  + {True: "valid", False: f"NOT valid (honest SFT did not lower the score by >= {POSITIVE_CONTROL_MIN_FALL} "
+                                           "with an interval below 0)",
                      None: f"not decidable (not run, or under {MIN_SEEDS} seeds)"}[verdict_.get("positive_control_valid")]
                   + "; SOO effect beyond the controls: "
                   + {True: "yes", False: "no", None: f"not decidable (a condition missing, or under {MIN_SEEDS} seeds)"}[verdict_.get("soo_effect")]
