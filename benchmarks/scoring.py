@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._cli import add_output_file_argument, output_file_error, positive_int
+from benchmarks._cli import add_output_file_argument, fail, output_file_error, positive_int
 from benchmarks.generation import cpu_snapshot, fmt_range, load_average, machine_info, others_cpu_share
 
 
@@ -58,13 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if output_file_error(args.output_file):
         return 2
-    from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
+    from soo.core.modeling import ModelLoadError, load_model, load_tokenizer, resolve_model_path
     from soo.core.prompts import ANSWER_SUFFIXES, DEFAULT_ANSWER_PREFIX
     from soo.eval.forced_choice import answer_prefix, score_choices, tokenize_choice
     from soo.eval.scenarios import SCENARIOS, build_eval_prompts
 
-    model_path = resolve_model_path(args.model_name_or_path)
-    tokenizer, model = load_tokenizer(model_path), load_model(model_path, dtype="float32")
+    try:
+        model_path = resolve_model_path(args.model_name_or_path)
+        tokenizer, model = load_tokenizer(model_path), load_model(model_path, dtype="float32")
+    except (OSError, ModelLoadError) as error:
+        return fail(error)
     template = args.answer_prefix or DEFAULT_ANSWER_PREFIX
     prompts = build_eval_prompts(list(SCENARIOS), n=args.n, seed=0, answer_suffix=ANSWER_SUFFIXES["mistral"])
     items = [tokenize_choice(tokenizer, p.prompt, answer_prefix(template, p), (p.deceptive_option, p.honest_option))

@@ -78,3 +78,6 @@ def test_scoring_benchmark_compares_the_methods_on_equal_scores(tiny_model_dir, 
     rows = [line for line in report.read_text().splitlines() if line.startswith("| ") and "x |" in line]
     assert [row.split("|")[1].strip() for row in rows] == list(scoring.METHODS)
     assert all(float(row.split("|")[5]) < 1e-3 for row in rows), rows  # every method gives the same scores
+    capsys.readouterr()
+    assert scoring.main(["--model_name_or_path", str(tmp_path / "missing"), "--output_file", ""]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
