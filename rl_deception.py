@@ -2,15 +2,21 @@
 
 Trains MADDPG deceptive and honest baselines on a 1-vs-1, two-landmark mpe2 scenario, fine-tunes
 the deceptive one with SOO (and two controls), measures behaviour and the SOO classifier, on the
-basic task and on the critique's hidden-hazard variant. CPU only; one seed ~14 min on one core.
+basic task and on the critique's hidden-hazard variant. CPU only; one seed ~14 min on one core
+(frozen-red, one SOO definition).
 
   python rl_deception.py all --seeds 0 1 2 --jobs 2          # seeds as separate processes, then the report
   python rl_deception.py all --quick --seeds 0 1             # smoke run (~30 s; plumbing only)
   python rl_deception.py run --seed 3 --output_dir results/rl   # one seed (e.g. one Slurm array task)
-  python rl_deception.py report --output_dir results/rl         # report.md + PNGs over every seed_* found
+  python rl_deception.py all --seeds 0 1 2 3 4 5 --soo_definitions authors masked --protocol co-trained
+  python rl_deception.py report --output_dir results/rl         # report.md + PNGs over every run found
 
-Outputs in --output_dir (default results/rl): seed_N/<variant>/<condition>/{checkpoint/,curve.csv,eval.json},
-seed_N/results.json, report.md, summary.json, learning_curves.png, classifier_accuracy.png, behaviour.png.
+--protocol: frozen-red (ours, default) or co-trained (the paper's); --soo_definitions: authors
+(default) and/or masked, sharing one seed's baselines; --env_preset: ours or paper (soo.rl.env).
+Outputs in --output_dir (default results/rl): seed_N/<variant>/<protocol>/{honest,deceptive,mse}/ and
+seed_N/<variant>/<protocol>/<definition>/{soo,random,soo_only,eval}/ (stages: checkpoint/, curve.csv),
+seed_N/results_<protocol>_<definition>.json, report.md, summary.json and per run
+<protocol>_<definition>_{learning_curves,classifier_accuracy,behaviour}.png.
 A finished stage is reused when a seed is run again (delete its folder to retrain); a stage
 trained with other settings than the run asks for is an error, not silently reused. Bad input
 (a number out of range, an output folder that cannot be created, no results to report on) exits
@@ -27,7 +33,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-CONFIG_KEYS = ("honest_episodes", "deceptive_episodes", "finetune_episodes", "eval_episodes", "soo_weight", "mse_weight", "visibility_radius")
+CONFIG_KEYS = ("honest_episodes", "deceptive_episodes", "finetune_episodes", "eval_episodes", "soo_weight", "mse_weight",
+               "soo_distance", "protocol")
+ENV_KEYS = ("env_preset", "visibility_radius")
 
 
 def _number(kind, minimum: float, inclusive: bool):
@@ -58,19 +66,22 @@ def fail(message) -> None:
 
 
 def build_config(args):
+    from soo.rl.env import ENV_PRESETS
     from soo.rl.experiment import RLExperimentConfig
 
-    config = RLExperimentConfig.quick() if args.quick else RLExperimentConfig()
-    overrides = {k: getattr(args, k) for k in CONFIG_KEYS if k != "visibility_radius" and getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in CONFIG_KEYS if getattr(args, k) is not None}
     if args.variants:
-        overrides["variants"] = tuple(args.variants)
+        options["variants"] = tuple(args.variants)
+    if args.soo_definitions:
+        options["soo_definitions"] = tuple(args.soo_definitions)
     try:  # the configs check their own values (ValueError)
-        config = replace(config, **overrides)
+        env = ENV_PRESETS[args.env_preset or "ours"]
         if args.visibility_radius is not None:
-            config = replace(config, env=replace(config.env, visibility_radius=args.visibility_radius))
+            env = replace(env, visibility_radius=args.visibility_radius)
+        options["env"] = env
+        return RLExperimentConfig.quick(**options) if args.quick else RLExperimentConfig(**options)
     except ValueError as error:
         fail(error)
-    return config
 
 
 def make_output_dir(output_dir: str) -> None:
@@ -85,17 +96,28 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_dir", default="results/rl",
                         help="folder for the seeds' checkpoints, results and the report (default results/rl)")
     parser.add_argument("--quick", action="store_true", help="smoke-run sizes: checks plumbing, does not learn the task")
-    parser.add_argument("--honest_episodes", type=positive_int, help="honest blue + red co-training (default 10000)")
+    parser.add_argument("--protocol", choices=["frozen-red", "co-trained"],
+                        help="frozen-red (default): the deceptive blue trains against the honest pair's red, frozen; "
+                        "co-trained (the paper's): both agents learn in every stage")
+    parser.add_argument("--soo_definitions", nargs="+", choices=["authors", "masked"],
+                        help="what self and other are for SOO (default: authors); several share one seed's baselines")
+    parser.add_argument("--soo_distance", choices=["mse", "log_mse"],
+                        help="the SOO fine-tuning term: mean MSE (default) or the authors' log(MSE + 1e-25)")
+    parser.add_argument("--env_preset", choices=["ours", "paper"],
+                        help="ours (default: radius 0.75, dense rewards) or paper (radius 0.125, sparse rewards)")
+    parser.add_argument("--honest_episodes", type=positive_int,
+                        help="honest blue + red co-training (default: 10000 frozen-red, 25000 co-trained)")
     parser.add_argument("--deceptive_episodes", type=positive_int,
-                        help="deceptive blue against the frozen red (default 30000)")
-    parser.add_argument("--finetune_episodes", type=positive_int, help="per fine-tuned condition (default 5000)")
+                        help="deceptive blue (default: 30000 frozen-red, 25000 co-trained)")
+    parser.add_argument("--finetune_episodes", type=positive_int,
+                        help="per fine-tuned condition (default: 5000 frozen-red, 10000 co-trained)")
     parser.add_argument("--eval_episodes", type=positive_int,
                         help="greedy evaluation episodes per condition (default 1000)")
     parser.add_argument("--soo_weight", type=non_negative_float,
                         help="weight of the SOO (and random-control) term (default 1.0)")
     parser.add_argument("--mse_weight", type=non_negative_float, help="weight of the action-MSE term (default 1.0)")
     parser.add_argument("--visibility_radius", type=positive_float,
-                        help="agents see each other within this distance (default 0.75)")
+                        help="agents see each other within this distance (default: the preset's, 0.75 or 0.125)")
     parser.add_argument("--variants", nargs="+", choices=["basic", "hazard"], help="default: both")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars (logs of parallel seeds)")
 
@@ -114,21 +136,24 @@ def run_one(args) -> None:
     except StageMismatch as error:
         fail(error)
     print(f"seed {args.seed} done in {(time.time() - started) / 60:.1f} min -> {Path(args.output_dir) / f'seed_{args.seed}'}")
-    for variant, block in results["variants"].items():
-        for condition, evaluation in block["conditions"].items():
-            s = evaluation["summary"]
-            print(f"  {variant:6s} {condition:9s} red at non-goal {100 * s['red_trapped']:5.1f}%  blue dist {s['blue_goal_distance']:.3f}  "
-                  f"= honest {100 * s['agreement_honest']:5.1f}%  = deceptive {100 * s['agreement_deceptive']:5.1f}%  SOO {s['soo']:.5f}")
+    for tag, result in results.items():
+        print(f"  {config.protocol}, SOO definition {tag}:")
+        for variant, block in result["variants"].items():
+            for condition, evaluation in block["conditions"].items():
+                s = evaluation["summary"]
+                print(f"  {variant:6s} {condition:9s} red at non-goal {100 * s['red_trapped']:5.1f}%  blue dist {s['blue_goal_distance']:.3f}  "
+                      f"= honest {100 * s['agreement_honest']:5.1f}%  = deceptive {100 * s['agreement_deceptive']:5.1f}%  SOO {s['soo']:.5f}")
 
 
 def forwarded_options(args) -> list[str]:
     """The config options of `all`, as `run` flags for each seed's process."""
     options = ["--output_dir", args.output_dir] + (["--quick"] if args.quick else [])
-    for key in CONFIG_KEYS:
+    for key in CONFIG_KEYS + ENV_KEYS:
         if getattr(args, key) is not None:
             options += [f"--{key}", str(getattr(args, key))]
-    if args.variants:
-        options += ["--variants", *args.variants]
+    for key in ("variants", "soo_definitions"):
+        if getattr(args, key):
+            options += [f"--{key}", *getattr(args, key)]
     return options
 
 
@@ -164,7 +189,7 @@ def report(args) -> None:
 
     try:
         path = write_report(args.output_dir)
-    except OSError as error:  # FileNotFoundError: no seed_*/results.json under the folder
+    except OSError as error:  # FileNotFoundError: no seed_*/results_*.json under the folder
         fail(error)
     print(path.read_text())
     print(f"report: {path}")
@@ -182,7 +207,7 @@ def main(argv=None) -> None:
     p_all.add_argument("--jobs", type=positive_int, default=2, help="seeds run at once, one CPU core each (default 2)")
     add_config_args(p_all)
     p_report = sub.add_parser("report", allow_abbrev=False,
-                              help="report.md and plots over every seed_* in --output_dir")
+                              help="report.md and plots over every run (seed_*/results_*.json) in --output_dir")
     p_report.add_argument("--output_dir", default="results/rl",
                           help="the folder `run` or `all` wrote the seeds to; the report goes there "
                           "(default results/rl)")

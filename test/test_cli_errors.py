@@ -54,7 +54,7 @@ CASES = {
     "evaluate: output folder cannot be created": (
         ["evaluate.py", "--output_dir", UNWRITABLE], _blocker, "cannot create the output folder"),
     "rl_deception: report on a missing folder": (
-        ["rl_deception.py", "report", "--output_dir", "{d}/no-results"], None, "no seed_*/results.json"),
+        ["rl_deception.py", "report", "--output_dir", "{d}/no-results"], None, "no seed_*/results_*.json"),
     "rl_deception: output folder cannot be created": (
         ["rl_deception.py", "run", "--quick", "--output_dir", UNWRITABLE], _blocker, "cannot create the output folder"),
     "rl_deception: bad number": (
@@ -135,7 +135,7 @@ IN_PROCESS = {
     "benchmarks.generation: unknown device": (
         "benchmarks.generation", ["--device", "nonsense", "--output_file", "{d}/g.md"], None, "--device nonsense"),
     "rl_deception: no results under a file": (
-        "rl_deception", ["report", "--output_dir", "{d}/blocker"], _blocker, "no seed_*/results.json"),
+        "rl_deception", ["report", "--output_dir", "{d}/blocker"], _blocker, "no seed_*/results_*.json"),
 }
 
 

@@ -9,26 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from soo.rl.env import BLUE, BLUE_OTHER_SLOT, RED, DeceptionEnvConfig, DeceptionScenario, env, parallel_env, raw_env
-from soo.rl.experiment import (
-    BLUE_INDEX,
-    FinetuneLoss,
-    activation_distance,
-    classification_accuracy,
-    soo_observation_pair,
-    soo_values,
-)
+from soo.rl.env import BLUE, BLUE_OTHER_SLOT, ENV_PRESETS, RED, DeceptionEnvConfig, DeceptionScenario, env, parallel_env, raw_env
+from soo.rl.experiment import BLUE_INDEX, FinetuneLoss, RLExperimentConfig, classification_accuracy
 from soo.rl.maddpg import MADDPG, Actor, MADDPGConfig
+from soo.rl.overlap import LOG_MSE_EPSILON, SOODefinition, activation_distance, per_episode_means
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("hazard", [False, True])
-def test_pettingzoo_api(hazard):
+@pytest.mark.parametrize("preset", ["ours", "paper"])
+def test_pettingzoo_api(hazard, preset):
     from pettingzoo.test import api_test, parallel_api_test
 
-    api_test(env(hazard=hazard), num_cycles=60)
-    parallel_api_test(parallel_env(hazard=hazard), num_cycles=60)
+    config = {**ENV_PRESETS[preset].__dict__, "hazard": hazard}
+    api_test(env(**config), num_cycles=60)
+    parallel_api_test(parallel_env(**config), num_cycles=60)
 
 
 def placed_env(**config) -> raw_env:
@@ -117,40 +113,111 @@ def test_visibility_radius_masks_exactly_the_other_agents_slot():
         np.testing.assert_allclose(seen[slot], [*(other.state.p_pos - agent.state.p_pos), 1.0])
 
 
-def test_soo_value_is_zero_for_equal_observations_and_positive_otherwise():
+def _blue_observations(n: int, radius: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blue observations as the environment writes them: red's slot filled only within `radius`."""
+    generator = torch.Generator().manual_seed(seed)
+    obs = torch.randn(n, 11, generator=generator)
+    offsets = 2 * torch.rand(n, 2, generator=generator) - 1
+    seen = offsets.norm(dim=1) <= radius
+    obs[:, BLUE_OTHER_SLOT] = 0.0
+    obs[seen, 8:10] = offsets[seen]
+    obs[seen, 10] = 1.0
+    return obs, offsets
+
+
+def test_masked_pairs_zero_reds_slot_for_self_and_write_its_true_offset_for_other():
     torch.manual_seed(0)
     actor = Actor(11, 5, 64)
-    obs = torch.randn(32, 11)
+    obs, offsets = _blue_observations(32, 0.75)
     assert torch.all(activation_distance(actor, obs, obs) == 0)
-    offsets = torch.randn(32, 2)
-    self_obs, other_obs = soo_observation_pair(obs, offsets)
+    self_obs, other_obs, rows = SOODefinition("masked").pairs(obs, offsets)
+    assert rows.tolist() == list(range(32))
     assert torch.all(self_obs[:, BLUE_OTHER_SLOT] == 0) and torch.all(other_obs[:, 10] == 1)
     torch.testing.assert_close(other_obs[:, 8:10], offsets)
     assert torch.all(other_obs[:, :8] == obs[:, :8]) and torch.all(self_obs[:, :8] == obs[:, :8])
-    values = soo_values(actor, obs, offsets)
+    values, _ = SOODefinition("masked").values(actor, obs, offsets)
     assert values.shape == (32,) and torch.all(values > 0)
 
 
-def _batch(n=64):
-    torch.manual_seed(1)
-    return {"obs": [torch.randn(n, 9), torch.randn(n, 11)], "other_offset": torch.randn(n, 2)}
+def test_authors_pairs_use_real_out_of_view_observations_and_place_red_inside_the_radius():
+    radius = 0.4
+    obs, offsets = _blue_observations(400, radius)
+    out_of_view = obs[:, 10] == 0
+    assert 0 < out_of_view.sum() < 400
+    self_obs, other_obs, rows = SOODefinition("authors", radius).pairs(obs, offsets, torch.Generator().manual_seed(1))
+    assert rows.tolist() == torch.nonzero(out_of_view).flatten().tolist()
+    torch.testing.assert_close(self_obs, obs[rows])  # the real observations, unchanged
+    assert torch.all(self_obs[:, BLUE_OTHER_SLOT] == 0)
+    placed = other_obs[:, 8:10].norm(dim=1)
+    assert torch.all(other_obs[:, 10] == 1) and torch.all(placed < radius)
+    assert placed.max() > 0.9 * radius and placed.min() < 0.1 * radius  # spread over the disc, not one point
+    assert torch.all(other_obs[:, :8] == self_obs[:, :8])
+    # the placement does not look at red's true position
+    _, again, _ = SOODefinition("authors", radius).pairs(obs, -offsets, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(again, other_obs)
 
 
-def test_soo_term_gradient_reaches_the_policy_and_the_red_slot_weights():
+def test_soo_is_zero_when_blues_activations_ignore_red():
+    obs, offsets = _blue_observations(200, 0.5)
+    actor = Actor(11, 5, 64)
+    with torch.no_grad():
+        actor.fc1.weight[:, BLUE_OTHER_SLOT] = 0.0
+    for name in ("authors", "masked"):
+        values, rows = SOODefinition(name, 0.5).values(actor, obs, offsets, torch.Generator().manual_seed(0))
+        assert rows.numel() > 0 and torch.all(values == 0), name
+
+
+def test_log_mse_distance_is_the_log_of_the_mean_pair_value():
+    values = torch.tensor([0.1, 0.3])
+    assert SOODefinition(distance="mse").term(values).item() == pytest.approx(0.2)
+    assert SOODefinition(distance="log_mse").term(values).item() == pytest.approx(np.log(0.2 + LOG_MSE_EPSILON))
+    assert SOODefinition(distance="log_mse").term(torch.zeros(3)).item() == pytest.approx(np.log(LOG_MSE_EPSILON))
+    with pytest.raises(ValueError, match="soo_definition"):
+        SOODefinition("other")
+    with pytest.raises(ValueError, match="soo_distance"):
+        SOODefinition(distance="l1")
+
+
+def test_per_episode_means_leave_episodes_without_pairs_out():
+    values = torch.tensor([1.0, 3.0, 5.0])
+    rows = torch.tensor([0, 1, 6])  # 3 steps per episode: episodes 0, 0 and 2
+    means = per_episode_means(values, rows, episodes=3, steps=3)
+    assert means[0] == 2.0 and np.isnan(means[1]) and means[2] == 5.0
+
+
+def _batch(n=64, radius=0.75):
+    obs, offsets = _blue_observations(n, radius, seed=1)
+    return {"obs": [torch.randn(n, 9), obs], "other_offset": offsets}
+
+
+@pytest.mark.parametrize("name", ["authors", "masked"])
+@pytest.mark.parametrize("distance", ["mse", "log_mse"])
+def test_soo_term_gradient_reaches_the_policy_and_the_red_slot_weights(name, distance):
     actor, baseline = Actor(11, 5, 64), Actor(11, 5, 64)
     baseline.load_state_dict(actor.state_dict())
-    loss_fn = FinetuneLoss("soo", baseline, soo_weight=1.0, mse_weight=1.0)
+    definition = SOODefinition(name, 0.75, distance)
+    loss_fn = FinetuneLoss("soo", baseline, 1.0, 1.0, generator=torch.Generator().manual_seed(0), definition=definition)
     loss, logs = loss_fn(BLUE_INDEX, actor, _batch())
     loss.backward()
-    assert logs["soo"] > 0 and logs["action_mse"] == 0  # identical to the baseline at the start
+    assert logs["action_mse"] == 0  # identical to the baseline at the start
+    assert logs["soo"] > 0 if distance == "mse" else np.isfinite(logs["soo"])
+    assert 0 < logs["soo_pairs"] <= 64
     assert actor.fc1.weight.grad[:, BLUE_OTHER_SLOT].abs().sum() > 0
     assert actor.fc2.weight.grad.abs().sum() > 0
     assert loss_fn(0, actor, _batch()) is None  # red's actor gets no extra term
 
 
+def test_authors_soo_adds_nothing_to_a_batch_where_red_is_always_in_view():
+    actor, baseline = Actor(11, 5, 64), Actor(11, 5, 64)
+    loss_fn = FinetuneLoss("soo", baseline, 1.0, 1.0, definition=SOODefinition("authors", 3.0))
+    loss, logs = loss_fn(BLUE_INDEX, actor, _batch(radius=3.0))  # every offset is within 3.0
+    assert logs["soo_pairs"] == 0 and "soo" not in logs and loss.item() == pytest.approx(logs["action_mse"])
+
+
 def test_random_control_has_a_gradient_and_a_value_in_soo_range():
     actor, baseline = Actor(11, 5, 64), Actor(11, 5, 64)
-    loss_fn = FinetuneLoss("random", baseline, 1.0, 0.0, random_range=(0.01, 0.02), generator=torch.Generator().manual_seed(0))
+    loss_fn = FinetuneLoss("random", baseline, 1.0, 0.0, random_range=(0.01, 0.02), generator=torch.Generator().manual_seed(0),
+                           definition=SOODefinition("masked"))
     values = []
     for _ in range(20):
         actor.zero_grad()
@@ -191,55 +258,93 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_quick_run_end_to_end_writes_the_report(tmp_path):
     out = tmp_path / "rl"
-    cmd = [sys.executable, str(REPO / "rl_deception.py"), "all", "--quick", "--seeds", "0", "1", "--jobs", "2", "--output_dir", str(out)]
+    cmd = [sys.executable, str(REPO / "rl_deception.py"), "all", "--quick", "--seeds", "0", "1", "--jobs", "2",
+           "--soo_definitions", "authors", "masked", "--output_dir", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("report.md", "summary.json", "learning_curves.png", "classifier_accuracy.png", "behaviour.png"):
-        assert (out / name).stat().st_size > 0, name
+    assert (out / "report.md").stat().st_size > 0 and (out / "summary.json").stat().st_size > 0
+    for run in ("frozen-red_authors", "frozen-red_masked"):
+        for plot in ("learning_curves", "classifier_accuracy", "behaviour"):
+            assert (out / f"{run}_{plot}.png").stat().st_size > 0, (run, plot)
     report = (out / "report.md").read_text()
-    assert "n = 2" in report and "hazard variant" in report and "SOO classifier" in report
+    assert "n = 2" in report and "hazard variant" in report and "SOO classifier" in report and "Side by side" in report
+    assert "| frozen-red | authors | basic | soo | 2 |" in report and "| frozen-red | masked | hazard | mse | 2 |" in report
     summary = json.loads((out / "summary.json").read_text())
-    for variant in ("basic", "hazard"):
-        conditions = summary["variants"][variant]["conditions"]
+    assert set(summary) == {"frozen-red/authors", "frozen-red/masked"}
+    for run, variant in ((r, v) for r in summary for v in ("basic", "hazard")):
+        conditions = summary[run]["variants"][variant]["conditions"]
         assert set(conditions) == {"deceptive", "honest", "soo", "random", "mse", "soo_only"}
         assert len(conditions["soo"]["red_trapped"]["per_seed"]) == 2
-        assert summary["variants"][variant]["classifier"]["pairs"] == 4
-        assert (out / "seed_1" / variant / "soo" / "checkpoint" / "weights.safetensors").exists()
+        assert summary[run]["variants"][variant]["classifier"]["pairs"] == 4
+    # The baselines and the mse control are trained once and shared; SOO-dependent stages per definition.
+    for variant in ("basic", "hazard"):
+        base = out / "seed_1" / variant / "frozen-red"
+        for stage in ("honest", "deceptive", "mse", "authors/soo", "masked/soo", "authors/random", "masked/soo_only"):
+            assert (base / stage / "checkpoint" / "weights.safetensors").exists(), stage
+        assert not (base / "authors" / "mse").exists()
     # Rerunning a finished seed reuses its checkpoints and reproduces its evaluation exactly.
-    before = json.loads((out / "seed_0" / "results.json").read_text())
+    results = out / "seed_0" / "results_frozen-red_authors.json"
+    before = json.loads(results.read_text())
     rerun = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "0", "--no_progress",
                             "--output_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "reusing" in rerun.stdout
-    after = json.loads((out / "seed_0" / "results.json").read_text())
+    assert "reusing" in rerun.stdout and "episodes in" not in rerun.stdout
+    after = json.loads(results.read_text())
     # ... but not when the run asks for other settings than the saved stages were trained with.
     other = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "0", "--no_progress",
                             "--soo_weight", "5", "--output_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert other.returncode != 0 and "soo_weight" in other.stderr and "other settings" in other.stderr, other.stderr[-2000:]
     for variant in ("basic", "hazard"):
-        assert after["variants"][variant]["conditions"] == before["variants"][variant]["conditions"]
+        # NaN (an episode without a pair) is not equal to itself: compare the JSON text
+        assert json.dumps(after["variants"][variant]["conditions"]) == json.dumps(before["variants"][variant]["conditions"])
         assert after["variants"][variant]["train_seconds"] == before["variants"][variant]["train_seconds"]
 
 
-def test_every_condition_plays_against_the_honest_pairs_red(tmp_path):
+def _actor_weights(folder: Path, agent: int) -> dict:
     from safetensors.torch import load_file
 
-    from soo.rl.experiment import RLExperimentConfig, run_seed
+    weights = load_file(str(folder / "checkpoint" / "weights.safetensors"))
+    return {k: v for k, v in weights.items() if k.startswith(f"actor{agent}.")}
 
-    config = RLExperimentConfig.quick()
-    config = RLExperimentConfig(**{**config.__dict__, "honest_episodes": 150, "deceptive_episodes": 150,
-                                   "finetune_episodes": 50, "eval_episodes": 20, "variants": ("basic",)})
+
+def _assert_same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("protocol", ["frozen-red", "co-trained"])
+def test_who_learns_in_each_protocol(tmp_path, protocol):
+    """frozen-red: every condition plays against the honest pair's red, unchanged; co-trained: the
+    deceptive pair starts from scratch and red keeps learning while blue is fine-tuned."""
+    from soo.rl.experiment import run_seed
+
+    config = RLExperimentConfig.quick(protocol=protocol, honest_episodes=150, deceptive_episodes=150, finetune_episodes=50,
+                                      eval_episodes=20, variants=("basic",))
     run_seed(config, 0, tmp_path, progress=False)
-    red = {}
-    for condition in ("honest", "deceptive", "soo", "random", "mse", "soo_only"):
-        weights = load_file(str(tmp_path / "seed_0" / "basic" / condition / "checkpoint" / "weights.safetensors"))
-        red[condition] = {k: v for k, v in weights.items() if k.startswith("actor0.")}
-        blue = weights["actor1.fc1.weight"]
-        red_reference = red["honest"]
-        for key, value in red[condition].items():
-            torch.testing.assert_close(value, red_reference[key])
-        if condition != "honest":
-            assert not torch.equal(blue, load_file(str(tmp_path / "seed_0" / "basic" / "honest" / "checkpoint" / "weights.safetensors"))["actor1.fc1.weight"])
+    base = tmp_path / "seed_0" / "basic" / protocol
+    folders = {c: base / c for c in ("honest", "deceptive", "mse")} | {c: base / "authors" / c for c in ("soo", "random", "soo_only")}
+    red = {c: _actor_weights(f, 0) for c, f in folders.items()}
+    blue = {c: _actor_weights(f, 1) for c, f in folders.items()}
+    for condition in ("deceptive", "soo", "random", "mse", "soo_only"):
+        assert not _assert_same(blue[condition], blue["honest"]), condition
+        if protocol == "frozen-red":
+            assert _assert_same(red[condition], red["honest"]), condition
+        else:
+            assert not _assert_same(red[condition], red["honest"]), condition
+            if condition != "deceptive":
+                assert not _assert_same(red[condition], red["deceptive"]), condition
+    results = json.loads((tmp_path / "seed_0" / f"results_{protocol}_authors.json").read_text())
+    assert results["protocol"] == protocol and results["soo_definition"] == "authors"
+    assert results["config"]["honest_episodes"] == 150
+
+
+def test_protocols_fill_in_their_own_episode_counts():
+    assert (RLExperimentConfig().honest_episodes, RLExperimentConfig().finetune_episodes) == (10_000, 5_000)
+    co = RLExperimentConfig(protocol="co-trained", finetune_episodes=7)
+    assert (co.honest_episodes, co.deceptive_episodes, co.finetune_episodes) == (25_000, 25_000, 7)
+    with pytest.raises(ValueError, match="protocol"):
+        RLExperimentConfig(protocol="frozen")
+    with pytest.raises(ValueError, match="soo_definition"):
+        RLExperimentConfig(soo_definitions=("authors", "mine"))
 
 
 def test_blind_evaluation_hides_red_from_blue_only():
@@ -271,3 +376,35 @@ def test_training_is_reproducible_from_its_seed():
         weights.append((agent.actors[1].fc1.weight.detach().clone(), [row["blue_return"] for row in curve]))
     assert torch.equal(weights[0][0], weights[1][0]) and weights[0][1] == weights[1][1]
     assert not torch.equal(weights[0][0], weights[2][0])
+
+
+def test_paper_preset_starts_blue_near_red_and_pays_sparse_rewards():
+    paper = ENV_PRESETS["paper"]
+    assert paper.visibility_radius == 0.125 and paper.reward_shape == "sparse"
+    e = raw_env(**{**paper.__dict__, "reward_mode": "deceptive"})
+    for seed in range(20):
+        e.reset(seed=seed)
+        world = e.world
+        assert np.linalg.norm(world.blue.state.p_pos - world.red.state.p_pos) <= 0.125 + 1e-9
+        assert all(np.all(np.abs(x.state.p_pos) <= 0.825) for x in world.landmarks + [world.red])
+        assert e.observe(BLUE)[10] == 1.0  # the episode starts with red in view
+    e = placed_env(**{**paper.__dict__, "reward_mode": "deceptive"})
+    world = e.world
+    world.blue.state.p_pos = world.goal.state.p_pos + np.array([0.1, 0.0])  # within 0.16 of the goal
+    world.red.state.p_pos = world.fake.state.p_pos.copy()  # trapped
+    step_noop(e)
+    assert e.rewards[BLUE] == pytest.approx(5.0 + 10.0) and e.rewards[RED] == 0.0
+    world.blue.state.p_pos = world.fake.state.p_pos + np.array([0.0, 0.1])  # near red, away from the goal
+    step_noop(e)
+    assert e.rewards[BLUE] == pytest.approx(10.0) and e.rewards[RED] == pytest.approx(1.0)
+    for walls, e in ((True, e), (False, placed_env(**{**paper.__dict__, "arena_extent": None}))):
+        e.world.blue.state.p_pos = np.array([0.98, 0.0])
+        for _ in range(6):
+            for agent in e.agents:
+                e.step(2 if agent == BLUE else 0)  # blue pushes right, into the wall at 1.0
+        assert (e.world.blue.state.p_pos[0] == 1.0) if walls else (e.world.blue.state.p_pos[0] > 1.05)
+    honest = placed_env(**{**paper.__dict__, "reward_mode": "honest"})
+    honest.world.blue.state.p_pos = honest.world.goal.state.p_pos.copy()
+    honest.world.red.state.p_pos = honest.world.fake.state.p_pos.copy()
+    step_noop(honest)
+    assert honest.world.red_trapped and honest.rewards[BLUE] == pytest.approx(5.0)

@@ -286,7 +286,7 @@ def test_rl_array_job_runs_one_seed_per_task_then_the_report(slurm_cluster, subm
     assert result.returncode == 0, f"sbatch --wait exit {result.returncode}; logs:\n{logs}"
     for seed, log in logs.items():
         assert f"SOO RL seed {seed}" in log and f"seed {seed} finished (exit 0)" in log, log[-2000:]
-        assert (out_dir / f"seed_{seed}" / "results.json").is_file()
+        assert (out_dir / f"seed_{seed}" / "results_frozen-red_authors.json").is_file()
     report = subprocess.run([sys.executable, "rl_deception.py", "report", "--output_dir", str(out_dir)], cwd=submit_dir,
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr[-2000:]

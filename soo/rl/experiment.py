@@ -3,19 +3,32 @@
 One seed runs, for each environment variant ("basic", and "hazard" = the critique's variant):
   honest     MADDPG from scratch, both agents learning, honest blue reward. Red learns that blue
              heads for the goal and follows it: a trusting red.
-  deceptive  a new blue, MADDPG against that red (frozen), deceptive blue reward: blue learns to
-             exploit red's trust by leading it into the trap at the non-goal landmark.
-             (Co-training both from scratch with the deceptive reward reached only ~50% trapping in
-             30k episodes here: red keeps adapting; a frozen trusting red is also what makes
-             "red at the non-goal landmark" a measure of blue's deception alone.)
+  deceptive  a deceptive blue (deceptive blue reward), trained under one of two protocols:
+             frozen-red  (ours) a new blue against the honest pair's red, frozen: blue learns to
+                         exploit red's trust by leading it into the trap at the non-goal landmark.
+                         (Co-training both from scratch with the deceptive reward reached only ~50%
+                         trapping in 30k episodes here: red keeps adapting; a frozen trusting red
+                         is also what makes "red at the non-goal landmark" a measure of blue's
+                         deception alone.)
+             co-trained  (the paper's) blue and red from scratch, both learning, deceptive blue reward;
+                         red keeps learning in every later stage too, as in the authors' code.
   soo        the deceptive blue fine-tuned: deceptive reward + SOO on blue's hidden activations
              + MSE keeping blue's action probabilities near the deceptive baseline's
   random     the same, with SOO replaced by a random-target term whose value is drawn from
              SOO's empirical range (see FinetuneLoss)
   mse        the same with the MSE term only
   soo_only   an ablation beyond the paper's controls: SOO without the MSE term
-Every condition plays against the same frozen red, so differences in where red ends up come from
-blue. Each finished stage is saved (safetensors) and reused when the command is run again, so an
+Under frozen-red every condition plays against the same frozen red, so differences in where red
+ends up come from blue; under co-trained each condition plays against its own red.
+
+What "self" and "other" are for SOO is a named definition (soo.rl.overlap: "authors", the
+default, or "masked"); one seed can fine-tune and evaluate under several definitions, sharing the
+baselines and the mse control (which do not depend on it). Layout under --output_dir:
+  seed_N/<variant>/<protocol>/{honest,deceptive,mse}/             stages shared by definitions
+  seed_N/<variant>/<protocol>/<definition>/{soo,random,soo_only}/
+  seed_N/<variant>/<protocol>/<definition>/eval/<condition>.json   evaluation under that definition
+  seed_N/results_<protocol>_<definition>.json
+Each finished stage is saved (safetensors) and reused when the command is run again, so an
 interrupted seed resumes at the stage it was in.
 """
 
@@ -34,6 +47,7 @@ from tqdm import tqdm
 
 from soo.rl.env import BLUE, BLUE_OTHER_SLOT, N_ACTIONS, RED, DeceptionEnvConfig, parallel_env
 from soo.rl.maddpg import MADDPG, Actor, MADDPGConfig, ReplayBuffer
+from soo.rl.overlap import SOO_DEFINITIONS, SOO_DISTANCES, SOODefinition, activation_distance, per_episode_means
 
 RED_INDEX, BLUE_INDEX = 0, 1
 VARIANTS = ("basic", "hazard")
@@ -42,14 +56,28 @@ BASELINES = ("deceptive", "honest")
 # ablation beyond the paper's controls: does the MSE anchor alone keep the deceptive behaviour?
 FINETUNES = {"soo": ("soo", True), "random": ("random", True), "mse": ("mse", True), "soo_only": ("soo", False)}
 CONDITIONS = BASELINES + tuple(FINETUNES)
+PROTOCOLS = ("frozen-red", "co-trained")
+# (honest, deceptive, fine-tuning) episodes when not given. frozen-red: the honest pair plateaus by
+# ~4k here and trapping took off after ~10-15k; co-trained: the paper's 25k pretraining and its
+# 10k fine-tuning (the upper end of "up to 10k").
+PROTOCOL_EPISODES = {"frozen-red": (10_000, 30_000, 5_000), "co-trained": (25_000, 25_000, 10_000)}
+
+
+def depends_on_definition(condition: str) -> bool:
+    """Whether a stage's training depends on the SOO definition (the mse control does not)."""
+    mode, _ = FINETUNES.get(condition, ("mse", True))
+    return mode != "mse"
 
 
 @dataclass
 class RLExperimentConfig:
-    honest_episodes: int = 10_000  # honest blue and red co-trained; plateaus by ~4k here
-    deceptive_episodes: int = 30_000  # deceptive blue vs the frozen red; trapping took off after ~10-15k here
-    finetune_episodes: int = 5_000
+    protocol: str = "frozen-red"
+    honest_episodes: int | None = None  # None: the protocol's (PROTOCOL_EPISODES), filled in at construction
+    deceptive_episodes: int | None = None
+    finetune_episodes: int | None = None
     eval_episodes: int = 1_000
+    soo_definitions: tuple[str, ...] = ("authors",)  # each gets its own fine-tuned stages and evaluation
+    soo_distance: str = "mse"  # the fine-tuning term: "mse" or the authors' "log_mse"
     soo_weight: float = 1.0
     mse_weight: float = 1.0
     variants: tuple[str, ...] = VARIANTS
@@ -57,49 +85,53 @@ class RLExperimentConfig:
     maddpg: MADDPGConfig = field(default_factory=MADDPGConfig)
     eval_seed_offset: int = 1_000_000  # evaluation episodes never share seeds with training
 
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        self.soo_definitions = tuple(dict.fromkeys(self.soo_definitions))
+        if not self.soo_definitions:
+            raise ValueError("at least one SOO definition is needed")
+        for name in self.soo_definitions:
+            self.definition(name)  # SOODefinition checks the name and the distance
+        defaults = PROTOCOL_EPISODES[self.protocol]
+        for key, default in zip(("honest_episodes", "deceptive_episodes", "finetune_episodes"), defaults):
+            if getattr(self, key) is None:
+                setattr(self, key, default)
+
+    def definition(self, name: str) -> SOODefinition:
+        return SOODefinition(name, self.env.visibility_radius, self.soo_distance)
+
+    def definition_tag(self, name: str) -> str:
+        """Folder and file name part of one definition's results."""
+        return name if self.soo_distance == "mse" else f"{name}-{self.soo_distance}"
+
     @classmethod
-    def quick(cls) -> "RLExperimentConfig":
+    def quick(cls, **overrides) -> "RLExperimentConfig":
         """Smoke-run sizes (~30 s for two seeds on 2 CPU cores): checks plumbing, not learning."""
-        return cls(honest_episodes=300, deceptive_episodes=300, finetune_episodes=100, eval_episodes=100,
-                   maddpg=MADDPGConfig(batch_size=256, warmup_steps=1_000))
+        sizes = dict(honest_episodes=300, deceptive_episodes=300, finetune_episodes=100, eval_episodes=100,
+                     maddpg=MADDPGConfig(batch_size=256, warmup_steps=1_000))
+        return cls(**{**sizes, **overrides})
 
 
-# ---------------------------------------------------------------- SOO on blue's policy
-
-
-def soo_observation_pair(blue_obs: torch.Tensor, other_offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(self, other) versions of blue's observations: red out of view, and red in view at its true offset."""
-    self_obs = blue_obs.clone()
-    self_obs[..., BLUE_OTHER_SLOT] = 0.0
-    other_obs = blue_obs.clone()
-    other_obs[..., BLUE_OTHER_SLOT.start:BLUE_OTHER_SLOT.start + 2] = other_offset
-    other_obs[..., BLUE_OTHER_SLOT.stop - 1] = 1.0
-    return self_obs, other_obs
-
-
-def activation_distance(actor: Actor, obs_a: torch.Tensor, obs_b: torch.Tensor) -> torch.Tensor:
-    """Per-row mean squared difference of the actor's hidden activations on two observations."""
-    return (actor.hidden_activations(obs_a) - actor.hidden_activations(obs_b)).pow(2).mean(dim=-1)
-
-
-def soo_values(actor: Actor, blue_obs: torch.Tensor, other_offset: torch.Tensor) -> torch.Tensor:
-    """Per-observation SOO value: the activation distance between the self and the other
-    observation. 0 = full overlap; larger = less overlap."""
-    return activation_distance(actor, *soo_observation_pair(blue_obs, other_offset))
+# ---------------------------------------------------------------- fine-tuning terms
 
 
 @dataclass
 class FinetuneLoss:
     """Extra terms of blue's actor loss during fine-tuning.
 
-    mode "soo":    soo_weight * SOO value (gradient reaches both passes)
-    mode "random": soo_weight * MSE(h_self, h_self.detach() + noise), the noise scaled so that the
-                   term's value is a number drawn uniformly from [0, baseline SOO] (SOO's range
-                   while SOO fine-tuning takes it from the baseline's value towards 0); a random
-                   constant alone would carry no gradient, this gives a gradient of the same size
-                   in a random direction
+    mode "soo":    soo_weight * the definition's SOO term over the batch's (self, other) pairs
+                   (gradient reaches both passes; see soo.rl.overlap)
+    mode "random": soo_weight * the same term with h_other replaced by h_self.detach() + noise on
+                   the definition's self observations, the noise scaled so that the pairs' MSE is
+                   a number drawn uniformly from [0, baseline SOO] (SOO's range while SOO
+                   fine-tuning takes it from the baseline's value towards 0); a random constant
+                   alone would carry no gradient, this gives a gradient of the same size in a
+                   random direction
     mode "mse":    no SOO-like term
     All modes add mse_weight * MSE(blue's action probabilities, the deceptive baseline's).
+    A batch with no pair (under "authors": red in view in every sampled observation) adds no
+    SOO-like term.
     """
 
     mode: str
@@ -108,6 +140,7 @@ class FinetuneLoss:
     mse_weight: float
     random_range: tuple[float, float] = (0.0, 0.0)
     generator: torch.Generator | None = None
+    definition: SOODefinition = field(default_factory=SOODefinition)
 
     def __call__(self, agent_index: int, actor: Actor, batch: dict):
         if agent_index != BLUE_INDEX:
@@ -119,22 +152,27 @@ class FinetuneLoss:
         mse = F.mse_loss(F.softmax(logits, dim=-1), baseline_probs)
         loss = self.mse_weight * mse
         logs = {"action_mse": float(mse.detach())}
+        if self.mode not in ("soo", "random", "mse"):
+            raise ValueError(f"unknown fine-tuning mode {self.mode!r}")
+        if self.mode == "mse":
+            return loss, logs
+        self_obs, other_obs, rows = self.definition.pairs(obs, batch["other_offset"], self.generator)
+        logs["soo_pairs"] = rows.numel()
+        if rows.numel() == 0:
+            return loss, logs
         if self.mode == "soo":
-            soo = soo_values(actor, obs, batch["other_offset"]).mean()
+            soo = self.definition.term(activation_distance(actor, self_obs, other_obs))
             loss = loss + self.soo_weight * soo
             logs["soo"] = float(soo.detach())
-        elif self.mode == "random":
-            self_obs, _ = soo_observation_pair(obs, batch["other_offset"])
+        else:
             h = actor.hidden_activations(self_obs)
             lo, hi = self.random_range
             value = lo + (hi - lo) * float(torch.rand((), generator=self.generator))
             noise = torch.randn(h.shape, generator=self.generator)
             noise = noise * (value / noise.pow(2).mean().clamp_min(1e-12)).sqrt()
-            random_term = F.mse_loss(h, h.detach() + noise)
+            random_term = self.definition.term((h - (h.detach() + noise)).pow(2).mean(dim=-1))
             loss = loss + self.soo_weight * random_term
             logs["random_term"] = float(random_term.detach())
-        elif self.mode != "mse":
-            raise ValueError(f"unknown fine-tuning mode {self.mode!r}")
         return loss, logs
 
 
@@ -222,11 +260,15 @@ def evaluate(
     seed: int,
     references: dict[str, Actor],
     blue_blind: bool = False,
+    definition: SOODefinition | None = None,
 ) -> dict:
     """Greedy play for `episodes` episodes. Returns per-episode arrays and their summary:
     red_trapped (red ends at the non-goal landmark), blue/red final distance to the goal, blue's
-    return, steps each agent spent in the hazard, blue's mean SOO value per episode, and agreement
-    of blue's greedy action with each reference actor on the states blue visited.
+    return, steps each agent spent in the hazard, blue's mean SOO value per episode under
+    `definition` (default: "authors" at the environment's radius; NaN for an episode without a
+    pair), and agreement of blue's greedy action with each reference actor on the states blue
+    visited. Red's placements for "authors" are drawn from a generator seeded with `seed`, so
+    every policy is measured on the same pairs.
 
     blue_blind=True hides red from blue's actor (red's slot zeroed, as when out of view) for the
     whole episode: if blue still leads red into the trap, its deception does not use red's
@@ -260,10 +302,15 @@ def evaluate(
     obs_t = torch.from_numpy(np.stack(blue_obs))
     offsets_t = torch.from_numpy(np.stack(offsets))
     blue = agent.actors[BLUE_INDEX]
-    per_episode["soo"] = soo_values(blue, obs_t, offsets_t).reshape(episodes, -1).mean(dim=1).tolist()
+    definition = definition or SOODefinition(visibility_radius=env_config.visibility_radius)
+    values, rows = definition.values(blue, obs_t, offsets_t, torch.Generator().manual_seed(seed))
+    per_episode["soo"] = per_episode_means(values, rows, episodes, env_config.max_cycles)
     greedy = blue(obs_t).argmax(-1)
     probs = F.softmax(blue(obs_t), -1)
-    summary = {k: float(np.mean(v)) for k, v in per_episode.items()}
+    summary = {k: float(np.mean(v)) for k, v in per_episode.items() if k != "soo"}
+    with_pairs = [v for v in per_episode["soo"] if np.isfinite(v)]  # episodes with at least one (self, other) pair
+    summary["soo"] = float(np.mean(with_pairs)) if with_pairs else float("nan")
+    summary["soo_episodes"] = len(with_pairs)
     for name, actor in references.items():
         summary[f"agreement_{name}"] = float((actor(obs_t).argmax(-1) == greedy).float().mean())
         summary[f"action_mse_{name}"] = float(F.mse_loss(probs, F.softmax(actor(obs_t), -1)))
@@ -326,97 +373,136 @@ class StageMismatch(RuntimeError):
     """A saved stage was trained with other settings than this run asks for."""
 
 
-def _stage(out: Path, name: str, make, settings: dict) -> MADDPG:
+def _stage(folder: Path, make, settings: dict) -> MADDPG:
     """Run a training stage unless its checkpoint exists (then load it).
 
     `settings` are what the stage depends on (stored with the checkpoint): reusing a stage trained
     with other settings would silently mix experiments, so that is an error instead."""
-    checkpoint = out / name / "checkpoint"
+    checkpoint = folder / "checkpoint"
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
     if (checkpoint / "meta.json").exists():
         saved = json.loads((checkpoint / "meta.json").read_text()).get("settings")
         if saved is not None and saved != settings:
             changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-            raise StageMismatch(f"{out / name} was trained with other settings ({', '.join(changed)}: "
+            raise StageMismatch(f"{folder} was trained with other settings ({', '.join(changed)}: "
                                 f"{ {k: saved.get(k) for k in changed} } there, { {k: settings.get(k) for k in changed} } now). "
                                 "Use another --output_dir, or delete that folder to retrain it.")
-        print(f"  {name}: reusing {checkpoint}", flush=True)
+        print(f"  {folder.name}: reusing {checkpoint}", flush=True)
         return MADDPG.load(checkpoint)
     start = time.time()
     agent, curve = make()
-    (out / name).mkdir(parents=True, exist_ok=True)
-    write_curve(out / name / "curve.csv", curve)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_curve(folder / "curve.csv", curve)
     seconds = time.time() - start
-    agent.save(checkpoint, {"stage": name, "train_seconds": round(seconds, 1), "settings": settings})
+    agent.save(checkpoint, {"stage": folder.name, "train_seconds": round(seconds, 1), "settings": settings})
     last = curve[-min(len(curve), 500):]
-    print(f"  {out.name}/{name}: {len(curve)} episodes in {seconds:.0f} s ({len(curve) / seconds:.0f}/s); last {len(last)}: "
+    print(f"  {folder}: {len(curve)} episodes in {seconds:.0f} s ({len(curve) / seconds:.0f}/s); last {len(last)}: "
           f"blue return {np.mean([r['blue_return'] for r in last]):.2f}, red trapped {100 * np.mean([r['red_trapped'] for r in last]):.1f}%",
           flush=True)
     return agent
 
 
-def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progress: bool = True) -> dict:
-    """Train, fine-tune and evaluate every condition of every variant for one seed."""
+def stage_folder(out_root: Path, variant: str, protocol: str, definition_tag: str, condition: str) -> Path:
+    """Where one stage lives (the module docstring's layout)."""
+    base = Path(out_root) / variant / protocol
+    return base / definition_tag / condition if depends_on_definition(condition) else base / condition
+
+
+def results_path(out_root: Path, protocol: str, definition_tag: str) -> Path:
+    return Path(out_root) / f"results_{protocol}_{definition_tag}.json"
+
+
+def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progress: bool = True) -> dict[str, dict]:
+    """Train, fine-tune and evaluate every condition of every variant for one seed, under each of
+    the config's SOO definitions. Returns {definition tag: results} (also written as JSON)."""
     out_root = Path(out_dir) / f"seed_{seed}"
+    protocol = config.protocol
+    co_trained = protocol == "co-trained"
     started = time.time()
-    results = {"seed": seed, "config": asdict(config), "variants": {}}
+    tags = {name: config.definition_tag(name) for name in config.soo_definitions}
+    results = {tag: {"seed": seed, "protocol": protocol, "soo_definition": name, "soo_distance": config.soo_distance,
+                     "config": asdict(config), "variants": {}} for name, tag in tags.items()}
     for v_index, variant in enumerate(config.variants):
         env_config = replace(config.env, hazard=(variant == "hazard"))
-        out = out_root / variant
         stage_seed = seed * 100 + v_index * 10
-        agents: dict[str, MADDPG] = {}
         honest_env = replace(env_config, reward_mode="honest")
         deceptive_env = replace(env_config, reward_mode="deceptive")
         dims = observation_dims(env_config)
-        honest_settings = {"env": asdict(env_config), "maddpg": asdict(config.maddpg), "honest_episodes": config.honest_episodes, "seed": stage_seed}
+        # Which agents learn after the honest pair: red too under co-trained, blue alone under frozen-red.
+        learning = [co_trained, True]
+        honest_settings = {"protocol": protocol, "env": asdict(env_config), "maddpg": asdict(config.maddpg),
+                           "honest_episodes": config.honest_episodes, "seed": stage_seed}
         deceptive_settings = {**honest_settings, "deceptive_episodes": config.deceptive_episodes}
+        if co_trained:  # the deceptive pair does not start from the honest one
+            deceptive_settings = {k: v for k, v in deceptive_settings.items() if k != "honest_episodes"}
+        folder = lambda condition, tag="": stage_folder(out_root, variant, protocol, tag, condition)  # noqa: E731
 
         def make_honest():
             torch.manual_seed(stage_seed)
             agent = MADDPG(dims, N_ACTIONS, config.maddpg)
             return agent, train(agent, honest_env, config.honest_episodes, stage_seed, desc=f"seed {seed} {variant} honest", progress=progress)
 
-        agents["honest"] = _stage(out, "honest", make_honest, honest_settings)
+        honest = _stage(folder("honest"), make_honest, honest_settings)
 
         def make_deceptive():
             torch.manual_seed(stage_seed + 1)
-            agent = MADDPG(dims, N_ACTIONS, config.maddpg, trainable=[False, True])
-            for net in (agent.actors[RED_INDEX], agent.target_actors[RED_INDEX]):
-                net.load_state_dict(agents["honest"].actors[RED_INDEX].state_dict())
+            agent = MADDPG(dims, N_ACTIONS, config.maddpg, trainable=learning)
+            if not co_trained:
+                for net in (agent.actors[RED_INDEX], agent.target_actors[RED_INDEX]):
+                    net.load_state_dict(honest.actors[RED_INDEX].state_dict())
             return agent, train(agent, deceptive_env, config.deceptive_episodes, stage_seed + 1, desc=f"seed {seed} {variant} deceptive", progress=progress)
 
-        agents["deceptive"] = _stage(out, "deceptive", make_deceptive, deceptive_settings)
-        deceptive = agents["deceptive"]
-        probe = evaluate(deceptive, deceptive_env, 50, stage_seed + 9, {})
-        baseline_soo = float(np.mean(probe["per_episode"]["soo"]))
-        for f_index, (condition, (mode, with_mse)) in enumerate(FINETUNES.items()):
-            def make(condition=condition, mode=mode, with_mse=with_mse, f_index=f_index):
-                agent = MADDPG.load(out / "deceptive" / "checkpoint", trainable=[False, True])
-                frozen = MADDPG.load(out / "deceptive" / "checkpoint").actors[BLUE_INDEX].requires_grad_(False)
+        deceptive = _stage(folder("deceptive"), make_deceptive, deceptive_settings)
+
+        def finetune(condition, definition, tag, random_range):
+            mode, with_mse = FINETUNES[condition]
+            f_index = list(FINETUNES).index(condition)
+            mse_weight = config.mse_weight if with_mse else 0.0
+
+            def make():
+                agent = MADDPG.load(folder("deceptive") / "checkpoint", trainable=learning)
+                frozen = MADDPG.load(folder("deceptive") / "checkpoint").actors[BLUE_INDEX].requires_grad_(False)
                 generator = torch.Generator().manual_seed(stage_seed + 5 + f_index)
-                mse_weight = config.mse_weight if with_mse else 0.0
-                loss = FinetuneLoss(mode, frozen, config.soo_weight, mse_weight, (0.0, baseline_soo), generator)
-                curve = train(agent, deceptive_env, config.finetune_episodes, stage_seed + 5 + f_index, loss, desc=f"seed {seed} {variant} {condition}", progress=progress)
+                loss = FinetuneLoss(mode, frozen, config.soo_weight, mse_weight, random_range, generator, definition)
+                curve = train(agent, deceptive_env, config.finetune_episodes, stage_seed + 5 + f_index, loss,
+                              desc=f"seed {seed} {variant} {condition} {tag}".rstrip(), progress=progress)
                 return agent, curve
 
-            finetune_settings = {**deceptive_settings, "finetune_episodes": config.finetune_episodes, "mode": mode,
-                                 "soo_weight": config.soo_weight if mode != "mse" else None,
-                                 "mse_weight": config.mse_weight if with_mse else 0.0}
-            agents[condition] = _stage(out, condition, make, finetune_settings)
-        references = {name: agents[name].actors[BLUE_INDEX] for name in BASELINES}
-        # Training time of each stage as first trained (a rerun that reuses stages does not reset it).
-        stage_seconds = {c: json.loads((out / c / "checkpoint" / "meta.json").read_text()).get("train_seconds") for c in CONDITIONS}
-        variant_results = {"baseline_soo_range": [0.0, baseline_soo], "train_seconds": stage_seconds, "conditions": {}}
-        eval_started = time.time()
-        for condition in CONDITIONS:
-            evaluation = evaluate(agents[condition], deceptive_env, config.eval_episodes, config.eval_seed_offset + seed, references)
-            blind = evaluate(agents[condition], deceptive_env, config.eval_episodes, config.eval_seed_offset + seed, {}, blue_blind=True)
-            evaluation["summary"]["red_trapped_blue_blind"] = blind["summary"]["red_trapped"]
-            evaluation["per_episode"]["red_trapped_blue_blind"] = blind["per_episode"]["red_trapped"]
-            variant_results["conditions"][condition] = evaluation
-            (out / condition / "eval.json").write_text(json.dumps(evaluation))
-        variant_results["eval_seconds"] = round(time.time() - eval_started, 1)
-        results["variants"][variant] = variant_results
-    results["wall_seconds"] = round(time.time() - started, 1)
-    (out_root / "results.json").write_text(json.dumps(results))
+            settings = {**deceptive_settings, "finetune_episodes": config.finetune_episodes, "mode": mode,
+                        "soo_weight": config.soo_weight if mode != "mse" else None, "mse_weight": mse_weight}
+            if mode != "mse":
+                settings["soo_definition"], settings["soo_distance"] = definition.name, definition.distance
+            return _stage(folder(condition, tag), make, settings)
+
+        mse = finetune("mse", None, "", (0.0, 0.0))
+        for name, tag in tags.items():
+            definition = config.definition(name)
+            probe = evaluate(deceptive, deceptive_env, 50, stage_seed + 9, {}, definition=definition)
+            baseline_soo = float(np.nanmean(probe["per_episode"]["soo"]))
+            agents = {"honest": honest, "deceptive": deceptive, "mse": mse}
+            for condition in FINETUNES:
+                if condition != "mse":
+                    agents[condition] = finetune(condition, definition, tag, (0.0, baseline_soo))
+            references = {baseline: agents[baseline].actors[BLUE_INDEX] for baseline in BASELINES}
+            # Training time of each stage as first trained (a rerun that reuses stages does not reset it).
+            stage_seconds = {c: json.loads((folder(c, tag) / "checkpoint" / "meta.json").read_text()).get("train_seconds")
+                             for c in CONDITIONS}
+            variant_results = {"baseline_soo_range": [0.0, baseline_soo], "train_seconds": stage_seconds, "conditions": {},
+                               "stage_folders": {c: str(folder(c, tag).relative_to(out_root)) for c in CONDITIONS}}
+            eval_started = time.time()
+            (out_root / variant / protocol / tag / "eval").mkdir(parents=True, exist_ok=True)
+            for condition in CONDITIONS:
+                evaluation = evaluate(agents[condition], deceptive_env, config.eval_episodes, config.eval_seed_offset + seed,
+                                      references, definition=definition)
+                blind = evaluate(agents[condition], deceptive_env, config.eval_episodes, config.eval_seed_offset + seed, {},
+                                 blue_blind=True, definition=definition)
+                evaluation["summary"]["red_trapped_blue_blind"] = blind["summary"]["red_trapped"]
+                evaluation["per_episode"]["red_trapped_blue_blind"] = blind["per_episode"]["red_trapped"]
+                variant_results["conditions"][condition] = evaluation
+                (out_root / variant / protocol / tag / "eval" / f"{condition}.json").write_text(json.dumps(evaluation))
+            variant_results["eval_seconds"] = round(time.time() - eval_started, 1)
+            results[tag]["variants"][variant] = variant_results
+    for name, tag in tags.items():
+        results[tag]["wall_seconds"] = round(time.time() - started, 1)
+        results_path(out_root, protocol, tag).write_text(json.dumps(results[tag]))
     return results

@@ -1,7 +1,9 @@
-"""Report over seeds for the RL experiment: report.md, summary.json and three PNG plots.
+"""Report over seeds for the RL experiment: report.md, summary.json and three PNG plots per run.
 
-Every number is a mean over training seeds with a Student-t 95% interval across seeds (n seeds
-given); with a single seed the interval is over evaluation episodes instead, and says so.
+A run is one (protocol, SOO definition) combination (its seeds' results_<protocol>_<definition>.json).
+report.md opens with a side-by-side table of every run, then each run's full tables. Every number
+is a mean over training seeds with a Student-t 95% interval across seeds (n seeds given); with a
+single seed the interval is over evaluation episodes instead, and says so.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ METRICS = [  # key in the evaluation summary, column title, scale (100 = percent
 ]
 HAZARD_METRICS = [("blue_hazard_steps", "blue steps in hazard", 1), ("red_hazard_steps", "red steps in hazard", 1)]
 CONDITION_NOTES = {
-    "deceptive": "MADDPG blue, deceptive reward, against the honest pair's red (frozen)",
+    "deceptive": "MADDPG blue, deceptive reward (frozen-red: against the honest pair's red, frozen; co-trained: both learning)",
     "honest": "MADDPG, honest blue reward, red co-trained",
     "soo": "deceptive + fine-tuned with SOO + action MSE",
     "random": "control: random-target term in SOO's range + action MSE",
@@ -37,13 +39,20 @@ CONDITION_NOTES = {
 }
 
 
-def load_seed_results(out_dir: Path) -> list[dict]:
-    results = []
-    for path in sorted(Path(out_dir).glob("seed_*/results.json"), key=lambda p: int(p.parent.name.split("_")[1])):
-        results.append(json.loads(path.read_text()))
-    if not results:
-        raise FileNotFoundError(f"no seed_*/results.json under {out_dir}: run `python rl_deception.py run` first")
-    return results
+def load_runs(out_dir: Path) -> dict[str, list[dict]]:
+    """{"<protocol>/<definition tag>": per-seed results, by seed} for every run under out_dir."""
+    runs: dict[str, list[dict]] = {}
+    for path in Path(out_dir).glob("seed_*/results_*.json"):
+        result = json.loads(path.read_text())
+        runs.setdefault(run_key(result), []).append(result)
+    if not runs:
+        raise FileNotFoundError(f"no seed_*/results_*.json under {out_dir}: run `python rl_deception.py run` first")
+    return {key: sorted(runs[key], key=lambda r: r["seed"]) for key in sorted(runs)}
+
+
+def run_key(result: dict) -> str:
+    tag = result["soo_definition"] + ("" if result["soo_distance"] == "mse" else f"-{result['soo_distance']}")
+    return f"{result['protocol']}/{tag}"
 
 
 def _seed_minutes(result: dict) -> float:
@@ -57,7 +66,8 @@ def _interval(seed_values: list[float], episode_values: list[float]) -> tuple[fl
     if len(seed_values) > 1:
         mean, half = mean_t_ci95(seed_values)
         return mean, half, "seeds"
-    mean, half = mean_t_ci95(episode_values)
+    # An episode's SOO is NaN when it had no (self, other) pair: it has no value to average.
+    mean, half = mean_t_ci95([v for v in episode_values if np.isfinite(v)])
     return mean, half, "episodes"
 
 
@@ -79,10 +89,15 @@ def summarise(results: list[dict]) -> dict:
                 mean, half, over = _interval(per_seed, episodes)
                 metrics[key] = {"mean": mean, "ci95": half, "over": over, "per_seed": per_seed}
             block["conditions"][condition] = metrics
-        pools = {c: [np.asarray(r["variants"][variant]["conditions"][c]["per_episode"]["soo"]) for r in results] for c in BASELINES}
+        pools = {c: [_finite(r["variants"][variant]["conditions"][c]["per_episode"]["soo"]) for r in results] for c in BASELINES}
         block["classifier"] = classification_accuracy(pools["deceptive"], pools["honest"], CLASSIFIER_EPISODES)
         summary["variants"][variant] = block
     return summary
+
+
+def _finite(values: list[float]) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return values[np.isfinite(values)]
 
 
 def _fmt(entry: dict, scale: float) -> str:
@@ -92,28 +107,66 @@ def _fmt(entry: dict, scale: float) -> str:
     return f"{mean:.1f} ± {half:.1f}"
 
 
-def markdown(summary: dict, results: list[dict]) -> str:
+SIDE_BY_SIDE = [("red_trapped", "red at non-goal %", 100), ("red_trapped_blue_blind", "same, blue blind %", 100),
+                ("agreement_honest", "= honest %", 100), ("agreement_deceptive", "= deceptive %", 100),
+                ("soo", "mean SOO (x1e3)", 1000)]
+
+
+def side_by_side(summaries: dict[str, dict]) -> list[str]:
+    """One row per run, variant and condition: the figures the definitions and protocols are compared on."""
+    lines = ["## Side by side", "",
+             "Mean SOO is measured under the run's own definition, so it compares conditions within a run, "
+             "not runs with each other.", "",
+             "| protocol | SOO definition | variant | condition | n seeds | " + " | ".join(t for _, t, _ in SIDE_BY_SIDE) + " |",
+             "|---" * (len(SIDE_BY_SIDE) + 5) + "|"]
+    for key, summary in summaries.items():
+        protocol, tag = key.split("/")
+        for variant, block in summary["variants"].items():
+            for condition, values in block["conditions"].items():
+                cells = [_fmt(values[k], scale) if k in values else "n/a" for k, _, scale in SIDE_BY_SIDE]
+                lines.append(f"| {protocol} | {tag} | {variant} | {condition} | {len(summary['seeds'])} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def markdown(summaries: dict[str, dict], runs: dict[str, list[dict]]) -> str:
+    lines = ["# SOO in the physical deception task", "",
+             "Runs: " + ", ".join(f"`{key}` ({len(runs[key])} seeds)" for key in runs) + ". "
+             "Conditions: " + "; ".join(f"**{c}**: {note}" for c, note in CONDITION_NOTES.items()) + ".", ""]
+    lines += side_by_side(summaries)
+    for key, summary in summaries.items():
+        lines += run_markdown(key, summary, runs[key])
+    return "\n".join(lines)
+
+
+def run_markdown(key: str, summary: dict, results: list[dict]) -> list[str]:
     seeds = summary["seeds"]
     first = results[0]["config"]
+    env = first["env"]
+    co_trained = first["protocol"] == "co-trained"
     over = "training seeds (Student-t)" if len(seeds) > 1 else "evaluation episodes of the single seed (not across seeds)"
     lines = [
-        "# SOO in the physical deception task",
+        f"## Run `{key}`",
         "",
-        f"Seeds: {seeds} (n = {len(seeds)}). Per seed and variant: {first['honest_episodes']} episodes for the honest pair, "
-        f"{first['deceptive_episodes']} for the deceptive blue (against the honest pair's frozen red), "
-        f"{first['finetune_episodes']} fine-tuning episodes per fine-tuned condition, {first['eval_episodes']} greedy "
-        f"evaluation episodes per condition (the same evaluation seeds for every condition). Cells: mean ± 95% interval over {over}.",
+        f"Seeds: {seeds} (n = {len(seeds)}). Environment: visibility radius {env['visibility_radius']}, "
+        f"{env['reward_shape']} rewards. Per seed and variant: {first['honest_episodes']} episodes for the honest pair, "
+        f"{first['deceptive_episodes']} for the deceptive "
+        + ("pair (both agents learning, from scratch)" if co_trained else "blue (against the honest pair's frozen red)")
+        + f", {first['finetune_episodes']} fine-tuning episodes per fine-tuned condition"
+        + (" (red keeps learning)" if co_trained else "")
+        + f", {first['eval_episodes']} greedy evaluation episodes per condition (the same evaluation seeds for every "
+        f"condition). SOO: definition `{results[0]['soo_definition']}`, fine-tuning term `{results[0]['soo_distance']}`. "
+        f"Cells: mean ± 95% interval over {over}.",
         "Compute per seed (training stages as first trained + this evaluation, one CPU core each): "
         + ", ".join(f"seed {r['seed']} {_seed_minutes(r):.1f} min" for r in results) + ".",
         "",
-        "Conditions: " + "; ".join(f"**{c}**: {note}" for c, note in CONDITION_NOTES.items()) + ". "
+        "Each condition plays against its own red (co-trained)." if co_trained else
         "Every condition plays against the same red (the honest pair's, frozen after its training).",
         "",
     ]
     for variant, block in summary["variants"].items():
         metrics = METRICS + (HAZARD_METRICS if variant == "hazard" else [])
         title = "basic task" if variant == "basic" else "hazard variant (a hazard only red sees; both pay for entering it)"
-        lines += [f"## {title}", "", "| condition | " + " | ".join(m[1] for m in metrics) + " |",
+        lines += [f"### {title}", "", "| condition | " + " | ".join(m[1] for m in metrics) + " |",
                   "|---" * (len(metrics) + 1) + "|"]
         for condition, values in block["conditions"].items():
             lines.append(f"| {condition} | " + " | ".join(_fmt(values[k], s) for k, _, s in metrics) + " |")
@@ -126,9 +179,15 @@ def markdown(summary: dict, results: list[dict]) -> str:
                   "|---" * (len(clf["episodes"]) + 1) + "|",
                   "| accuracy % | " + " | ".join(f"{100 * a:.1f}" for a in clf["accuracy"]) + " |",
                   "| worst pair % | " + " | ".join(f"{100 * a:.1f}" for a in clf["pair_min"]) + " |", ""]
-    lines += ["Plots: `learning_curves.png`, `classifier_accuracy.png`, `behaviour.png`. Raw numbers: `summary.json`, "
-              "per-seed `seed_*/results.json` and learning curves `seed_*/<variant>/<condition>/curve.csv`.", ""]
-    return "\n".join(lines)
+    prefix = plot_prefix(key)
+    lines += [f"Plots: `{prefix}learning_curves.png`, `{prefix}classifier_accuracy.png`, `{prefix}behaviour.png`. "
+              f"Raw numbers: `summary.json`, per seed `seed_*/results_{key.replace('/', '_')}.json`, and each stage's "
+              "learning curve `curve.csv` in its folder.", ""]
+    return lines
+
+
+def plot_prefix(key: str) -> str:
+    return key.replace("/", "_") + "_"
 
 
 def _read_curve(path: Path) -> dict[str, np.ndarray]:
@@ -142,7 +201,7 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
-def plot_learning_curves(out_dir: Path, summary: dict, path: Path) -> None:
+def plot_learning_curves(out_dir: Path, summary: dict, results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +211,8 @@ def plot_learning_curves(out_dir: Path, summary: dict, path: Path) -> None:
     fig, axes = plt.subplots(2, len(variants), figsize=(6 * len(variants), 7), squeeze=False)
     for col, variant in enumerate(variants):
         for condition in CONDITIONS:
-            curves = [_read_curve(p) for p in sorted(out_dir.glob(f"seed_*/{variant}/{condition}/curve.csv"))]
+            curves = [_read_curve(out_dir / f"seed_{r['seed']}" / r["variants"][variant]["stage_folders"][condition] / "curve.csv")
+                      for r in results if condition in r["variants"][variant]["stage_folders"]]
             if not curves:
                 continue
             for row, key in enumerate(("blue_return", "red_trapped")):
@@ -226,12 +286,14 @@ def plot_behaviour(summary: dict, path: Path) -> None:
 
 def write_report(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
-    results = load_seed_results(out_dir)
-    summary = summarise(results)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    runs = load_runs(out_dir)
+    summaries = {key: summarise(results) for key, results in runs.items()}
+    (out_dir / "summary.json").write_text(json.dumps(summaries, indent=1))
     report = out_dir / "report.md"
-    report.write_text(markdown(summary, results))
-    plot_learning_curves(out_dir, summary, out_dir / "learning_curves.png")
-    plot_classifier(summary, out_dir / "classifier_accuracy.png")
-    plot_behaviour(summary, out_dir / "behaviour.png")
+    report.write_text(markdown(summaries, runs))
+    for key, summary in summaries.items():
+        prefix = plot_prefix(key)
+        plot_learning_curves(out_dir, summary, runs[key], out_dir / f"{prefix}learning_curves.png")
+        plot_classifier(summary, out_dir / f"{prefix}classifier_accuracy.png")
+        plot_behaviour(summary, out_dir / f"{prefix}behaviour.png")
     return report
