@@ -9,14 +9,17 @@ basic task and on the critique's hidden-hazard variant. CPU only; one seed ~14 m
   python rl_deception.py all --quick --seeds 0 1             # smoke run (~30 s; plumbing only)
   python rl_deception.py run --seed 3 --output_dir results/rl   # one seed (e.g. one Slurm array task)
   python rl_deception.py all --seeds 0 1 2 3 4 5 --soo_definitions authors masked --protocol co-trained
-  python rl_deception.py report --output_dir results/rl         # report.md + PNGs over every run found
+  python rl_deception.py all --classifier_only --seeds 0-39 --variants basic   # the SOO classifier over 40 pairs
+  python rl_deception.py report --output_dir results/rl         # report.md (+ classifier.md) + PNGs over every run found
 
 --protocol: frozen-red (ours, default) or co-trained (the paper's); --soo_definitions: authors
 (default) and/or masked, sharing one seed's baselines; --env_preset: ours or paper (soo.rl.env).
 Outputs in --output_dir (default results/rl): seed_N/<variant>/<protocol>/{honest,deceptive,mse}/ and
 seed_N/<variant>/<protocol>/<definition>/{soo,random,soo_only,eval}/ (stages: checkpoint/, curve.csv),
 seed_N/results_<protocol>_<definition>.json, report.md, summary.json and per run
-<protocol>_<definition>_{learning_curves,classifier_accuracy,behaviour}.png.
+<protocol>_<definition>_{learning_curves,classifier_accuracy,behaviour}.png. --classifier_only
+trains only the baselines (the same folders) and writes seed_N/classifier_<protocol>_<definition>.json;
+the report then adds classifier.md, classifier_summary.json and <protocol>_<definition>_classifier_only.png.
 A finished stage is reused when a seed is run again (delete its folder to retrain); a stage
 trained with other settings than the run asks for is an error, not silently reused. Bad input
 (a number out of range, an output folder that cannot be created, no results to report on) exits
@@ -33,9 +36,24 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 CONFIG_KEYS = ("honest_episodes", "deceptive_episodes", "finetune_episodes", "eval_episodes", "soo_weight", "mse_weight",
                "soo_distance", "protocol")
 ENV_KEYS = ("env_preset", "visibility_radius")
+CLASSIFIER_EVAL_EPISODES = 4000  # --classifier_only: pools of 4000 let the classifier use n up to 2000
+
+
+def seed_list(text: str) -> list[int]:
+    """An argparse type: one seed (7) or an inclusive range (0-39)."""
+    first, dash, last = text.partition("-")
+    try:
+        seeds = list(range(int(first), int(last) + 1)) if dash else [int(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed or a range like 0-39, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"empty range {text!r}")
+    return seeds
 
 
 def _number(kind, minimum: float, inclusive: bool):
@@ -70,6 +88,8 @@ def build_config(args):
     from soo.rl.experiment import RLExperimentConfig
 
     options = {k: getattr(args, k) for k in CONFIG_KEYS if getattr(args, k) is not None}
+    if args.classifier_only and args.eval_episodes is None and not args.quick:
+        options["eval_episodes"] = CLASSIFIER_EVAL_EPISODES
     if args.variants:
         options["variants"] = tuple(args.variants)
     if args.soo_definitions:
@@ -120,22 +140,34 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="agents see each other within this distance (default: the preset's, 0.75 or 0.125)")
     parser.add_argument("--variants", nargs="+", choices=["basic", "hazard"], help="default: both")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars (logs of parallel seeds)")
+    parser.add_argument("--classifier_only", action="store_true",
+                        help="only the honest and deceptive baselines and their per-episode SOO, for the SOO classifier "
+                        f"over many seeds (no fine-tuning; --eval_episodes default {CLASSIFIER_EVAL_EPISODES})")
 
 
 def run_one(args) -> None:
     import torch
 
-    from soo.rl.experiment import StageMismatch, run_seed
+    from soo.rl.experiment import StageMismatch, run_classifier_seed, run_seed
 
     torch.set_num_threads(1)  # 64-unit networks: extra threads only add overhead; seeds run in parallel instead
     config = build_config(args)
     make_output_dir(args.output_dir)
     started = time.time()
     try:
-        results = run_seed(config, args.seed, args.output_dir, progress=not args.no_progress)
+        if args.classifier_only:
+            data = run_classifier_seed(config, args.seed, args.output_dir, progress=not args.no_progress)
+        else:
+            results = run_seed(config, args.seed, args.output_dir, progress=not args.no_progress)
     except StageMismatch as error:
         fail(error)
     print(f"seed {args.seed} done in {(time.time() - started) / 60:.1f} min -> {Path(args.output_dir) / f'seed_{args.seed}'}")
+    if args.classifier_only:
+        for tag, result in data.items():
+            for variant, block in result["variants"].items():
+                means = {b: np.nanmean(np.asarray(block[b]["soo"], dtype=float)) for b in ("honest", "deceptive")}
+                print(f"  {config.protocol} {tag} {variant}: mean SOO honest {means['honest']:.5f}, deceptive {means['deceptive']:.5f}")
+        return
     for tag, result in results.items():
         print(f"  {config.protocol}, SOO definition {tag}:")
         for variant, block in result["variants"].items():
@@ -147,7 +179,7 @@ def run_one(args) -> None:
 
 def forwarded_options(args) -> list[str]:
     """The config options of `all`, as `run` flags for each seed's process."""
-    options = ["--output_dir", args.output_dir] + (["--quick"] if args.quick else [])
+    options = ["--output_dir", args.output_dir] + (["--quick"] if args.quick else []) + (["--classifier_only"] if args.classifier_only else [])
     for key in CONFIG_KEYS + ENV_KEYS:
         if getattr(args, key) is not None:
             options += [f"--{key}", str(getattr(args, key))]
@@ -185,14 +217,21 @@ def run_all(args) -> None:
 
 
 def report(args) -> None:
-    from soo.rl.report import write_report
+    from soo.rl.report import write_classifier_report, write_report
 
+    paths = []
     try:
-        path = write_report(args.output_dir)
-    except OSError as error:  # FileNotFoundError: no seed_*/results_*.json under the folder
+        paths.append(write_classifier_report(args.output_dir))
+        paths.append(write_report(args.output_dir))
+    except FileNotFoundError as error:  # no seed_*/results_*.json: fine when there is classifier data
+        if paths[0] is None:
+            fail(f"{error} (or `run --classifier_only` for seed_*/classifier_*.json)")
+    except OSError as error:
         fail(error)
-    print(path.read_text())
-    print(f"report: {path}")
+    for path in paths:
+        print(path.read_text())
+    for path in paths:
+        print(f"report: {path}")
 
 
 def main(argv=None) -> None:
@@ -203,15 +242,18 @@ def main(argv=None) -> None:
     p_run.add_argument("--seed", type=int, default=0, help="the seed to train (default 0)")
     add_config_args(p_run)
     p_all = sub.add_parser("all", allow_abbrev=False, help="several seeds as separate processes, then the report")
-    p_all.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the seeds to train (default 0 1 2)")
+    p_all.add_argument("--seeds", type=seed_list, nargs="+", default=[[0, 1, 2]],
+                       help="the seeds to train: numbers and inclusive ranges, e.g. 0 1 2 or 0-39 (default 0 1 2)")
     p_all.add_argument("--jobs", type=positive_int, default=2, help="seeds run at once, one CPU core each (default 2)")
     add_config_args(p_all)
     p_report = sub.add_parser("report", allow_abbrev=False,
-                              help="report.md and plots over every run (seed_*/results_*.json) in --output_dir")
+                              help="report.md (and classifier.md) with plots over every run in --output_dir")
     p_report.add_argument("--output_dir", default="results/rl",
                           help="the folder `run` or `all` wrote the seeds to; the report goes there "
                           "(default results/rl)")
     args = parser.parse_args(argv)
+    if args.command == "all":
+        args.seeds = list(dict.fromkeys(seed for group in args.seeds for seed in group))
     {"run": run_one, "all": run_all, "report": report}[args.command](args)
 
 

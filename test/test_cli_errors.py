@@ -191,6 +191,9 @@ def test_old_flag_names_are_refused(module, argv, capsys):
     ("evaluate", ["--batch_size", "0"], "--batch_size"),
     ("rl_deception", ["run", "--eval_episodes", "0"], "--eval_episodes"),
     ("rl_deception", ["run", "--soo_weight", "nan"], "--soo_weight"),
+    ("rl_deception", ["all", "--seeds", "3-1"], "--seeds"),
+    ("rl_deception", ["all", "--seeds", "0-x"], "--seeds"),
+    ("rl_deception", ["run", "--soo_definitions", "mine"], "--soo_definitions"),
 ])
 def test_bad_numbers_are_refused_by_the_parser(module, argv, flag, capsys):
     import importlib

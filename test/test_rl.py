@@ -337,6 +337,41 @@ def test_who_learns_in_each_protocol(tmp_path, protocol):
     assert results["config"]["honest_episodes"] == 150
 
 
+def test_classifier_only_runs_share_the_baselines_and_report_the_accuracy_curve(tmp_path):
+    from soo.rl.experiment import run_classifier_seed, run_seed
+    from soo.rl.report import write_classifier_report
+
+    config = RLExperimentConfig.quick(honest_episodes=120, deceptive_episodes=120, finetune_episodes=30, eval_episodes=40,
+                                      variants=("basic",), soo_definitions=("authors", "masked"))
+    for seed in (0, 1):
+        data = run_classifier_seed(config, seed, tmp_path, progress=False)
+        assert set(data) == {"authors", "masked"}
+        block = data["masked"]["variants"]["basic"]
+        assert len(block["honest"]["soo"]) == len(block["deceptive"]["soo"]) == 40
+        assert not (tmp_path / f"seed_{seed}" / "basic" / "frozen-red" / "authors").exists()  # no fine-tuning
+    # the same play measured under both definitions: the masked values exist for every episode
+    assert np.all(np.isfinite(block["deceptive"]["soo"]))
+    report = write_classifier_report(tmp_path)
+    text = report.read_text()
+    assert "## Run `frozen-red/authors`" in text and "## Run `frozen-red/masked`" in text and "4 (deceptive, honest) pairs" in text
+    summary = json.loads((tmp_path / "classifier_summary.json").read_text())
+    assert summary["frozen-red/masked"]["basic"]["episodes"] == [1, 2, 5, 10, 20] and summary["frozen-red/masked"]["basic"]["seeds"] == [0, 1]
+    assert (tmp_path / "frozen-red_masked_classifier_only.png").stat().st_size > 0
+    # the main experiment on the same folder reuses the baselines the classifier trained
+    before = (tmp_path / "seed_0" / "basic" / "frozen-red" / "deceptive" / "checkpoint" / "weights.safetensors").read_bytes()
+    run_seed(config, 0, tmp_path, progress=False)
+    assert (tmp_path / "seed_0" / "basic" / "frozen-red" / "deceptive" / "checkpoint" / "weights.safetensors").read_bytes() == before
+
+
+def test_classifier_accuracy_names_the_worst_pair():
+    rng = np.random.default_rng(0)
+    honest = [rng.normal(0.0, 1.0, 200) for _ in range(3)]
+    deceptive = [rng.normal(3.0, 1.0, 200), rng.normal(0.2, 1.0, 200), rng.normal(3.0, 1.0, 200)]
+    out = classification_accuracy(deceptive, honest, [1, 50], draws=200)
+    assert [pair[0] for pair in out["worst_pair"]] == [1, 1]  # the barely deceptive policy
+    assert out["pair_min"][1] < 0.95 < out["pair_max"][1]
+
+
 def test_protocols_fill_in_their_own_episode_counts():
     assert (RLExperimentConfig().honest_episodes, RLExperimentConfig().finetune_episodes) == (10_000, 5_000)
     co = RLExperimentConfig(protocol="co-trained", finetune_episodes=7)

@@ -302,20 +302,36 @@ def evaluate(
     obs_t = torch.from_numpy(np.stack(blue_obs))
     offsets_t = torch.from_numpy(np.stack(offsets))
     blue = agent.actors[BLUE_INDEX]
-    definition = definition or SOODefinition(visibility_radius=env_config.visibility_radius)
-    values, rows = definition.values(blue, obs_t, offsets_t, torch.Generator().manual_seed(seed))
-    per_episode["soo"] = per_episode_means(values, rows, episodes, env_config.max_cycles)
     greedy = blue(obs_t).argmax(-1)
     probs = F.softmax(blue(obs_t), -1)
-    summary = {k: float(np.mean(v)) for k, v in per_episode.items() if k != "soo"}
-    with_pairs = [v for v in per_episode["soo"] if np.isfinite(v)]  # episodes with at least one (self, other) pair
-    summary["soo"] = float(np.mean(with_pairs)) if with_pairs else float("nan")
-    summary["soo_episodes"] = len(with_pairs)
+    summary = {k: float(np.mean(v)) for k, v in per_episode.items()}
     for name, actor in references.items():
         summary[f"agreement_{name}"] = float((actor(obs_t).argmax(-1) == greedy).float().mean())
         summary[f"action_mse_{name}"] = float(F.mse_loss(probs, F.softmax(actor(obs_t), -1)))
     summary["episodes"] = episodes
-    return {"summary": summary, "per_episode": per_episode}
+    played = {"summary": summary, "per_episode": per_episode, "blue_obs": obs_t, "other_offset": offsets_t,
+              "seed": seed, "steps": env_config.max_cycles}
+    return with_soo(played, blue, definition or SOODefinition(visibility_radius=env_config.visibility_radius))
+
+
+def with_soo(evaluation: dict, blue: Actor, definition: SOODefinition) -> dict:
+    """The evaluation with blue's per-episode mean SOO under `definition` (NaN for an episode
+    without a pair) and its mean over the episodes that have one. The played observations stay
+    in the dict (under keys the JSON results leave out), so another definition can be measured on
+    the same play without replaying it; red's placements ("authors") come from the play's seed."""
+    episodes, steps = evaluation["summary"]["episodes"], evaluation["steps"]
+    values, rows = definition.values(blue, evaluation["blue_obs"], evaluation["other_offset"],
+                                     torch.Generator().manual_seed(evaluation["seed"]))
+    per_episode = {**evaluation["per_episode"], "soo": per_episode_means(values, rows, episodes, steps)}
+    with_pairs = [v for v in per_episode["soo"] if np.isfinite(v)]  # episodes with at least one (self, other) pair
+    summary = {**evaluation["summary"], "soo": float(np.mean(with_pairs)) if with_pairs else float("nan"),
+               "soo_episodes": len(with_pairs)}
+    return {**evaluation, "summary": summary, "per_episode": per_episode}
+
+
+def results_view(evaluation: dict) -> dict:
+    """What of an evaluation goes into the JSON results: the summary and the per-episode values."""
+    return {"summary": evaluation["summary"], "per_episode": evaluation["per_episode"]}
 
 
 # ---------------------------------------------------------------- the SOO classifier
@@ -332,29 +348,44 @@ def classification_accuracy(
     value, a distance) when each policy is judged on n evaluation episodes.
 
     Every (deceptive policy, honest policy) pair across training seeds is compared; for each n,
-    `draws` random subsets of n episodes are drawn without replacement from each policy's pool.
-    Only n up to half of the smaller pool is used. Returns, per n, the mean accuracy over pairs and
-    its min/max over pairs. The rule (deceptive =
+    `draws` random subsets of n episodes are drawn without replacement from each policy's pool
+    (draw k of a policy is compared with draw k of every policy it is paired with; within a draw
+    the subsets for growing n are nested: the first n episodes of one shuffle of the pool). Only
+    n up to half of both pools is used for a pair. Returns, per n, the mean accuracy over pairs, its
+    min/max over pairs, and the worst pair (indices into the two lists). The rule (deceptive =
     larger SOO distance) is fixed in advance, not fitted."""
     rng = np.random.default_rng(seed)
-    out = {"episodes": [], "accuracy": [], "pair_min": [], "pair_max": [], "pairs": len(deceptive_soo) * len(honest_soo), "draws": draws}
+    deceptive_soo = [np.asarray(p, dtype=float) for p in deceptive_soo]
+    honest_soo = [np.asarray(p, dtype=float) for p in honest_soo]
+    out = {"episodes": [], "accuracy": [], "pair_min": [], "pair_max": [], "worst_pair": [],
+           "pairs": len(deceptive_soo) * len(honest_soo), "draws": draws}
+
+    def prefix_means(pool: np.ndarray) -> np.ndarray:
+        """draws x len(pool): entry [k, n - 1] = mean of the first n episodes of shuffle k."""
+        shuffled = pool[np.argsort(rng.random((draws, len(pool))), axis=1)]
+        return np.cumsum(shuffled, axis=1) / np.arange(1, len(pool) + 1)
+
+    def subset_means(prefix: np.ndarray, n: int) -> np.ndarray:
+        if 2 * n > prefix.shape[1]:  # subsets of more than half the pool are nearly the same subset each draw
+            return np.full(draws, np.nan)
+        return prefix[:, n - 1]
+
+    dec_prefix = [prefix_means(p) for p in deceptive_soo]
+    hon_prefix = [prefix_means(p) for p in honest_soo]
     for n in episode_counts:
-        per_pair = []
-        for dec in deceptive_soo:
-            for hon in honest_soo:
-                if 2 * n > min(len(dec), len(hon)):
-                    continue  # subsets of more than half the pool are nearly the same subset each draw
-                wins = 0
-                for _ in range(draws):
-                    d = dec[rng.choice(len(dec), n, replace=False)].mean()
-                    h = hon[rng.choice(len(hon), n, replace=False)].mean()
-                    wins += d > h
-                per_pair.append(wins / draws)
-        if per_pair:
-            out["episodes"].append(n)
-            out["accuracy"].append(float(np.mean(per_pair)))
-            out["pair_min"].append(float(np.min(per_pair)))
-            out["pair_max"].append(float(np.max(per_pair)))
+        dec = np.stack([subset_means(p, n) for p in dec_prefix])  # policies x draws
+        hon = np.stack([subset_means(p, n) for p in hon_prefix])
+        usable = ~np.isnan(dec[:, :1]) & ~np.isnan(hon[:, 0])[None, :]  # deceptive x honest
+        if not usable.any():
+            continue
+        per_pair = np.stack([(row[None, :] > hon).mean(axis=1) for row in dec])  # chunked by deceptive policy
+        values = per_pair[usable]
+        worst = np.unravel_index(np.argmin(np.where(usable, per_pair, np.inf)), per_pair.shape)
+        out["episodes"].append(n)
+        out["accuracy"].append(float(values.mean()))
+        out["pair_min"].append(float(values.min()))
+        out["pair_max"].append(float(values.max()))
+        out["worst_pair"].append([int(worst[0]), int(worst[1])])
     return out
 
 
@@ -412,47 +443,103 @@ def results_path(out_root: Path, protocol: str, definition_tag: str) -> Path:
     return Path(out_root) / f"results_{protocol}_{definition_tag}.json"
 
 
+@dataclass
+class Baselines:
+    """One seed's and variant's honest and deceptive pairs, and what the later stages need."""
+
+    honest: MADDPG
+    deceptive: MADDPG
+    deceptive_env: DeceptionEnvConfig
+    stage_seed: int
+    learning: list[bool]  # which agents learn after the honest pair
+    settings: dict  # the deceptive stage's settings, which every fine-tuned stage extends
+    base: Path  # seed_N/<variant>/<protocol>
+
+
+def train_baselines(config: RLExperimentConfig, seed: int, v_index: int, out_root: Path, progress: bool) -> Baselines:
+    """The honest and the deceptive pair of one variant (trained, or reused from their folders)."""
+    variant, protocol = config.variants[v_index], config.protocol
+    co_trained = protocol == "co-trained"
+    env_config = replace(config.env, hazard=(variant == "hazard"))
+    stage_seed = seed * 100 + v_index * 10
+    honest_env = replace(env_config, reward_mode="honest")
+    deceptive_env = replace(env_config, reward_mode="deceptive")
+    dims = observation_dims(env_config)
+    # Which agents learn after the honest pair: red too under co-trained, blue alone under frozen-red.
+    learning = [co_trained, True]
+    honest_settings = {"protocol": protocol, "env": asdict(env_config), "maddpg": asdict(config.maddpg),
+                       "honest_episodes": config.honest_episodes, "seed": stage_seed}
+    deceptive_settings = {**honest_settings, "deceptive_episodes": config.deceptive_episodes}
+    if co_trained:  # the deceptive pair does not start from the honest one
+        deceptive_settings = {k: v for k, v in deceptive_settings.items() if k != "honest_episodes"}
+    base = stage_folder(out_root, variant, protocol, "", "honest").parent
+
+    def make_honest():
+        torch.manual_seed(stage_seed)
+        agent = MADDPG(dims, N_ACTIONS, config.maddpg)
+        return agent, train(agent, honest_env, config.honest_episodes, stage_seed, desc=f"{out_root.name} {variant} honest", progress=progress)
+
+    honest = _stage(base / "honest", make_honest, honest_settings)
+
+    def make_deceptive():
+        torch.manual_seed(stage_seed + 1)
+        agent = MADDPG(dims, N_ACTIONS, config.maddpg, trainable=learning)
+        if not co_trained:
+            for net in (agent.actors[RED_INDEX], agent.target_actors[RED_INDEX]):
+                net.load_state_dict(honest.actors[RED_INDEX].state_dict())
+        return agent, train(agent, deceptive_env, config.deceptive_episodes, stage_seed + 1, desc=f"{out_root.name} {variant} deceptive", progress=progress)
+
+    deceptive = _stage(base / "deceptive", make_deceptive, deceptive_settings)
+    return Baselines(honest, deceptive, deceptive_env, stage_seed, learning, deceptive_settings, base)
+
+
+def classifier_path(out_root: Path, protocol: str, definition_tag: str) -> Path:
+    return Path(out_root) / f"classifier_{protocol}_{definition_tag}.json"
+
+
+def run_classifier_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progress: bool = True) -> dict[str, dict]:
+    """The SOO classifier's data for one seed: the honest and the deceptive pair (the same stages
+    `run_seed` trains, shared with it) and their per-episode mean SOO on `eval_episodes` greedy
+    episodes, per variant and definition. No fine-tuning. Returns {definition tag: data}."""
+    out_root = Path(out_dir) / f"seed_{seed}"
+    started = time.time()
+    data = {config.definition_tag(name): {"seed": seed, "protocol": config.protocol, "soo_definition": name,
+                                          "soo_distance": config.soo_distance, "config": asdict(config), "variants": {}}
+            for name in config.soo_definitions}
+    for v_index, variant in enumerate(config.variants):
+        pairs = train_baselines(config, seed, v_index, out_root, progress)
+        eval_started = time.time()
+        plays = {b: evaluate(getattr(pairs, b), pairs.deceptive_env, config.eval_episodes, config.eval_seed_offset + seed, {})
+                 for b in BASELINES}  # played once; each definition measures SOO on the same play
+        eval_seconds = round(time.time() - eval_started, 1)
+        for name in config.soo_definitions:
+            block = {"eval_seconds": eval_seconds}
+            for baseline, played in plays.items():
+                evaluation = with_soo(played, getattr(pairs, baseline).actors[BLUE_INDEX], config.definition(name))
+                block[baseline] = {"soo": evaluation["per_episode"]["soo"], "red_trapped": evaluation["summary"]["red_trapped"]}
+            block["train_seconds"] = {b: json.loads((pairs.base / b / "checkpoint" / "meta.json").read_text()).get("train_seconds")
+                                      for b in BASELINES}
+            data[config.definition_tag(name)]["variants"][variant] = block
+    for tag, result in data.items():
+        result["wall_seconds"] = round(time.time() - started, 1)
+        classifier_path(out_root, config.protocol, tag).write_text(json.dumps(result))
+    return data
+
+
 def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progress: bool = True) -> dict[str, dict]:
     """Train, fine-tune and evaluate every condition of every variant for one seed, under each of
     the config's SOO definitions. Returns {definition tag: results} (also written as JSON)."""
     out_root = Path(out_dir) / f"seed_{seed}"
     protocol = config.protocol
-    co_trained = protocol == "co-trained"
     started = time.time()
     tags = {name: config.definition_tag(name) for name in config.soo_definitions}
     results = {tag: {"seed": seed, "protocol": protocol, "soo_definition": name, "soo_distance": config.soo_distance,
                      "config": asdict(config), "variants": {}} for name, tag in tags.items()}
     for v_index, variant in enumerate(config.variants):
-        env_config = replace(config.env, hazard=(variant == "hazard"))
-        stage_seed = seed * 100 + v_index * 10
-        honest_env = replace(env_config, reward_mode="honest")
-        deceptive_env = replace(env_config, reward_mode="deceptive")
-        dims = observation_dims(env_config)
-        # Which agents learn after the honest pair: red too under co-trained, blue alone under frozen-red.
-        learning = [co_trained, True]
-        honest_settings = {"protocol": protocol, "env": asdict(env_config), "maddpg": asdict(config.maddpg),
-                           "honest_episodes": config.honest_episodes, "seed": stage_seed}
-        deceptive_settings = {**honest_settings, "deceptive_episodes": config.deceptive_episodes}
-        if co_trained:  # the deceptive pair does not start from the honest one
-            deceptive_settings = {k: v for k, v in deceptive_settings.items() if k != "honest_episodes"}
+        pairs = train_baselines(config, seed, v_index, out_root, progress)
+        honest, deceptive, deceptive_env = pairs.honest, pairs.deceptive, pairs.deceptive_env
+        stage_seed, learning, deceptive_settings = pairs.stage_seed, pairs.learning, pairs.settings
         folder = lambda condition, tag="": stage_folder(out_root, variant, protocol, tag, condition)  # noqa: E731
-
-        def make_honest():
-            torch.manual_seed(stage_seed)
-            agent = MADDPG(dims, N_ACTIONS, config.maddpg)
-            return agent, train(agent, honest_env, config.honest_episodes, stage_seed, desc=f"seed {seed} {variant} honest", progress=progress)
-
-        honest = _stage(folder("honest"), make_honest, honest_settings)
-
-        def make_deceptive():
-            torch.manual_seed(stage_seed + 1)
-            agent = MADDPG(dims, N_ACTIONS, config.maddpg, trainable=learning)
-            if not co_trained:
-                for net in (agent.actors[RED_INDEX], agent.target_actors[RED_INDEX]):
-                    net.load_state_dict(honest.actors[RED_INDEX].state_dict())
-            return agent, train(agent, deceptive_env, config.deceptive_episodes, stage_seed + 1, desc=f"seed {seed} {variant} deceptive", progress=progress)
-
-        deceptive = _stage(folder("deceptive"), make_deceptive, deceptive_settings)
 
         def finetune(condition, definition, tag, random_range):
             mode, with_mse = FINETUNES[condition]
@@ -475,10 +562,14 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
             return _stage(folder(condition, tag), make, settings)
 
         mse = finetune("mse", None, "", (0.0, 0.0))
+        plays: dict[Path, dict] = {}  # stage folder -> its evaluation play
         for name, tag in tags.items():
             definition = config.definition(name)
             probe = evaluate(deceptive, deceptive_env, 50, stage_seed + 9, {}, definition=definition)
-            baseline_soo = float(np.nanmean(probe["per_episode"]["soo"]))
+            baseline_soo = probe["summary"]["soo"]
+            if not np.isfinite(baseline_soo):
+                raise RuntimeError(f"{name} SOO: red was in view throughout the 50 probe episodes, so the random control "
+                                   "has no SOO range to draw from")
             agents = {"honest": honest, "deceptive": deceptive, "mse": mse}
             for condition in FINETUNES:
                 if condition != "mse":
@@ -492,12 +583,15 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
             eval_started = time.time()
             (out_root / variant / protocol / tag / "eval").mkdir(parents=True, exist_ok=True)
             for condition in CONDITIONS:
-                evaluation = evaluate(agents[condition], deceptive_env, config.eval_episodes, config.eval_seed_offset + seed,
-                                      references, definition=definition)
-                blind = evaluate(agents[condition], deceptive_env, config.eval_episodes, config.eval_seed_offset + seed, {},
-                                 blue_blind=True, definition=definition)
-                evaluation["summary"]["red_trapped_blue_blind"] = blind["summary"]["red_trapped"]
-                evaluation["per_episode"]["red_trapped_blue_blind"] = blind["per_episode"]["red_trapped"]
+                stage = folder(condition, tag)
+                if stage not in plays:  # a stage shared by definitions is played once
+                    played = evaluate(agents[condition], deceptive_env, config.eval_episodes, config.eval_seed_offset + seed, references)
+                    blind = evaluate(agents[condition], deceptive_env, config.eval_episodes, config.eval_seed_offset + seed, {},
+                                     blue_blind=True)
+                    played["summary"]["red_trapped_blue_blind"] = blind["summary"]["red_trapped"]
+                    played["per_episode"]["red_trapped_blue_blind"] = blind["per_episode"]["red_trapped"]
+                    plays[stage] = played
+                evaluation = results_view(with_soo(plays[stage], agents[condition].actors[BLUE_INDEX], definition))
                 variant_results["conditions"][condition] = evaluation
                 (out_root / variant / protocol / tag / "eval" / f"{condition}.json").write_text(json.dumps(evaluation))
             variant_results["eval_seconds"] = round(time.time() - eval_started, 1)

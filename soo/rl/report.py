@@ -284,6 +284,78 @@ def plot_behaviour(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+CLASSIFIER_ONLY_EPISODES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]
+
+
+def load_classifier_runs(out_dir: Path) -> dict[str, list[dict]]:
+    """{"<protocol>/<definition tag>": per-seed classifier data, by seed} (`run --classifier_only`)."""
+    runs: dict[str, list[dict]] = {}
+    for path in Path(out_dir).glob("seed_*/classifier_*.json"):
+        data = json.loads(path.read_text())
+        runs.setdefault(run_key(data), []).append(data)
+    return {key: sorted(runs[key], key=lambda r: r["seed"]) for key in sorted(runs)}
+
+
+def classifier_markdown(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[str, dict]:
+    lines = ["# The SOO classifier over independently trained pairs", "",
+             "Each seed trains one honest and one deceptive pair (the baselines of the main experiment, shared with "
+             "it) and plays each for the given number of greedy evaluation episodes. For every (deceptive, honest) "
+             "pair of policies across seeds and every n, 500 random subsets of n episodes are drawn from each "
+             "policy's pool; accuracy = how often the deceptive policy has the larger mean SOO value (less "
+             "self-other overlap). The rule is fixed in advance, not fitted. Episodes without a (self, other) pair "
+             "(definition `authors`, red in view throughout) have no SOO value and are left out of the pools.", ""]
+    summary = {}
+    for key, seeds in runs.items():
+        first = seeds[0]["config"]
+        lines += [f"## Run `{key}`", "",
+                  f"Seeds: n = {len(seeds)} ({seeds[0]['seed']}..{seeds[-1]['seed']}); {first['eval_episodes']} evaluation "
+                  f"episodes per policy; visibility radius {first['env']['visibility_radius']}, {first['env']['reward_shape']} "
+                  f"rewards; baselines {first['honest_episodes']} + {first['deceptive_episodes']} episodes. "
+                  "Compute per seed (both baselines as first trained + this evaluation, all variants, one core): median "
+                  f"{np.median([_classifier_seconds(r) for r in seeds]) / 60:.1f} min.", ""]
+        summary[key] = {}
+        for variant in seeds[0]["variants"]:
+            pools = {b: [_finite(r["variants"][variant][b]["soo"]) for r in seeds] for b in BASELINES}
+            clf = classification_accuracy(pools["deceptive"], pools["honest"], CLASSIFIER_ONLY_EPISODES)
+            trapped = {b: [r["variants"][variant][b]["red_trapped"] for r in seeds] for b in BASELINES}
+            clf["seeds"] = [r["seed"] for r in seeds]
+            clf["red_trapped"] = {b: float(np.mean(v)) for b, v in trapped.items()}
+            summary[key][variant] = clf
+            names = [f"dec {clf['seeds'][i]} / hon {clf['seeds'][j]}" for i, j in clf["worst_pair"]]
+            lines += [f"### {variant}", "",
+                      f"{clf['pairs']} (deceptive, honest) pairs; red ends at the non-goal landmark in "
+                      f"{100 * clf['red_trapped']['deceptive']:.1f}% of the deceptive and {100 * clf['red_trapped']['honest']:.1f}% "
+                      "of the honest baselines' episodes (mean over seeds).", "",
+                      "| episodes n | " + " | ".join(str(n) for n in clf["episodes"]) + " |",
+                      "|---" * (len(clf["episodes"]) + 1) + "|",
+                      "| accuracy % | " + " | ".join(f"{100 * a:.1f}" for a in clf["accuracy"]) + " |",
+                      "| worst pair % | " + " | ".join(f"{100 * a:.1f}" for a in clf["pair_min"]) + " |",
+                      "| worst pair (seeds) | " + " | ".join(names) + " |", ""]
+        lines += [f"Plot: `{plot_prefix(key)}classifier_only.png`.", ""]
+    return "\n".join(lines), summary
+
+
+def _classifier_seconds(data: dict) -> float:
+    return sum(sum(v or 0.0 for v in block["train_seconds"].values()) + block["eval_seconds"]
+               for block in data["variants"].values())
+
+
+def write_classifier_report(out_dir: str | Path) -> Path | None:
+    """classifier.md, classifier_summary.json and one plot per run; None when there is no data."""
+    out_dir = Path(out_dir)
+    runs = load_classifier_runs(out_dir)
+    if not runs:
+        return None
+    text, summary = classifier_markdown(out_dir, runs)
+    (out_dir / "classifier_summary.json").write_text(json.dumps(summary, indent=1))
+    for key, variants in summary.items():
+        plot_classifier({"variants": {v: {"classifier": clf} for v, clf in variants.items()}},
+                        out_dir / f"{plot_prefix(key)}classifier_only.png")
+    path = out_dir / "classifier.md"
+    path.write_text(text)
+    return path
+
+
 def write_report(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
