@@ -11,8 +11,12 @@
 # A rerun of a seed reuses its finished stages (checkpoints in results/rl/seed_N/), so a task that
 # hit the time limit picks up where it stopped when resubmitted.
 #
+# The SOO classifier over 1500 independently trained pairs (baselines only, basic task):
+#   SOO_RL_ARGS="--classifier_only --variants basic" sbatch -A project_xxx --array=0-749 submit_rl_deception.sh
+#   SOO_RL_ARGS="--classifier_only --variants basic" SOO_RL_SEED_OFFSET=750 sbatch -A project_xxx --array=0-749 submit_rl_deception.sh
+#
 # Environment overrides: SOO_RL_OUT_DIR [results/rl], SOO_RL_ARGS [none; more `run` flags, e.g.
-# "--quick" or "--variants basic"], SOO_PYTHON [.venv/bin/python or python3], SOO_MODULES
+# "--quick" or "--variants basic"], SOO_RL_SEED_OFFSET [0; added to the array index], SOO_PYTHON [.venv/bin/python or python3], SOO_MODULES
 # [pytorch; empty = no module load]. Log: logs/soo-rl-ARRAYJOBID_SEED.out.
 #
 #SBATCH --job-name=soo-rl             # name in squeue, and the %x of the log file name
@@ -36,7 +40,9 @@ fi
 soo_require_slurm_account   # before any work: no account, no job
 soo_setup_environment       # modules, interpreter (SOO_PY)
 
-seed="${SLURM_ARRAY_TASK_ID:-0}"
+# Seed = array index + SOO_RL_SEED_OFFSET: more seeds than one array may hold (Slurm's default
+# MaxArraySize is 1001) go in several arrays, e.g. --array=0-749 with offsets 0 and 750.
+seed=$(( ${SLURM_ARRAY_TASK_ID:-0} + ${SOO_RL_SEED_OFFSET:-0} ))
 extra=()
 read -r -a extra <<<"${SOO_RL_ARGS:-}"
 echo "SOO RL seed $seed -- job ${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_$seed on $(hostname -s), $(date '+%Y-%m-%d %H:%M:%S %Z')"

@@ -280,9 +280,9 @@ def test_rl_array_job_runs_one_seed_per_task_then_the_report(slurm_cluster, subm
     out_dir = submit_dir / "rl"
     result = _sbatch(submit_dir, "submit_rl_deception.sh",
                      ["-A", "test", "--array=0-1", "--partition=gputest", "--time=15", *_gres_args(False)],
-                     {**env, "SOO_RL_ARGS": "--quick --variants basic", "SOO_RL_OUT_DIR": str(out_dir)})
+                     {**env, "SOO_RL_ARGS": "--quick --variants basic", "SOO_RL_OUT_DIR": str(out_dir), "SOO_RL_SEED_OFFSET": "10"})
     job_id = _job_id(result.stdout)
-    logs = {seed: _log(submit_dir, "soo-rl", f"{job_id}_{seed}") for seed in (0, 1)}
+    logs = {10 + task: _log(submit_dir, "soo-rl", f"{job_id}_{task}") for task in (0, 1)}  # seed = index + offset
     assert result.returncode == 0, f"sbatch --wait exit {result.returncode}; logs:\n{logs}"
     for seed, log in logs.items():
         assert f"SOO RL seed {seed}" in log and f"seed {seed} finished (exit 0)" in log, log[-2000:]
