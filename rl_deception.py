@@ -228,6 +228,7 @@ def report(args) -> None:
             fail(f"{error} (or `run --classifier_only` for seed_*/classifier_*.json)")
     except OSError as error:
         fail(error)
+    paths = [path for path in paths if path is not None]  # no classifier data: no classifier.md
     for path in paths:
         print(path.read_text())
     for path in paths:
