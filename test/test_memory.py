@@ -83,13 +83,16 @@ def test_lora_count_equals_peft_on_the_real_model(arch, r, targets):
 def test_bundled_architectures_have_the_published_sizes():
     expected = {
         "google/gemma-2-27b-it": 27_227_128_320,
+        "google/gemma-2-2b-it": 2_614_341_888,
         "google/gemma-3-4b-it": 4_300_079_472,
+        "meta-llama/Llama-3.2-1B-Instruct": 1_235_814_400,
         "mistralai/Mistral-7B-Instruct-v0.2": 7_241_732_096,
         memory.EMBEDDED_ARCHITECTURE: 134_515_008,
     }
     assert sorted(expected) == memory.bundled_hub_ids()
     # The smaller ones are built here; Gemma-2-27B's count is checked through the CLI below.
-    for hub_id in ("mistralai/Mistral-7B-Instruct-v0.2", memory.EMBEDDED_ARCHITECTURE):
+    for hub_id in ("google/gemma-2-2b-it", "meta-llama/Llama-3.2-1B-Instruct", "mistralai/Mistral-7B-Instruct-v0.2",
+                   memory.EMBEDDED_ARCHITECTURE):
         config = memory.load_bundled_config(memory.bundled_config_path(hub_id))
         assert sum(p.numel() for p in build_meta_model(config).parameters()) == expected[hub_id]
 
