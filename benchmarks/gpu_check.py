@@ -263,7 +263,6 @@ def _autocast(device: torch.device, precision: str):
 def train_and_measure(model, config, name: str, hub_id: str, precision: str, load_in_4bit: bool, args,
                       device: torch.device, workdir: str) -> TrainingResult:
     """Wrap `model` in LoRA, count one step's FLOPs, train warm-up + timed steps with SOOTrainer."""
-    from torch.utils.flop_counter import FlopCounterMode
     from transformers import PrinterCallback
 
     from soo.core.modeling import add_lora
@@ -294,11 +293,7 @@ def train_and_measure(model, config, name: str, hub_id: str, precision: str, loa
                                               load_in_4bit, args.micro_batch, args.seq_len)
 
     batch = {key: value.to(device) for key, value in collator(pairs[: args.micro_batch]).items()}
-    counter = FlopCounterMode(display=False)
-    with counter, _autocast(device, precision):
-        trainer.compute_loss(model, batch).backward()
-    result.step_flops = counter.get_total_flops()
-    model.zero_grad(set_to_none=True)
+    result.step_flops = count_step_flops(trainer, model, batch, device, precision)
     trainer._metric_stats["train"].clear()  # the counting step is not a training step
 
     if device.type == "cuda":
@@ -317,6 +312,30 @@ def train_and_measure(model, config, name: str, hub_id: str, precision: str, loa
         result.overflow = injected_outlier_outcome(trainer, model, batch, layer, device, precision)
     del trainer
     return result
+
+
+def count_step_flops(trainer, model, batch, device: torch.device, precision: str) -> float:
+    """FLOPs of one forward + backward, counted by FlopCounterMode. Its SDPA formula rejects the
+    grouped-query call (fewer key/value heads) that transformers makes on CUDA: then the step is
+    counted with eager attention, whose matmuls do the same work."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    base = model.get_base_model()
+    original = base.config._attn_implementation
+    for implementation in dict.fromkeys([original, "eager"]):
+        base.set_attn_implementation(implementation)
+        try:
+            counter = FlopCounterMode(display=False)
+            with counter, _autocast(device, precision):
+                trainer.compute_loss(model, batch).backward()
+            return counter.get_total_flops()
+        except AssertionError:
+            if implementation == "eager":
+                raise
+        finally:
+            model.zero_grad(set_to_none=True)
+            base.set_attn_implementation(original)
+    raise AssertionError("unreachable")
 
 
 def injected_outlier_outcome(trainer, model, batch, layer: int, device: torch.device, precision: str) -> str:

@@ -115,9 +115,11 @@ class SOOTrainer(Trainer):
             mark_checkpoint_complete(os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"))
 
     def _record(self, mode: str, name: str, values: torch.Tensor) -> None:
-        values = values.detach().double()
+        # On the host: the running sums live there, and a count made with torch.tensor() is a CPU
+        # tensor that torch.stack cannot join to CUDA ones (found by benchmarks/gpu_check.py).
+        values = values.detach().double().cpu()
         stats = self._metric_stats[mode][name]
-        stats += torch.stack([values.sum(), values.pow(2).sum(), torch.tensor(values.numel(), dtype=torch.float64)]).cpu()
+        stats += torch.stack([values.sum(), values.pow(2).sum(), torch.tensor(values.numel(), dtype=torch.float64)])
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         self._eval_prefix = metric_key_prefix
