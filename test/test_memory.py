@@ -227,3 +227,21 @@ def test_lora_targets_that_match_nothing_are_an_error():
 def test_meta_model_uses_no_memory():
     model = build_meta_model(tiny_config("llama", VOCAB))
     assert all(p.device == torch.device("meta") for p in model.parameters())
+
+
+def test_four_bit_plan_counts_the_unquantized_weights_as_peft_leaves_them():
+    """QLoRA: peft's k-bit preparation casts every weight it does not hold in 4 bits to fp32; the plan
+    must count those bytes (measured on an H200: 1.07x the old 16-bit count, docs/benchmarks-gpu.md)."""
+    from peft import prepare_model_for_kbit_training
+
+    from soo.tools.memory import NF4_BYTES_PER_PARAM, base_weight_bytes
+
+    model = build_tiny_model("llama", vocab_size=VOCAB).to(torch.bfloat16)
+    counts = count_parameters(model, 8, ["q_proj", "v_proj"])
+    output_layer = model.get_output_embeddings()
+    quantized = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output_layer}
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # Without bitsandbytes nothing here is 4-bit, so the Linear weights are skipped: the rest is what counts.
+    rest_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in quantized)
+    assert rest_bytes == pytest.approx(base_weight_bytes(counts, 2, True) - counts.quantizable_params * NF4_BYTES_PER_PARAM)
+    assert rest_bytes == (counts.total_params - counts.quantizable_params) * 4

@@ -27,7 +27,8 @@ Two estimates per stage:
 2. The LoRA-aware estimate that our runs need (per GPU unless said otherwise; b = bytes per
    element of the training dtype: 2 for bf16/fp16, 4 for fp32; G = GPUs in all):
    * frozen base weights: P * b (4-bit QLoRA: nn.Linear weights other than the output layer at
-     0.516 bytes/param, NF4 plus double-quantized scales), / G under ZeRO-3, whole on every GPU
+     0.516 bytes/param, NF4 plus double-quantized scales, and the rest in fp32, to which peft's
+     k-bit preparation casts it), / G under ZeRO-3, whole on every GPU
      under ZeRO-2 (it only partitions gradients and optimizer state);
    * ZeRO-3 gathered parameters: 2 x the largest module's own parameters x b (the module being run
      plus one prefetched), the same module DeepSpeed's estimator calls "largest layer";
@@ -381,7 +382,9 @@ def base_weight_bytes(counts: ModelCounts, dtype_bytes: int, load_in_4bit: bool)
     if not load_in_4bit:
         return counts.total_params * dtype_bytes
     rest = counts.total_params - counts.quantizable_params
-    return counts.quantizable_params * NF4_BYTES_PER_PARAM + rest * dtype_bytes
+    # peft's prepare_model_for_kbit_training (soo.core.modeling.add_lora) casts every weight that is
+    # not 4-bit (embeddings, norms, output layer) to fp32; measured on an H200 (docs/benchmarks-gpu.md).
+    return counts.quantizable_params * NF4_BYTES_PER_PARAM + rest * DTYPE_BYTES["float32"]
 
 
 def activation_bytes(counts: ModelCounts, rows: int, seq_len: int, dtype_bytes: int, checkpointing: bool,
@@ -420,12 +423,14 @@ def lora_aware_estimate(stage: int, offload: str, counts: ModelCounts, settings:
     components = []
 
     weights = base_weight_bytes(counts, b, settings.load_in_4bit)
-    weight_label = "NF4 4-bit + 16-bit rest" if settings.load_in_4bit else settings.dtype
+    weight_label = "NF4 4-bit + fp32 rest" if settings.load_in_4bit else settings.dtype
     if stage == 3:
         share = weights / gpus
         components.append(_component("base_weights", f"frozen base weights ({weight_label}), 1/{gpus} partition",
                                      "cpu" if offload_params else "gpu", share, share * gpus_per_node))
-        layer_bytes = NF4_BYTES_PER_PARAM if settings.load_in_4bit and counts.largest_layer_quantizable else b
+        layer_bytes = b
+        if settings.load_in_4bit:  # NF4, or fp32 for what 4-bit loading leaves unquantized (see base_weight_bytes)
+            layer_bytes = NF4_BYTES_PER_PARAM if counts.largest_layer_quantizable else DTYPE_BYTES["float32"]
         gathered = 2 * counts.largest_layer_params * layer_bytes
         short_name = ".".join(counts.largest_layer_name.split(".")[-1:]) or "model"
         components.append(_component("gathered_params", f"gathered params: 2 x largest layer ({short_name})", "gpu",
