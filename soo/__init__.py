@@ -1,7 +1,7 @@
 """Self-Other Overlap (SOO) fine-tuning of language models (Carauleanu et al. 2024, arXiv 2412.16325).
 
 Packages in pipeline order; each package's docstring is its module map. Imports point one way:
-core <- data <- train, eval <- organism, tools; rl uses core only. Evaluation never imports training.
+core <- data <- train, eval <- organism, sweep, tools; rl uses core only. Evaluation never imports training.
 
   core   what every stage shares: model loading, prompt formatting, pair batching, the SOO
          distance and activation capture, statistics, atomic files
@@ -9,6 +9,7 @@ core <- data <- train, eval <- organism, tools; rl uses core only. Evaluation ne
   train  SOOConfig, SOOTrainer, one fine-tuning run, DeepSpeed/srun set-up, preemption
   eval   deception scenarios, answer classification, generation, latent SOO, capability, report
   organism  deceptive model organisms (LoRA SFT) and the SOO experiment on them
+  sweep  grids of fine-tuning settings (layers x seeds x weights, controls) as train -> evaluate cells
   tools  stand-alone commands: memory plan, adapter merge, tiny test models
   rl     SOO in the physical deception task (MADDPG)
 

@@ -19,6 +19,7 @@ ALLOWED = {
     "rl": {"core"},
     "organism": {"core", "data", "train", "eval"},
     "tools": {"core", "data", "train", "eval"},
+    "sweep": {"core", "data", "train", "eval"},
 }
 
 

@@ -128,6 +128,17 @@ def _field_names(parser) -> set[str]:
     return {f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype)}
 
 
+def finetuning_field_names() -> set[str]:
+    """Every field finetuning.py accepts as a flag or a --config key (model, data, SOOConfig)."""
+    return {f.name for dtype in (ModelArguments, DataArguments, SOOConfig) for f in dataclasses.fields(dtype)}
+
+
+def list_field_names() -> set[str]:
+    """The fields that take a list of values (`--soo_layers 10 20`)."""
+    return {f.name for dtype in (ModelArguments, DataArguments, SOOConfig) for f in dataclasses.fields(dtype)
+            if str(f.type).replace("typing.", "").lower().startswith("list")}
+
+
 def _explicit_flags(argv: list[str]) -> set[str]:
     return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
 

@@ -1,0 +1,8 @@
+"""Sweeps: grids of fine-tuning settings run as train -> evaluate cells.
+
+  grid   the sweep spec (YAML): base config, grid, control cells; expansion into named cells
+"""
+
+from soo.sweep.grid import SweepCell, SweepSpec, SweepSpecError, cell_name, finetuning_flags, load_sweep
+
+__all__ = ["SweepCell", "SweepSpec", "SweepSpecError", "cell_name", "finetuning_flags", "load_sweep"]
