@@ -14,5 +14,5 @@ core <- data <- train, eval <- organism, sweep, tools; rl uses core only. Evalua
   rl     SOO in the physical deception task (MADDPG)
 
 Entry points are the scripts at the repository root: generate_data.py, finetuning.py,
-evaluate.py, rl_deception.py.
+evaluate.py, rl_deception.py, deception_experiment.py, sweep.py.
 """

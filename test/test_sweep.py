@@ -76,3 +76,77 @@ def test_unreadable_specs_are_refused_in_one_line(tmp_path):
     bad.write_text("grid: [unclosed\n")
     with pytest.raises(SweepSpecError, match="YAML syntax error at line"):
         load_sweep(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# Running cells (soo.sweep.run): local executor, state files, resume
+
+
+def tiny_sweep(tmp_path, tiny_model_dir, data_files, grid, controls=()):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "data_path": str(data_files[0]), "max_steps": 1,
+        "use_cpu": True, "report_to": "none", "disable_tqdm": True, "soo_layers": [1], "learning_rate": 5e-2}))
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({
+        "base_config": str(base), "output_dir": str(tmp_path / "sweep"), "grid": grid, "controls": list(controls),
+        "evaluate": {"protocol": "forced_choice", "n": 1, "scenarios": ["main"], "no_capability": True, "n_pairs": 4}}))
+    return load_sweep(spec)
+
+
+def test_local_sweep_runs_cells_skips_done_ones_and_reports_failures(tmp_path, tiny_model_dir, data_files, monkeypatch):
+    from soo.sweep import run
+
+    # soo_layers 99 does not exist in the 4-layer model: finetuning.py refuses it (exit 2).
+    spec = tiny_sweep(tmp_path, tiny_model_dir, data_files, {"soo_layers": [2, 99]})
+    states = run.run_local(spec, jobs=1, log=lambda *_: None)
+    assert states == {"soo_layers-2": "done", "soo_layers-99": "failed"}
+    good, bad = spec.cells()
+    assert (spec.cell_dir(good) / "eval" / "results.json").is_file()
+    assert (spec.cell_dir(good) / "train" / "adapter_model.safetensors").is_file()
+    lines, counts = run.status_table(spec)
+    assert counts["done"] == 1 and counts["failed"] == 1
+    assert any(line.startswith("failed") and "soo_layers-99" in line and "train exit 2" in line for line in lines)
+    assert "SOO layer 99 is out of range" in (spec.cell_dir(bad) / "cell.log").read_text()
+
+    # A rerun leaves the done cell alone and runs the failed one again.
+    started = []
+    real_run = run.subprocess.run
+    monkeypatch.setattr(run.subprocess, "run", lambda command, **kw: started.append(command) or real_run(command, **kw))
+    assert run.run_local(spec, jobs=2, log=lambda *_: None)["soo_layers-99"] == "failed"
+    assert [command[1].endswith("finetuning.py") for command in started] == [True]
+    assert all("--soo_layers" in command and "99" in command for command in started)
+
+
+def test_preempted_and_killed_cells_are_resumable(tmp_path, tiny_model_dir, data_files):
+    from soo.sweep import run
+
+    spec = tiny_sweep(tmp_path, tiny_model_dir, data_files, {"seed": [0]})
+    (cell,) = spec.cells()
+    stopped = tmp_path / "stopped-python"
+    stopped.write_text("#!/bin/sh\nexit 75\n")  # what finetuning.py returns after a USR1/TERM checkpoint
+    stopped.chmod(0o755)
+    assert run.run_cell(spec, cell, python=str(stopped), log=lambda *_: None) == "preempted"
+    assert run.cell_state(spec, cell)[0] == "preempted"
+    # A running marker whose process is gone (a killed executor) is not "running" forever.
+    run._set_state(spec.cell_dir(cell), "running", {"host": run.socket.gethostname(), "pid": 2**22 + 12345})
+    state, record = run.cell_state(spec, cell)
+    assert state == "failed" and "process is gone" in record["reason"]
+    assert run.run_local(spec, log=lambda *_: None) == {"seed-0": "done"}
+    assert run.cell_state(spec, cell)[0] == "done"
+
+
+def test_sweep_cli_lists_cells_reports_status_and_refuses_bad_input(tmp_path, capsys):
+    import sweep
+
+    spec = write_spec(tmp_path, controls=[{"name": "lm_only", "set": {"soo_weight": 0}}])
+    assert sweep.main(["cells", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "[5] lm_only__seed-1" in out and "--soo_weight 0 --seed 1" in out and "evaluate.py --adapters" in out
+    assert sweep.main(["status", str(spec)]) == 1  # nothing has run
+    out = capsys.readouterr().out
+    assert out.count("\npending ") + out.startswith("pending ") == 6 and "6 cells: 6 pending" in out
+    assert sweep.main(["run-cell", str(spec), "--index", "6"]) == 2
+    assert capsys.readouterr().err == "error: --index 6: the sweep has 6 cells (0..5)\n"
+    assert sweep.main(["status", str(tmp_path / "nope.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

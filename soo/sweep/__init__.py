@@ -1,6 +1,7 @@
 """Sweeps: grids of fine-tuning settings run as train -> evaluate cells.
 
   grid   the sweep spec (YAML): base config, grid, control cells; expansion into named cells
+  run    a cell's train -> evaluate children, its state files, the local executor, status
 """
 
 from soo.sweep.grid import SweepCell, SweepSpec, SweepSpecError, cell_name, finetuning_flags, load_sweep

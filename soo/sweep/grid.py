@@ -14,7 +14,7 @@
       n: 50
 
 Every key of `grid` and `set` must be a finetuning.py field; `output_dir` and `config` belong to
-the sweep. Cell names are made from the settings (`soo_layers-10__seed-0`, `lm_only__seed-0`),
+the sweep. Relative paths are relative to the folder the command runs in. Cell names are made from the settings (`soo_layers-10__seed-0`, `lm_only__seed-0`),
 so a rerun of the same spec finds the same folders: that is what makes a sweep resumable.
 """
 
@@ -126,9 +126,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     for key in ("base_config", "output_dir", "grid"):
         if not raw.get(key):
             raise SweepSpecError(f"{path}: '{key}' is missing.")
-    base_config = Path(raw["base_config"])
+    # Absolute from here on: the cells' children run from the repository root.
+    base_config = Path(raw["base_config"]).absolute()
     if not base_config.is_file():
-        raise SweepSpecError(f"{path}: base_config {base_config} is not a file.")
+        raise SweepSpecError(f"{path}: base_config {raw['base_config']} is not a file.")
 
     fields, list_fields = finetuning_field_names(), list_field_names()
 
@@ -179,7 +180,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     evaluate = raw.get("evaluate") or {}
     if not isinstance(evaluate, dict):
         raise SweepSpecError(f"{path}: 'evaluate' must map evaluate.py flags to values.")
-    spec = SweepSpec(path=path, base_config=base_config, output_dir=Path(raw["output_dir"]), grid=grid,
+    spec = SweepSpec(path=path, base_config=base_config, output_dir=Path(raw["output_dir"]).absolute(), grid=grid,
                      controls=controls, evaluate=dict(evaluate))
     seen = {}
     for cell in spec.cells():

@@ -1,0 +1,154 @@
+"""Running sweep cells: train -> evaluate as child processes, each cell's state kept in its folder.
+
+A cell's folder (`SweepSpec.cell_dir`) holds:
+  train/        finetuning.py --output_dir: a rerun resumes from its last complete checkpoint
+  eval/         evaluate.py --output_dir (results.json, report.md, ...)
+  cell.log      both children's output, appended across reruns
+  one state file, written atomically:
+    done.json     written last, after evaluate.py succeeded: a rerun skips the cell
+    failed.json   the step that failed, its exit status: a rerun runs the cell again
+    running.json  host, pid, Slurm job and task ids, start time: a process is working on it
+    preempted.json  training stopped by a signal (exit 75: preemption, the time limit) after
+                  checkpointing: a rerun resumes it
+No state file: pending. A cell that fails never stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from soo.core.io import write_json_atomic
+from soo.sweep.grid import SweepCell, SweepSpec, finetuning_flags
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATES = ("done", "running", "preempted", "failed", "pending")
+STATE_FILES = {state: f"{state}.json" for state in STATES if state != "pending"}
+PREEMPTED_EXIT_CODE = 75  # soo.train.PREEMPTED_EXIT_CODE; not imported: the sweep never loads torch
+
+
+def evaluate_flags(values: dict) -> list[str]:
+    """`--flag value` for evaluate.py: True is a bare switch, False and None leave the flag out."""
+    flags = []
+    for key, value in values.items():
+        if value is True:
+            flags.append(f"--{key}")
+        elif value is False or value is None:
+            continue
+        else:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            flags += [f"--{key}", *map(str, items)]
+    return flags
+
+
+def cell_commands(spec: SweepSpec, cell: SweepCell, python: str = sys.executable) -> dict[str, list[str]]:
+    """The two child commands of a cell, run from the repository root."""
+    folder = spec.cell_dir(cell)
+    return {
+        "train": [python, str(REPO_ROOT / "finetuning.py"), "--config", str(spec.base_config),
+                  "--output_dir", str(folder / "train"), *finetuning_flags(cell.settings)],
+        "evaluate": [python, str(REPO_ROOT / "evaluate.py"), "--adapters", str(folder / "train"),
+                     "--output_dir", str(folder / "eval"), *evaluate_flags(spec.evaluate)],
+    }
+
+
+def cell_state(spec: SweepSpec, cell: SweepCell) -> tuple[str, dict]:
+    """(state, the state file's contents); a running marker whose local process is gone reads as failed."""
+    import json
+
+    folder = spec.cell_dir(cell)
+    for state in ("done", "running", "preempted", "failed"):
+        path = folder / STATE_FILES[state]
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                record = {}
+            if state == "running" and record.get("host") == socket.gethostname() and not _alive(record.get("pid")):
+                return "failed", {**record, "reason": "its process is gone (killed?)"}
+            return state, record
+    return "pending", {}
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _set_state(folder: Path, state: str, record: dict) -> None:
+    for other in STATE_FILES.values():
+        (folder / other).unlink(missing_ok=True)
+    write_json_atomic(folder / STATE_FILES[state], record)
+
+
+def run_cell(spec: SweepSpec, cell: SweepCell, python: str = sys.executable, log=print) -> str:
+    """Train then evaluate one cell (skipped when done); returns its final state."""
+    state, _ = cell_state(spec, cell)
+    if state == "done":
+        return "done"
+    folder = spec.cell_dir(cell)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    _set_state(folder, "running", {"host": socket.gethostname(), "pid": os.getpid(), "started": started,
+                                   "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
+                                   "slurm_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")})
+    seconds = {}
+    with (folder / "cell.log").open("a", encoding="utf-8") as cell_log:
+        for step, command in cell_commands(spec, cell, python).items():
+            cell_log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {step}: {' '.join(command)}\n")
+            cell_log.flush()
+            step_started = time.time()
+            code = subprocess.run(command, cwd=REPO_ROOT, stdout=cell_log, stderr=subprocess.STDOUT).returncode
+            seconds[step] = round(time.time() - step_started, 1)
+            if code != 0:
+                preempted = step == "train" and code == PREEMPTED_EXIT_CODE
+                state = "preempted" if preempted else "failed"
+                _set_state(folder, state, {"step": step, "exit_code": code, "seconds": seconds,
+                                           "log": str(folder / "cell.log")})
+                log(f"{cell.name}: {state} in {step} (exit {code}); log {folder / 'cell.log'}")
+                return state
+    _set_state(folder, "done", {"settings": cell.settings, "kind": cell.kind, "seconds": seconds,
+                                "finished": time.time()})
+    log(f"{cell.name}: done in {time.time() - started:.0f} s")
+    return "done"
+
+
+def run_local(spec: SweepSpec, jobs: int = 1, python: str = sys.executable, log=print) -> dict[str, str]:
+    """Every cell that is not done, `jobs` at a time on this machine; {cell name: final state}."""
+    cells = [cell for cell in spec.cells() if cell_state(spec, cell)[0] != "done"]
+    skipped = len(spec.cells()) - len(cells)
+    log(f"{len(cells)} cell(s) to run, {skipped} done already; {jobs} at a time")
+    states = {cell.name: "done" for cell in spec.cells()}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for cell, state in zip(cells, pool.map(lambda cell: run_cell(spec, cell, python, log), cells)):
+            states[cell.name] = state
+    return states
+
+
+def status_table(spec: SweepSpec) -> tuple[list[str], dict[str, int]]:
+    """A line per cell and the count per state."""
+    counts = dict.fromkeys(STATES, 0)
+    lines = []
+    for cell in spec.cells():
+        state, record = cell_state(spec, cell)
+        counts[state] += 1
+        detail = ""
+        if state in ("failed", "preempted"):
+            detail = record.get("reason") or f"{record.get('step', '?')} exit {record.get('exit_code', '?')}"
+        elif state == "running":
+            job = record.get("slurm_job_id")
+            detail = f"{record.get('host', '?')} pid {record.get('pid', '?')}" + (f", job {job}" if job else "")
+        elif state == "done":
+            detail = ", ".join(f"{step} {value:.0f} s" for step, value in (record.get("seconds") or {}).items())
+        lines.append(f"{state:<10} {cell.name}" + (f"  ({detail})" if detail else ""))
+    return lines, counts

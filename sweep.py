@@ -1,0 +1,81 @@
+"""Sweeps: a grid of fine-tuning settings (layers x seeds x weights, plus control cells), each cell
+trained with finetuning.py and evaluated with evaluate.py, resumable. The spec format is in
+soo/sweep/grid.py; docs/sweeps.md has the details.
+
+  # every cell not done yet, one after another (or --jobs N at a time) on this machine:
+  python sweep.py run configs/sweeps/smollm2-layers.yaml
+  python sweep.py run configs/sweeps/smollm2-layers.yaml --jobs 2
+
+  # done / running / preempted / failed / pending per cell:
+  python sweep.py status configs/sweeps/smollm2-layers.yaml
+
+  # the cells and the two commands each runs, without running anything:
+  python sweep.py cells configs/sweeps/smollm2-layers.yaml
+
+  # one cell by its index in `cells` (what a Slurm array task runs):
+  python sweep.py run-cell configs/sweeps/smollm2-layers.yaml --index 3
+
+Rerunning `run` skips finished cells, resumes preempted ones from their last complete checkpoint
+and reruns failed ones; a failed cell leaves its log (CELL/cell.log) and never stops the others.
+Exit status: 0 when every cell is done, 1 when some are not, 2 for a bad spec (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from soo.core.cli import non_negative_int, positive_int
+
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run every cell that is not done, on this machine")
+    run.add_argument("spec", help="the sweep's YAML file")
+    run.add_argument("--jobs", type=positive_int, default=1, help="cells at a time (default 1)")
+    status = commands.add_parser("status", help="the state of every cell")
+    status.add_argument("spec", help="the sweep's YAML file")
+    cells = commands.add_parser("cells", help="list the cells and their commands")
+    cells.add_argument("spec", help="the sweep's YAML file")
+    one = commands.add_parser("run-cell", help="run one cell by its index (a Slurm array task)")
+    one.add_argument("spec", help="the sweep's YAML file")
+    one.add_argument("--index", type=non_negative_int, required=True, help="the cell's index in `cells`")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from soo.core.cli import fail
+    from soo.sweep import SweepSpecError, load_sweep
+    from soo.sweep.run import cell_commands, run_cell, run_local, status_table
+
+    try:
+        spec = load_sweep(args.spec)
+    except SweepSpecError as error:
+        return fail(error)
+    cells = spec.cells()
+    if args.command == "cells":
+        for index, cell in enumerate(cells):
+            print(f"[{index}] {cell.name}")
+            for step, command in cell_commands(spec, cell).items():
+                print(f"    {step}: {' '.join(command)}")
+        return 0
+    if args.command == "status":
+        lines, counts = status_table(spec)
+        print("\n".join(lines))
+        print(f"{len(cells)} cells: " + ", ".join(f"{count} {state}" for state, count in counts.items() if count))
+        return 0 if counts["done"] == len(cells) else 1
+    if args.command == "run-cell":
+        if args.index >= len(cells):
+            return fail(f"--index {args.index}: the sweep has {len(cells)} cells (0..{len(cells) - 1})")
+        return 0 if run_cell(spec, cells[args.index]) == "done" else 1
+    states = run_local(spec, jobs=args.jobs)
+    not_done = sorted(name for name, state in states.items() if state != "done")
+    print(f"{len(cells) - len(not_done)}/{len(cells)} cells done" + (f"; not done: {', '.join(not_done)}" if not_done else ""))
+    return 0 if not not_done else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
