@@ -14,8 +14,9 @@
       n: 50
 
 Every key of `grid` and `set` must be a finetuning.py field; `output_dir` and `config` belong to
-the sweep. Relative paths are relative to the folder the command runs in. Cell names are made from the settings (`soo_layers-10__seed-0`, `lm_only__seed-0`),
-so a rerun of the same spec finds the same folders: that is what makes a sweep resumable.
+the sweep. Relative paths are relative to the folder the command runs in. Cell names are made
+from the settings (`soo_layers-10__seed-0`, `lm_only__seed-0`), so a rerun of the same spec finds
+the same folders: that is what makes a sweep resumable.
 """
 
 from __future__ import annotations
