@@ -12,6 +12,9 @@ soo/sweep/grid.py; docs/sweeps.md has the details.
   # the cells and the two commands each runs, without running anything:
   python sweep.py cells configs/sweeps/smollm2-layers.yaml
 
+  # the report over the finished cells: OUTPUT_DIR/report/{report.md, cells.csv, settings.csv, change_heatmap.png}
+  python sweep.py report configs/sweeps/smollm2-layers.yaml
+
   # one cell by its index in `cells` (what a Slurm array task runs):
   python sweep.py run-cell configs/sweeps/smollm2-layers.yaml --index 3
 
@@ -38,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("spec", help="the sweep's YAML file")
     cells = commands.add_parser("cells", help="list the cells and their commands")
     cells.add_argument("spec", help="the sweep's YAML file")
+    report = commands.add_parser("report", help="the report over the finished cells")
+    report.add_argument("spec", help="the sweep's YAML file")
     one = commands.add_parser("run-cell", help="run one cell by its index (a Slurm array task)")
     one.add_argument("spec", help="the sweep's YAML file")
     one.add_argument("--index", type=non_negative_int, required=True, help="the cell's index in `cells`")
@@ -67,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
         print(f"{len(cells)} cells: " + ", ".join(f"{count} {state}" for state, count in counts.items() if count))
         return 0 if counts["done"] == len(cells) else 1
+    if args.command == "report":
+        from soo.sweep.report import write_sweep_report
+
+        folder = write_sweep_report(spec)
+        print(f"report: {folder / 'report.md'}")
+        return 0
     if args.command == "run-cell":
         if args.index >= len(cells):
             return fail(f"--index {args.index}: the sweep has {len(cells)} cells (0..{len(cells) - 1})")

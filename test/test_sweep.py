@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,51 @@ def test_sweep_cli_lists_cells_reports_status_and_refuses_bad_input(tmp_path, ca
     assert capsys.readouterr().err == "error: --index 6: the sweep has 6 cells (0..5)\n"
     assert sweep.main(["status", str(tmp_path / "nope.yaml")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def fake_finished_cell(spec, cell, base_p, adapter_p, latent_base, latent_adapter, layer):
+    """A cell folder as run_cell leaves it, with the parts of evaluate.py's results.json the report reads."""
+    from soo.sweep import run
+
+    folder = spec.cell_dir(cell)
+    (folder / "eval").mkdir(parents=True)
+    summary = [{"condition": name, "scenario": scenario, "order_averaged": {"mean": p + shift, "ci95": 0.01, "n": 50}}
+               for name, p in (("base", base_p), ("soo_0", adapter_p)) for scenario, shift in (("main", 0), ("action", 0.1))]
+    results = {"conditions": [{"name": "base"}, {"name": "soo_0"}], "forced_choice": {"summary": summary},
+               "trained_layers": [layer],
+               "latent_soo": {"base": {str(layer): {"soo": latent_base}}, "soo_0": {str(layer): {"soo": latent_adapter}}}}
+    (folder / "eval" / "results.json").write_text(json.dumps(results))
+    run._set_state(folder, "done", {"seconds": {"train": 1, "evaluate": 1}})
+
+
+def test_report_gives_seed_means_intervals_controls_and_the_best_of_many_warning(tmp_path):
+    from soo.core.stats import mean_t_ci95
+    from soo.sweep.report import write_sweep_report
+
+    spec = load_sweep(write_spec(tmp_path, grid={"soo_layers": [5, 10], "seed": [0, 1, 2]},
+                                 controls=[{"name": "lm_only", "set": {"soo_weight": 0}}]))
+    falls = {5: [-0.10, -0.20, -0.30], 10: [0.01, -0.02, 0.04]}
+    for cell in spec.cells():
+        seed = cell.settings["seed"]
+        if cell.kind == "grid":
+            layer = cell.settings["soo_layers"][0]
+            change = falls[layer][seed]
+        elif seed == 2:
+            continue  # one control seed has not finished
+        else:
+            layer, change = 15, -0.05
+        fake_finished_cell(spec, cell, 0.8, 0.8 + change, 0.2, 0.1, layer)
+
+    folder = write_sweep_report(spec)
+    settings = list(csv.DictReader((folder / "settings.csv").open()))
+    assert [(s["kind"], s["setting"], s["n_seeds"]) for s in settings] == [
+        ("grid", "soo_layers=5", "3"), ("grid", "soo_layers=10", "3"), ("lm_only", "lm_only (soo_weight=0)", "2")]
+    mean, half = mean_t_ci95(falls[5])
+    assert float(settings[0]["change"]) == pytest.approx(mean) and float(settings[0]["change_ci95"]) == pytest.approx(half)
+    assert float(settings[0]["latent_change"]) == pytest.approx(-0.1)
+    assert len(list(csv.DictReader((folder / "cells.csv").open()))) == 8
+    report = (folder / "report.md").read_text()
+    assert "8 of 9 cells finished; not finished: lm_only__seed-2" in report
+    assert "**Best of 2 settings.** `soo_layers=5` has the largest fall, -0.200" in report
+    assert "| lm_only | lm_only (soo_weight=0) | 2 | -0.050 ± 0.000 |" in report
+    assert (folder / "change_heatmap.png").stat().st_size > 1000

@@ -47,10 +47,16 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
 def mean_t_ci95(values: Sequence[float]) -> tuple[float, float]:
     """Mean and the half-width of a Student-t 95% interval of the mean (for a handful of seeds,
     where the normal interval is far too narrow); nan for fewer than two values."""
+    return mean_t_interval(values, 0.95)
+
+
+def mean_t_interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
+    """Mean and the half-width of a two-sided Student-t interval at `confidence` (e.g. 1 - 0.05/K
+    for a Bonferroni correction over K comparisons); nan for fewer than two values."""
     from scipy.stats import t as student_t
 
+    values = list(values)
     mean, sd = mean_sd(values)
-    n = len(list(values))
-    if n < 2:
+    if len(values) < 2:
         return (mean, float("nan"))
-    return (mean, float(student_t.ppf(0.975, n - 1)) * sd / math.sqrt(n))
+    return (mean, float(student_t.ppf(0.5 + confidence / 2, len(values) - 1)) * sd / math.sqrt(len(values)))

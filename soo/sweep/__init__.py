@@ -2,6 +2,7 @@
 
   grid   the sweep spec (YAML): base config, grid, control cells; expansion into named cells
   run    a cell's train -> evaluate children, its state files, the local executor, status
+  report  seed means and intervals per setting, controls, heatmaps, the best-of-many warning
 """
 
 from soo.sweep.grid import SweepCell, SweepSpec, SweepSpecError, cell_name, finetuning_flags, load_sweep
