@@ -20,7 +20,9 @@ soo/sweep/grid.py; docs/sweeps.md has the details.
 
 Rerunning `run` skips finished cells, resumes preempted ones from their last complete checkpoint
 and reruns failed ones; a failed cell leaves its log (CELL/cell.log) and never stops the others.
-Exit status: 0 when every cell is done, 1 when some are not, 2 for a bad spec (one line on stderr).
+USR1 or TERM (Slurm's time-limit warning, scancel) makes the running training checkpoint and stop;
+the cell is left preempted. Exit status: 0 when every cell is done, 1 when some are not (run-cell:
+75 when its cell was preempted, as finetuning.py), 2 for a bad spec (one line on stderr).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from soo.core.cli import fail
     from soo.sweep import SweepSpecError, load_sweep
-    from soo.sweep.run import cell_commands, run_cell, run_local, status_table
+    from soo.sweep.run import PREEMPTED_EXIT_CODE, cell_commands, forward_stop_signals, run_cell, run_local, status_table
 
     try:
         spec = load_sweep(args.spec)
@@ -81,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run-cell":
         if args.index >= len(cells):
             return fail(f"--index {args.index}: the sweep has {len(cells)} cells (0..{len(cells) - 1})")
-        return 0 if run_cell(spec, cells[args.index]) == "done" else 1
+        forward_stop_signals()
+        state = run_cell(spec, cells[args.index])
+        return {"done": 0, "preempted": PREEMPTED_EXIT_CODE}.get(state, 1)
+    forward_stop_signals()
     states = run_local(spec, jobs=args.jobs)
     not_done = sorted(name for name, state in states.items() if state != "done")
     print(f"{len(cells) - len(not_done)}/{len(cells)} cells done" + (f"; not done: {', '.join(not_done)}" if not_done else ""))

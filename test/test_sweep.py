@@ -113,8 +113,8 @@ def test_local_sweep_runs_cells_skips_done_ones_and_reports_failures(tmp_path, t
 
     # A rerun leaves the done cell alone and runs the failed one again.
     started = []
-    real_run = run.subprocess.run
-    monkeypatch.setattr(run.subprocess, "run", lambda command, **kw: started.append(command) or real_run(command, **kw))
+    real_run = run._run_child
+    monkeypatch.setattr(run, "_run_child", lambda command, log_file: started.append(command) or real_run(command, log_file))
     assert run.run_local(spec, jobs=2, log=lambda *_: None)["soo_layers-99"] == "failed"
     assert [command[1].endswith("finetuning.py") for command in started] == [True]
     assert all("--soo_layers" in command and "99" in command for command in started)
@@ -200,3 +200,47 @@ def test_report_gives_seed_means_intervals_controls_and_the_best_of_many_warning
     assert "**Best of 2 settings.** `soo_layers=5` has the largest fall, -0.200" in report
     assert "| lm_only | lm_only (soo_weight=0) | 2 | -0.050 ± 0.000 |" in report
     assert (folder / "change_heatmap.png").stat().st_size > 1000
+
+
+def test_a_stop_signal_reaches_the_running_child_and_leaves_the_cell_preempted(tmp_path, tiny_model_dir, data_files):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from soo.sweep import run
+
+    spec = tiny_sweep(tmp_path, tiny_model_dir, data_files, {"seed": [0]})
+    ready = tmp_path / "ready"
+    waiting = tmp_path / "waiting-python"  # stands in for finetuning.py: checkpoint-and-exit-75 on USR1
+    waiting.write_text(f"#!/bin/sh\ntrap 'exit 75' USR1\ntouch {ready}\nwhile :; do sleep 0.1; done\n")
+    waiting.chmod(0o755)
+    code = ("import sys; from soo.sweep import load_sweep; from soo.sweep.run import forward_stop_signals, run_cell; "
+            "forward_stop_signals(); spec = load_sweep(sys.argv[1]); "
+            "print(run_cell(spec, spec.cells()[0], python=sys.argv[2], log=lambda *_: None))")
+    process = subprocess.Popen([sys.executable, "-c", code, str(spec.path), str(waiting)], cwd=REPO,
+                               stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ready.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert ready.exists(), "the child never started"
+    process.send_signal(signal.SIGTERM)  # what scancel sends the batch step
+    out, _ = process.communicate(timeout=60)
+    assert out.strip() == "preempted"
+    state, record = run.cell_state(spec, spec.cells()[0])
+    assert state == "preempted" and record["exit_code"] == 75 and record["step"] == "train"
+
+
+def test_a_trained_cell_is_only_evaluated_again(tmp_path, tiny_model_dir, data_files):
+    from soo.sweep import run
+
+    spec = tiny_sweep(tmp_path, tiny_model_dir, data_files, {"seed": [0]})
+    (cell,) = spec.cells()
+    (spec.cell_dir(cell) / "train").mkdir(parents=True)
+    (spec.cell_dir(cell) / "train" / "adapter_model.safetensors").write_bytes(b"trained")
+    calls = tmp_path / "calls"
+    recorder = tmp_path / "recording-python"
+    recorder.write_text(f"#!/bin/sh\necho \"$1\" >> {calls}\n")
+    recorder.chmod(0o755)
+    assert run.run_cell(spec, cell, python=str(recorder), log=lambda *_: None) == "done"
+    assert [Path(line).name for line in calls.read_text().split()] == ["evaluate.py"]

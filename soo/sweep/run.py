@@ -10,15 +10,23 @@ A cell's folder (`SweepSpec.cell_dir`) holds:
     running.json  host, pid, Slurm job and task ids, start time: a process is working on it
     preempted.json  training stopped by a signal (exit 75: preemption, the time limit) after
                   checkpointing: a rerun resumes it
-No state file: pending. A cell that fails never stops the others.
+No state file: pending. A cell that fails never stops the others. A cell whose training finished
+(its adapter is saved) is not trained again when only its evaluation is missing.
+
+Stopping: after `forward_stop_signals()`, USR1 or TERM (Slurm's time-limit warning, scancel,
+preemption) reaches every running child as USR1: finetuning.py checkpoints and exits 75, the cell
+is left preempted, and no further step or cell starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +38,43 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 STATES = ("done", "running", "preempted", "failed", "pending")
 STATE_FILES = {state: f"{state}.json" for state in STATES if state != "pending"}
 PREEMPTED_EXIT_CODE = 75  # soo.train.PREEMPTED_EXIT_CODE; not imported: the sweep never loads torch
+
+
+_running: set[subprocess.Popen] = set()  # children of run_cell, for forward_stop_signals
+_running_lock = threading.Lock()
+_stop_requested = threading.Event()
+
+
+def forward_stop_signals() -> None:
+    """From now on USR1 and TERM ask every running child to checkpoint and stop (as USR1, which
+    finetuning.py answers with a checkpoint and exit 75) and keep new steps and cells from starting.
+    Call it from the main thread of a sweep command."""
+    def stop(signum, frame):
+        _stop_requested.set()
+        with _running_lock:
+            children = list(_running)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGUSR1)
+
+    for signum in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
+def _run_child(command: list[str], log_file) -> int:
+    child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+    with _running_lock:
+        _running.add(child)
+    try:
+        return child.wait()
+    finally:
+        with _running_lock:
+            _running.discard(child)
+
+
+def training_finished(folder: Path) -> bool:
+    """finetuning.py saves the adapter only when training ends (a preempted run leaves checkpoints)."""
+    return (folder / "train" / "adapter_model.safetensors").is_file()
 
 
 def evaluate_flags(values: dict) -> list[str]:
@@ -105,13 +150,20 @@ def run_cell(spec: SweepSpec, cell: SweepCell, python: str = sys.executable, log
     seconds = {}
     with (folder / "cell.log").open("a", encoding="utf-8") as cell_log:
         for step, command in cell_commands(spec, cell, python).items():
+            if step == "train" and training_finished(folder):
+                continue  # an earlier run trained it; only the evaluation is missing
+            if _stop_requested.is_set():
+                _set_state(folder, "preempted", {"step": step, "exit_code": None, "seconds": seconds,
+                                                 "reason": "stop signal before this step"})
+                return "preempted"
             cell_log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {step}: {' '.join(command)}\n")
             cell_log.flush()
             step_started = time.time()
-            code = subprocess.run(command, cwd=REPO_ROOT, stdout=cell_log, stderr=subprocess.STDOUT).returncode
+            code = _run_child(command, cell_log)
             seconds[step] = round(time.time() - step_started, 1)
             if code != 0:
-                preempted = step == "train" and code == PREEMPTED_EXIT_CODE
+                # Exit 75: training checkpointed on a signal. Any step a stop signal ended is resumable too.
+                preempted = (step == "train" and code == PREEMPTED_EXIT_CODE) or _stop_requested.is_set()
                 state = "preempted" if preempted else "failed"
                 _set_state(folder, state, {"step": step, "exit_code": code, "seconds": seconds,
                                            "log": str(folder / "cell.log")})
@@ -129,8 +181,11 @@ def run_local(spec: SweepSpec, jobs: int = 1, python: str = sys.executable, log=
     skipped = len(spec.cells()) - len(cells)
     log(f"{len(cells)} cell(s) to run, {skipped} done already; {jobs} at a time")
     states = {cell.name: "done" for cell in spec.cells()}
+    def run_unless_stopped(cell: SweepCell) -> str:
+        return "pending" if _stop_requested.is_set() else run_cell(spec, cell, python, log)
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for cell, state in zip(cells, pool.map(lambda cell: run_cell(spec, cell, python, log), cells)):
+        for cell, state in zip(cells, pool.map(run_unless_stopped, cells)):
             states[cell.name] = state
     return states
 
