@@ -203,6 +203,22 @@ def test_unknown_stage_is_a_clear_error(tiny_config_yaml, capsys):
     assert "invalid choice: '4'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--gpus", "-1", "--nodes", "1"], "--gpus: must be at least 1, got -1"),
+    (["--gpus", "4", "--nodes", "0"], "--nodes: must be at least 1, got 0"),
+    (["--gpus", "4", "--nodes", "1", "--seq_len", "0"], "--seq_len: must be at least 1"),
+    (["--gpus", "4", "--nodes", "1", "--micro_batch", "-2"], "--micro_batch: must be at least 1"),
+    (["--gpus", "4", "--nodes", "1", "--gpu_memory_gib", "-3"], "--gpu_memory_gib: must be above 0, got -3"),
+    (["--gpus", "4", "--nodes", "1", "--node_ram_gib", "0"], "--node_ram_gib: must be above 0"),
+    (["--gpus", "4", "--nodes", "1", "--overhead_gib", "nan"], "--overhead_gib: must be at least 0, got nan"),
+])
+def test_impossible_sizes_are_refused(tiny_config_yaml, capsys, flags, message):
+    with pytest.raises(SystemExit) as raised:
+        memory.main([str(tiny_config_yaml), *flags])
+    assert raised.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("model", ["no-such-org/no-such-model-xyz", "/no/such/model/dir"])
 def test_unresolvable_model_is_a_clear_error(tmp_path, capsys, model):
     config = _write_yaml(tmp_path / "bad.yaml", model_name_or_path=model, lora_r=4)

@@ -656,28 +656,30 @@ def format_plan(plan: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from soo.core.cli import non_negative_float, positive_float, positive_int
+
     parser = argparse.ArgumentParser(
         prog="python -m soo.tools.memory",
         description="Per-GPU and per-node memory of a LoRA + SOO run under DeepSpeed ZeRO-2/3 (no weights needed).",
     )
     parser.add_argument("config", help="A configs/*.yaml file.")
-    parser.add_argument("--gpus", type=int, required=True, help="GPUs per node.")
-    parser.add_argument("--nodes", type=int, required=True, help="Number of nodes.")
+    parser.add_argument("--gpus", type=positive_int, required=True, help="GPUs per node.")
+    parser.add_argument("--nodes", type=positive_int, required=True, help="Number of nodes.")
     parser.add_argument("--stage", choices=STAGES, default="both", help="ZeRO stage (default: both).")
     parser.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
                         help="Move the optimizer state (and, ZeRO-3 only, the parameters) to CPU RAM.")
-    parser.add_argument("--gpu_memory_gib", type=float, default=DEFAULT_GPU_MEMORY_GIB,
+    parser.add_argument("--gpu_memory_gib", type=positive_float, default=DEFAULT_GPU_MEMORY_GIB,
                         help="Memory of one GPU (default 32: V100-32GB as on CSC Puhti).")
-    parser.add_argument("--node_ram_gib", type=float, default=DEFAULT_NODE_RAM_GIB,
+    parser.add_argument("--node_ram_gib", type=positive_float, default=DEFAULT_NODE_RAM_GIB,
                         help="CPU RAM of one node (default 384, CSC Puhti).")
-    parser.add_argument("--seq_len", type=int, default=None, help="Tokens per row (default: the config's max_length, else 256).")
-    parser.add_argument("--micro_batch", type=int, default=None,
+    parser.add_argument("--seq_len", type=positive_int, default=None, help="Tokens per row (default: the config's max_length, else 256).")
+    parser.add_argument("--micro_batch", type=positive_int, default=None,
                         help="Pairs per GPU per step (default: the config's per_device_train_batch_size).")
     parser.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default=None,
                         help="Training dtype (default: the config's dtype/bf16/fp16).")
     parser.add_argument("--load_in_4bit", action=argparse.BooleanOptionalAction, default=None,
                         help="4-bit (QLoRA) base weights (default: the config's load_in_4bit).")
-    parser.add_argument("--overhead_gib", type=float, default=CUDA_OVERHEAD_GIB,
+    parser.add_argument("--overhead_gib", type=non_negative_float, default=CUDA_OVERHEAD_GIB,
                         help="Fixed per-GPU CUDA/NCCL/workspace overhead (default 1).")
     parser.add_argument("--json", action="store_true", help="Print the plan as JSON.")
     args = parser.parse_args(argv)
