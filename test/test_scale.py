@@ -159,6 +159,9 @@ def test_signal_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_adapter(
     reference_before = json.loads((uninterrupted_run / "heldout_soo.json").read_text())["heldout_before"]
     assert before["soo_loss"] == pytest.approx(reference_before["soo_loss"], rel=1e-6)
 
+    # No pickle in the run's folder or its checkpoints: the arguments are kept as JSON.
+    assert not list(out.rglob("training_args.bin")) and (out / "soo_run_config.json").is_file()
+
     resumed, reference = _adapter_weights(out), _adapter_weights(uninterrupted_run)
     assert resumed.keys() == reference.keys()
     for name in reference:

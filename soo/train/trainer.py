@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from transformers import Trainer
@@ -105,6 +106,16 @@ class SOOTrainer(Trainer):
                 "use --bf16 where the GPU has it, or fp32; otherwise lower --learning_rate."
             )
         return (loss, outputs) if return_outputs else loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        # The Trainer also pickles its arguments (training_args.bin), loadable only by running
+        # pickle; soo_run_config.json keeps them as JSON, so the pickle is not left behind.
+        # Checkpoints are saved through here too.
+        if self.args.should_save:
+            from transformers.trainer import TRAINING_ARGS_NAME
+
+            Path(output_dir or self.args.output_dir, TRAINING_ARGS_NAME).unlink(missing_ok=True)
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
