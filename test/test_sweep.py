@@ -244,3 +244,16 @@ def test_a_trained_cell_is_only_evaluated_again(tmp_path, tiny_model_dir, data_f
     recorder.chmod(0o755)
     assert run.run_cell(spec, cell, python=str(recorder), log=lambda *_: None) == "done"
     assert [Path(line).name for line in calls.read_text().split()] == ["evaluate.py"]
+
+
+def test_a_cell_another_live_process_runs_is_left_to_it(tmp_path, tiny_model_dir, data_files):
+    import os
+
+    from soo.sweep import run
+
+    spec = tiny_sweep(tmp_path, tiny_model_dir, data_files, {"seed": [0]})
+    (cell,) = spec.cells()
+    spec.cell_dir(cell).mkdir(parents=True)
+    run._set_state(spec.cell_dir(cell), "running", {"host": run.socket.gethostname(), "pid": os.getpid()})
+    assert run.run_local(spec, log=lambda *_: None) == {"seed-0": "running"}
+    assert not (spec.cell_dir(cell) / "cell.log").exists()

@@ -65,6 +65,9 @@ def _run_child(command: list[str], log_file) -> int:
     child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
     with _running_lock:
         _running.add(child)
+    if _stop_requested.is_set():  # the signal came while the child was starting
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGUSR1)
     try:
         return child.wait()
     finally:
@@ -176,11 +179,14 @@ def run_cell(spec: SweepSpec, cell: SweepCell, python: str = sys.executable, log
 
 
 def run_local(spec: SweepSpec, jobs: int = 1, python: str = sys.executable, log=print) -> dict[str, str]:
-    """Every cell that is not done, `jobs` at a time on this machine; {cell name: final state}."""
-    cells = [cell for cell in spec.cells() if cell_state(spec, cell)[0] != "done"]
-    skipped = len(spec.cells()) - len(cells)
-    log(f"{len(cells)} cell(s) to run, {skipped} done already; {jobs} at a time")
-    states = {cell.name: "done" for cell in spec.cells()}
+    """Every cell that is pending, failed or preempted, `jobs` at a time on this machine (a cell
+    another live process works on is left to it); {cell name: final state}."""
+    current = {cell.name: cell_state(spec, cell)[0] for cell in spec.cells()}
+    cells = [cell for cell in spec.cells() if current[cell.name] not in ("done", "running")]
+    running = sum(state == "running" for state in current.values())
+    log(f"{len(cells)} cell(s) to run, {sum(state == 'done' for state in current.values())} done already"
+        + (f", {running} running elsewhere" if running else "") + f"; {jobs} at a time")
+    states = dict(current)
     def run_unless_stopped(cell: SweepCell) -> str:
         return "pending" if _stop_requested.is_set() else run_cell(spec, cell, python, log)
 
