@@ -72,7 +72,7 @@ def test_bad_specs_are_refused_in_one_line(tmp_path, values, message):
 
 
 def test_unreadable_specs_are_refused_in_one_line(tmp_path):
-    with pytest.raises(SweepSpecError, match="no such sweep file"):
+    with pytest.raises(SweepSpecError, match="sweep spec.: no such file"):
         load_sweep(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid: [unclosed\n")

@@ -73,3 +73,23 @@ def read_run_config(adapter_dir: str | os.PathLike) -> dict:
     """The run record finetuning.py wrote beside an adapter ({} if absent)."""
     path = Path(adapter_dir) / RUN_CONFIG_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def read_yaml(path: str | os.PathLike, error: type[Exception], label: str):
+    """The parsed contents of a YAML file; a missing, unreadable or malformed file raises `error`
+    with one line that starts with `label` (e.g. "--config FILE", or the file's name)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise error(f"{label}: no such file.") from None
+    except OSError as problem:
+        raise error(f"{label}: cannot read it ({problem.strerror}).") from None
+    except yaml.YAMLError as problem:
+        mark = getattr(problem, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        reason = getattr(problem, "problem", None) or "invalid YAML"
+        raise error(f"{path}: YAML syntax error{where}: {reason}.") from None
+

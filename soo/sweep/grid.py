@@ -26,8 +26,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 SPEC_KEYS = {"base_config", "output_dir", "grid", "controls", "evaluate"}
 CONTROL_KEYS = {"name", "set", "over"}
 RESERVED_FIELDS = {"output_dir", "config"}  # each cell's own folder; the spec's base_config
@@ -106,19 +104,11 @@ def _as_list_field(value, list_fields: set[str], key: str):
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and check a sweep spec; every problem is one SweepSpecError line."""
+    from soo.core.io import read_yaml
     from soo.train.config import finetuning_field_names, list_field_names
 
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SweepSpecError(f"{path}: no such sweep file.") from None
-    except OSError as error:
-        raise SweepSpecError(f"{path}: cannot read it ({error.strerror}).") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SweepSpecError(f"{path}: YAML syntax error{where}.") from None
+    raw = read_yaml(path, SweepSpecError, f"{path} (sweep spec)")
     if not isinstance(raw, dict):
         raise SweepSpecError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}.")
     unknown = sorted(set(raw) - SPEC_KEYS)

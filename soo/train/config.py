@@ -14,8 +14,6 @@ import importlib.util
 import sys
 from dataclasses import dataclass, field
 
-import yaml
-
 from transformers import TrainingArguments
 
 from soo.core.loss import TOKEN_MODES
@@ -181,18 +179,9 @@ def parse_finetuning_args(argv: list[str] | None = None):
 
 def read_yaml_config(path: str, known_fields: set[str]) -> dict:
     """A flat YAML mapping of field names to values; every problem is one ConfigError line."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path}: no such file.") from None
-    except OSError as error:
-        raise ConfigError(f"--config {path}: cannot read it ({error.strerror}).") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}.") from None
+    from soo.core.io import read_yaml
+
+    values = read_yaml(path, ConfigError, f"--config {path}") or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of argument names to values.")
     unknown = sorted(set(values) - known_fields)
