@@ -15,10 +15,15 @@ soo/sweep/grid.py; docs/sweeps.md has the details.
   # the report over the finished cells: OUTPUT_DIR/report/{report.md, cells.csv, settings.csv, change_heatmap.png}
   python sweep.py report configs/sweeps/smollm2-layers.yaml
 
+  # on Slurm: the cells not done as one array job (submit_sweep.sh), 4 tasks at a time; the
+  # arguments after -- go to sbatch (account, resources):
+  python sweep.py submit configs/sweeps/smollm2-layers.yaml --throttle 4 -- -A project_xxx
+  python sweep.py submit configs/sweeps/smollm2-layers.yaml --dry_run     # print the sbatch command only
+
   # one cell by its index in `cells` (what a Slurm array task runs):
   python sweep.py run-cell configs/sweeps/smollm2-layers.yaml --index 3
 
-Rerunning `run` skips finished cells, resumes preempted ones from their last complete checkpoint
+Rerunning `run` (or `submit`) skips finished cells, resumes preempted ones from their last complete checkpoint
 and reruns failed ones; a failed cell leaves its log (CELL/cell.log) and never stops the others.
 USR1 or TERM (Slurm's time-limit warning, scancel) makes the running training checkpoint and stop;
 the cell is left preempted. Exit status: 0 when every cell is done, 1 when some are not (run-cell:
@@ -45,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     cells.add_argument("spec", help="the sweep's YAML file")
     report = commands.add_parser("report", help="the report over the finished cells")
     report.add_argument("spec", help="the sweep's YAML file")
+    submit = commands.add_parser("submit", help="the cells not done as one Slurm array job (arguments after -- go to sbatch)")
+    submit.add_argument("spec", help="the sweep's YAML file")
+    submit.add_argument("--throttle", type=positive_int, default=4,
+                        help="array tasks (cells) running at a time, sbatch --array=...%%K (default 4)")
+    submit.add_argument("--dry_run", action="store_true", help="print the sbatch command, submit nothing")
     one = commands.add_parser("run-cell", help="run one cell by its index (a Slurm array task)")
     one.add_argument("spec", help="the sweep's YAML file")
     one.add_argument("--index", type=non_negative_int, required=True, help="the cell's index in `cells`")
@@ -52,7 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `submit SPEC ... -- SBATCH_ARGS`: everything after the first -- is sbatch's.
+    sbatch_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if sbatch_args and args.command != "submit":
+        parser.error(f"arguments after -- are sbatch's, for `submit` only: {' '.join(sbatch_args)}")
 
     from soo.core.cli import fail
     from soo.sweep import SweepSpecError, load_sweep
@@ -79,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
 
         folder = write_sweep_report(spec)
         print(f"report: {folder / 'report.md'}")
+        return 0
+    if args.command == "submit":
+        from soo.sweep.slurm import SubmitError, submit
+
+        try:
+            submit(spec, throttle=args.throttle, sbatch_args=sbatch_args, dry_run=args.dry_run)
+        except SubmitError as error:
+            return fail(error)
         return 0
     if args.command == "run-cell":
         if args.index >= len(cells):

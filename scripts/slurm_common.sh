@@ -129,37 +129,39 @@ soo_print_header() {  # soo_print_header TITLE PROGRAM ARGS...
   if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>/dev/null || true; fi
 }
 
-# Run "$@" as one task per GPU with srun, in the background so the batch shell can catch
-# signals: USR1 (sent by Slurm 10 min before the time limit, see --signal=B:USR1@600) and TERM
-# (scancel, preemption) are forwarded to srun as USR1, which srun passes to every task; training
-# then saves a checkpoint and exits with 75. After USR1 (and with SOO_REQUEUE=1) the job then
-# requeues itself; after TERM it does not (scancel must stop a job). The next run in the same
-# output dir resumes from the checkpoint. Returns srun's exit code; SOO_LAST_SIGNAL says which
-# signal the batch shell got.
-soo_srun() {
-  local srun_pid rc
-  # srun of Slurm >= 22.05 does not inherit --cpus-per-task from sbatch: pass it on.
-  # Not --kill-on-bad-exit: exit 75 is "bad" to srun, and the rank that stops first would get
-  # the others killed while they finish (seen: the job then fails instead of requeueing).
-  # Instead --wait: once one task has ended, the others get 10 min, then they are killed (a
-  # crashed rank would otherwise leave the rest hanging in a collective until its timeout).
-  srun --kill-on-bad-exit=0 --wait=600 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" "$@" &
-  srun_pid=$!
+# srun's flags for a training step, in one place (soo_srun; the sweep's SOO_SWEEP_TRAIN_LAUNCHER).
+# srun of Slurm >= 22.05 does not inherit --cpus-per-task from sbatch: pass it on.
+# Not --kill-on-bad-exit: exit 75 is "bad" to srun, and the rank that stops first would get
+# the others killed while they finish (seen: the job then fails instead of requeueing).
+# Instead --wait: once one task has ended, the others get 10 min, then they are killed (a
+# crashed rank would otherwise leave the rest hanging in a collective until its timeout).
+soo_srun_flags() {
+  SOO_SRUN_FLAGS=(--kill-on-bad-exit=0 --wait=600 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}")
+}
+
+# Run "$@" in the background so the batch shell can catch signals: USR1 (sent by Slurm 10 min
+# before the time limit, see --signal=B:USR1@600) and TERM (scancel, preemption) are forwarded to
+# it as USR1; training then saves a checkpoint and exits with 75. Returns its exit code;
+# SOO_LAST_SIGNAL says which signal the batch shell got (soo_finish requeues after USR1 only).
+soo_run_forwarding_signals() {
+  local pid rc
+  "$@" &
+  pid=$!
   SOO_LAST_SIGNAL=""
   # shellcheck disable=SC2064
-  trap "SOO_LAST_SIGNAL=USR1; echo \"[\$(date +%T)] batch shell got USR1 (time limit near): asking training to checkpoint and stop\"; kill -USR1 $srun_pid 2>/dev/null" USR1
+  trap "SOO_LAST_SIGNAL=USR1; echo \"[\$(date +%T)] batch shell got USR1 (time limit near): asking training to checkpoint and stop\"; kill -USR1 $pid 2>/dev/null" USR1
   # shellcheck disable=SC2064
-  trap "SOO_LAST_SIGNAL=TERM; echo \"[\$(date +%T)] batch shell got TERM (scancel or preemption): asking training to checkpoint and stop\"; kill -USR1 $srun_pid 2>/dev/null" TERM
+  trap "SOO_LAST_SIGNAL=TERM; echo \"[\$(date +%T)] batch shell got TERM (scancel or preemption): asking training to checkpoint and stop\"; kill -USR1 $pid 2>/dev/null" TERM
   while :; do
-    wait "$srun_pid"
+    wait "$pid"
     rc=$?
-    # A trapped signal makes `wait` return early with a status > 128 while srun still runs.
-    if [ "$rc" -gt 128 ] && kill -0 "$srun_pid" 2>/dev/null; then
+    # A trapped signal makes `wait` return early with a status > 128 while the child still runs.
+    if [ "$rc" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then
       continue
     fi
     if [ "$rc" -gt 128 ]; then
-      # srun ended around the signal: fetch its real status if that wait was the interrupted one.
-      wait "$srun_pid" 2>/dev/null
+      # The child ended around the signal: fetch its real status if that wait was the interrupted one.
+      wait "$pid" 2>/dev/null
       local again=$?
       [ "$again" -ne 127 ] && rc=$again
     fi
@@ -169,28 +171,36 @@ soo_srun() {
   return "$rc"
 }
 
+# Run "$@" as one task per GPU with srun (which passes the forwarded USR1 on to every task).
+# The next run in the same output dir resumes from the checkpoint.
+soo_srun() {
+  soo_srun_flags
+  soo_run_forwarding_signals srun "${SOO_SRUN_FLAGS[@]}" "$@"
+}
+
 # After soo_srun: report, requeue on preemption, and exit with the job's status.
+# soo_finish RC [WHAT]: WHAT names the work in the messages (default: training).
 soo_finish() {
-  local rc="$1"
+  local rc="$1" what="${2:-training}"
   echo "================================================================================"
   if [ "$rc" -eq 0 ]; then
-    echo "[$(date +%T)] training finished (exit 0)."
+    echo "[$(date +%T)] $what finished (exit 0)."
   elif [ "$rc" -eq "$SOO_PREEMPTED_EXIT_CODE" ]; then
     if [ "${SOO_LAST_SIGNAL:-}" = TERM ]; then
       # scancel, or a preemption (Slurm itself requeues a preempted job when the site's mode is
       # REQUEUE): requeueing here would make `scancel` unable to stop the job.
-      echo "[$(date +%T)] training saved a checkpoint and stopped (exit $rc) after TERM: not requeueing." \
+      echo "[$(date +%T)] $what saved a checkpoint and stopped (exit $rc) after TERM: not requeueing." \
            "Resubmit with the same output dir to resume."
     elif [ "${SOO_REQUEUE:-1}" = 1 ]; then
-      echo "[$(date +%T)] training saved a checkpoint and stopped (exit $rc): requeueing job $SLURM_JOB_ID;" \
+      echo "[$(date +%T)] $what saved a checkpoint and stopped (exit $rc): requeueing job $SLURM_JOB_ID;" \
            "the next run resumes from the newest checkpoint in the same output dir."
       scontrol requeue "$SLURM_JOB_ID" || { soo_error "scontrol requeue $SLURM_JOB_ID failed; resubmit by hand (same SOO_OUTPUT_DIR) to resume."; }
     else
-      echo "[$(date +%T)] training saved a checkpoint and stopped (exit $rc); SOO_REQUEUE=0: not requeueing." \
+      echo "[$(date +%T)] $what saved a checkpoint and stopped (exit $rc); SOO_REQUEUE=0: not requeueing." \
            "Resubmit with the same output dir to resume."
     fi
   else
-    echo "[$(date +%T)] training FAILED (exit $rc); see the messages above."
+    echo "[$(date +%T)] $what FAILED (exit $rc); see the messages above."
   fi
   exit "$rc"
 }

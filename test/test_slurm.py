@@ -85,7 +85,8 @@ def submit_dir(tmp_path):
     # Not .venv: the interpreter comes by its real path (SOO_PYTHON), because DeepSpeed's JIT-built
     # CPU op is keyed by its source path and a new path would rebuild it (30 s) in every test.
     for name in ("finetuning.py", "soo", "scripts", "configs", "test", "submit_gemma_soo.sh", "ds_config_stage3.json",
-                 "ds_config_stage3_offload.json", "rl_deception.py", "submit_rl_deception.sh"):
+                 "ds_config_stage3_offload.json", "rl_deception.py", "submit_rl_deception.sh", "sweep.py",
+                 "submit_sweep.sh", "evaluate.py"):
         if (REPO_ROOT / name).exists():
             (folder / name).symlink_to(REPO_ROOT / name)
     (folder / "logs").mkdir()  # sbatch does not create the --output directory
@@ -291,3 +292,115 @@ def test_rl_array_job_runs_one_seed_per_task_then_the_report(slurm_cluster, subm
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr[-2000:]
     assert "n = 2" in (out_dir / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps as job arrays (sweep.py submit -> submit_sweep.sh, one task per cell)
+
+
+def _sweep_spec(folder: Path, tiny_model: Path, grid: dict, max_steps: int) -> Path:
+    import yaml
+
+    base = folder / "base.yaml"
+    base.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model), "data_path": str(REPO_ROOT / DATA10), "use_cpu": True,
+        "dtype": "float32", "bf16": False, "report_to": "none", "disable_tqdm": True, "soo_layers": [1],
+        "max_steps": max_steps, "save_strategy": "no", "logging_steps": 1, "learning_rate": 5e-2}))
+    spec = folder / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({
+        "base_config": str(base), "output_dir": str(folder / "sweep"), "grid": grid,
+        "evaluate": {"protocol": "forced_choice", "n": 1, "scenarios": ["main"], "no_capability": True, "n_pairs": 4}},
+        sort_keys=False))  # the grid's key order is the cells' order
+    return spec
+
+
+def _sweep(submit_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "sweep.py", *args], cwd=submit_dir, env=_job_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _submit_sweep(submit_dir: Path, spec: Path, has_gpus: bool) -> tuple[str, str]:
+    """(array job id, sweep.py submit's output)."""
+    result = _sweep(submit_dir, "submit", str(spec), "--throttle", "2", "--", "-A", "project_test",
+                    *CPU_OVERRIDES, *_gres_args(has_gpus))
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(r"submitted array job (\d+)", result.stdout)
+    assert match, result.stdout
+    return match.group(1), result.stdout
+
+
+def _wait_for_job_to_leave_the_queue(job_id: str, timeout: float = JOB_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queued = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True,
+                                timeout=30).stdout.strip()
+        if not queued:
+            return
+        time.sleep(0.5)
+    subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+    raise AssertionError(f"array job {job_id} still queued after {timeout} s: {queued}")
+
+
+def test_sweep_array_runs_a_two_by_two_grid_one_task_per_cell(slurm_cluster, tiny_gemma, submit_dir, tmp_path):
+    spec = _sweep_spec(tmp_path, tiny_gemma, {"soo_layers": [1, 2], "seed": [0, 1]}, max_steps=2)
+    job_id, output = _submit_sweep(submit_dir, spec, slurm_cluster)
+    assert "--array=0-3%2" in output, output
+    _wait_for_job_to_leave_the_queue(job_id)
+    status = _sweep(submit_dir, "status", str(spec))
+    assert status.returncode == 0 and "4 cells: 4 done" in status.stdout, status.stdout
+    for index, name in enumerate(["soo_layers-1__seed-0", "soo_layers-1__seed-1", "soo_layers-2__seed-0",
+                                  "soo_layers-2__seed-1"]):
+        log = _log(submit_dir, "soo-sweep", f"{job_id}_{index}")
+        assert f"SOO sweep cell {index} of {spec}" in log and f"cell {index} finished (exit 0)" in log, log[-3000:]
+        cell = tmp_path / "sweep" / name
+        assert (cell / "eval" / "results.json").is_file() and (cell / "done.json").is_file()
+        # Training ran through srun (one process per GPU on a real node), evaluation as is.
+        assert re.search(r"train: srun --kill-on-bad-exit=0 .*finetuning\.py", (cell / "cell.log").read_text())
+        assert json.loads((cell / "done.json").read_text())["settings"]["seed"] == index % 2
+    report = _sweep(submit_dir, "report", str(spec))
+    assert report.returncode == 0 and (tmp_path / "sweep" / "report" / "report.md").is_file(), report.stderr
+    again = _sweep(submit_dir, "submit", str(spec), "--", "-A", "project_test")
+    assert again.returncode == 0 and "nothing to submit: 4 done" in again.stdout, again.stdout + again.stderr
+
+
+def test_sweep_array_cancelled_and_failed_cells_run_again_on_resubmission(slurm_cluster, tiny_gemma, submit_dir,
+                                                                          tmp_path):
+    """scancel while one cell trains and another has failed (its data file is missing): status
+    shows preempted + failed; after the data file appears, the same submit command runs exactly
+    those two, the first resuming from the checkpoint TERM left."""
+    later = tmp_path / "later.jsonl"
+    steps = 300
+    spec = _sweep_spec(tmp_path, tiny_gemma, {"data_path": [str(REPO_ROOT / DATA10), str(later)]}, max_steps=steps)
+    job_id, _ = _submit_sweep(submit_dir, spec, slurm_cluster)
+    from soo.sweep import load_sweep
+
+    training, failing = (tmp_path / "sweep" / cell.name for cell in load_sweep(spec).cells())
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            log = (training / "cell.log").read_text(errors="replace") if (training / "cell.log").is_file() else ""
+            if "'loss'" in log and (failing / "failed.json").is_file():
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the cells did not reach training / failure in time; log:\n{log[-3000:]}")
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        _wait_for_job_to_leave_the_queue(job_id, timeout=90)
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+    status = _sweep(submit_dir, "status", str(spec))
+    assert status.returncode == 1, status.stdout
+    assert re.search(rf"preempted +{training.name}", status.stdout), status.stdout
+    assert re.search(rf"failed +{failing.name} +\(train exit 2\)", status.stdout), status.stdout
+    checkpoints = sorted((training / "train").glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and 0 < int(checkpoints[0].name.split("-")[1]) < steps, checkpoints
+
+    shutil.copy(REPO_ROOT / DATA10, later)
+    rerun, output = _submit_sweep(submit_dir, spec, slurm_cluster)
+    assert "2 cell(s) to run (1 preempted, 1 failed)" in output and "--array=0-1%2" in output, output
+    _wait_for_job_to_leave_the_queue(rerun)
+    status = _sweep(submit_dir, "status", str(spec))
+    assert status.returncode == 0 and "2 cells: 2 done" in status.stdout, status.stdout
+    train_log = (training / "cell.log").read_text(errors="replace")
+    assert f"Resuming from {checkpoints[0]}" in train_log, train_log[-3000:]
+    assert json.loads((training / "train" / "trainer_state.json").read_text())["global_step"] == steps

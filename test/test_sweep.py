@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import json
 from pathlib import Path
 
@@ -53,6 +54,20 @@ def test_cell_flags_parse_as_finetuning_arguments(tmp_path):
     assert control.name == "lm_only" and control_config.soo_weight == 0
 
 
+def test_train_flags_reach_every_cell_without_naming_it(tmp_path):
+    from soo.sweep.run import cell_commands
+
+    spec = load_sweep(write_spec(tmp_path, train={"deepspeed": "ds_config_stage3.json", "lora_target_modules": "q_proj"},
+                                 controls=[{"name": "lm_only", "set": {"soo_weight": 0}}]))
+    for cell in spec.cells():
+        assert "deepspeed" not in cell.name
+        command = cell_commands(spec, cell)["train"]
+        flags = command[command.index("--output_dir") + 2:]
+        assert flags[:4] == ["--deepspeed", "ds_config_stage3.json", "--lora_target_modules", "q_proj"], flags
+        model_args, _, config, _ = parse_finetuning_args(["--config", str(BASE), *flags])
+        assert config.deepspeed == "ds_config_stage3.json" and model_args.lora_target_modules == ["q_proj"]
+
+
 @pytest.mark.parametrize("values, message", [
     ({"extra": 1}, "unknown key(s) extra"),
     ({"grid": {"layers": [1]}}, "layers is not a finetuning.py field"),
@@ -64,6 +79,8 @@ def test_cell_flags_parse_as_finetuning_arguments(tmp_path):
     ({"controls": [{"name": "c", "set": {"soo_weight": 0}, "over": ["lr"]}]}, "over must list grid keys"),
     ({"controls": [{"name": "grid", "set": {"soo_weight": 0}}]}, "must be unique, not 'grid'"),
     ({"controls": [{"name": "c", "set": {"seed": 3}}]}, "both sets and is crossed over seed"),
+    ({"train": {"seed": 3}}, "train sets seed, which the grid or a control also sets"),
+    ({"train": {"nope": 3}}, "train: nope is not a finetuning.py field"),
 ])
 def test_bad_specs_are_refused_in_one_line(tmp_path, values, message):
     with pytest.raises(SweepSpecError) as error:
@@ -257,3 +274,52 @@ def test_a_cell_another_live_process_runs_is_left_to_it(tmp_path, tiny_model_dir
     run._set_state(spec.cell_dir(cell), "running", {"host": run.socket.gethostname(), "pid": os.getpid()})
     assert run.run_local(spec, log=lambda *_: None) == {"seed-0": "running"}
     assert not (spec.cell_dir(cell) / "cell.log").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Slurm submission (soo.sweep.slurm); the arrays themselves run in test_slurm.py
+
+
+@pytest.mark.parametrize("indices, expected", [([0, 1, 2, 5, 7, 8], "0-2,5,7-8"), ([3], "3"), ([4, 2, 3, 2], "2-4"),
+                                               ([0, 2, 4], "0,2,4")])
+def test_array_ranges_are_slurm_array_lists(indices, expected):
+    from soo.sweep.slurm import array_ranges
+
+    assert array_ranges(indices) == expected
+
+
+def test_submit_sends_only_cells_not_done_and_not_in_the_queue(tmp_path, monkeypatch, capsys):
+    import sweep
+    from soo.sweep import run
+
+    spec = load_sweep(write_spec(tmp_path))  # 4 cells
+    cells = spec.cells()
+    for cell in cells:
+        spec.cell_dir(cell).mkdir(parents=True)
+    run._set_state(spec.cell_dir(cells[0]), "done", {})
+    # Cells 1 and 2 are marked running by array tasks on other hosts: squeue lists 77_1, not 77_2.
+    for index in (1, 2):
+        run._set_state(spec.cell_dir(cells[index]), "running",
+                       {"host": "node-elsewhere", "pid": 1, "slurm_job_id": "77", "slurm_task_id": str(index)})
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text('#!/bin/sh\n[ "$3" = 77_1 ] && echo "77_1 RUNNING"\nexit 0\n')
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.chdir(REPO)  # where submit_sweep.sh is
+    assert sweep.main(["submit", str(spec.path), "--throttle", "3", "--dry_run", "--", "-A", "project_x"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cell(s) to run (1 done, 1 running, 1 failed, 1 pending)" in out, out
+    assert f"sbatch --parsable --array=2-3%3 -A project_x submit_sweep.sh {spec.path}" in out
+
+
+def test_submit_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
+    import sweep
+
+    spec = write_spec(tmp_path)
+    monkeypatch.chdir(tmp_path)  # no submit_sweep.sh here
+    assert sweep.main(["submit", str(spec), "--", "-A", "x"]) == 2
+    assert capsys.readouterr().err.startswith("error: submit_sweep.sh not found in ")
+    with pytest.raises(SystemExit) as exit_info:  # sbatch arguments for a command that has none
+        sweep.main(["status", str(spec), "--", "-A", "x"])
+    assert exit_info.value.code == 2 and "for `submit` only" in capsys.readouterr().err

@@ -9,11 +9,13 @@
       - name: lm_only
         set: {soo_weight: 0}                            # finetuning flags of the control
         over: [seed]                                    # grid keys it is crossed with (default: [seed])
+    train:                                              # optional: finetuning flags for every cell,
+      deepspeed: ds_config_stage3_offload.json          #   on top of base_config, not in cell names
     evaluate:                                           # evaluate.py flags for every cell
       protocol: forced_choice
       n: 50
 
-Every key of `grid` and `set` must be a finetuning.py field; `output_dir` and `config` belong to
+Every key of `grid`, `set` and `train` must be a finetuning.py field; `output_dir` and `config` belong to
 the sweep. Relative paths are relative to the folder the command runs in. Cell names are made
 from the settings (`soo_layers-10__seed-0`, `lm_only__seed-0`), so a rerun of the same spec finds
 the same folders: that is what makes a sweep resumable.
@@ -26,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SPEC_KEYS = {"base_config", "output_dir", "grid", "controls", "evaluate"}
+SPEC_KEYS = {"base_config", "output_dir", "grid", "controls", "train", "evaluate"}
 CONTROL_KEYS = {"name", "set", "over"}
 RESERVED_FIELDS = {"output_dir", "config"}  # each cell's own folder; the spec's base_config
 GRID_CELL_KIND = "grid"
@@ -53,6 +55,7 @@ class SweepSpec:
     grid: dict[str, list]
     controls: list[dict]
     evaluate: dict
+    train: dict = field(default_factory=dict)  # finetuning flags every cell gets, before its own settings
 
     def cells(self) -> list[SweepCell]:
         """The grid's cells in spec order (last key fastest), then each control's."""
@@ -168,11 +171,20 @@ def load_sweep(path: str | Path) -> SweepSpec:
         settings = {key: _as_list_field(value, list_fields, key) for key, value in control["set"].items()}
         controls.append({"name": name, "set": settings, "over": list(over)})
 
+    train = raw.get("train") or {}
+    if not isinstance(train, dict):
+        raise SweepSpecError(f"{path}: 'train' must map finetuning fields to values.")
+    check_fields("train", train)
+    named = sorted(set(train) & (set(grid) | {key for control in controls for key in control["set"]}))
+    if named:
+        raise SweepSpecError(f"{path}: train sets {', '.join(named)}, which the grid or a control also sets.")
+    train = {key: _as_list_field(value, list_fields, key) for key, value in train.items()}
+
     evaluate = raw.get("evaluate") or {}
     if not isinstance(evaluate, dict):
         raise SweepSpecError(f"{path}: 'evaluate' must map evaluate.py flags to values.")
     spec = SweepSpec(path=path, base_config=base_config, output_dir=Path(raw["output_dir"]).absolute(), grid=grid,
-                     controls=controls, evaluate=dict(evaluate))
+                     controls=controls, evaluate=dict(evaluate), train=train)
     seen = {}
     for cell in spec.cells():
         if cell.name in seen:  # e.g. two values that print alike (1 and 1.0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -38,6 +39,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 STATES = ("done", "running", "preempted", "failed", "pending")
 STATE_FILES = {state: f"{state}.json" for state in STATES if state != "pending"}
 PREEMPTED_EXIT_CODE = 75  # soo.train.PREEMPTED_EXIT_CODE; not imported: the sweep never loads torch
+# A command prefix for the training child, e.g. `srun --kill-on-bad-exit=0 ...` in a Slurm array task
+# (submit_sweep.sh sets it), so multi-GPU training gets one process per GPU; evaluation runs as is.
+TRAIN_LAUNCHER_ENV = "SOO_SWEEP_TRAIN_LAUNCHER"
 
 
 _running: set[subprocess.Popen] = set()  # children of run_cell, for forward_stop_signals
@@ -95,11 +99,13 @@ def evaluate_flags(values: dict) -> list[str]:
 
 
 def cell_commands(spec: SweepSpec, cell: SweepCell, python: str = sys.executable) -> dict[str, list[str]]:
-    """The two child commands of a cell, run from the repository root."""
+    """The two child commands of a cell, run from the repository root (training behind the
+    $SOO_SWEEP_TRAIN_LAUNCHER prefix when it is set)."""
     folder = spec.cell_dir(cell)
+    launcher = shlex.split(os.environ.get(TRAIN_LAUNCHER_ENV, ""))
     return {
-        "train": [python, str(REPO_ROOT / "finetuning.py"), "--config", str(spec.base_config),
-                  "--output_dir", str(folder / "train"), *finetuning_flags(cell.settings)],
+        "train": [*launcher, python, str(REPO_ROOT / "finetuning.py"), "--config", str(spec.base_config),
+                  "--output_dir", str(folder / "train"), *finetuning_flags({**spec.train, **cell.settings})],
         "evaluate": [python, str(REPO_ROOT / "evaluate.py"), "--adapters", str(folder / "train"),
                      "--output_dir", str(folder / "eval"), *evaluate_flags(spec.evaluate)],
     }
