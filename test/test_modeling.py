@@ -82,3 +82,29 @@ def test_single_regex_target_limits_lora_to_matching_modules(make_model):
                               target_modules=[r".*layers\.1\.self_attn\.(q_proj|v_proj)"])
     wrapped = sorted({name.split(".lora_")[0] for name, _ in model.named_parameters() if "lora_" in name})
     assert wrapped == ["base_model.model.model.layers.1.self_attn.q_proj", "base_model.model.model.layers.1.self_attn.v_proj"]
+
+
+def test_evaluation_puts_the_model_on_the_gpus_when_there_are_any(monkeypatch, tiny_model_dir):
+    """evaluate.py loads with device_map="auto" where CUDA is visible (it used to score on the CPU
+    of a GPU node), and with from_pretrained's default (CPU) elsewhere."""
+    from soo.eval import engine
+    from soo.eval.engine import EvalConfig
+
+    monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: True)
+    assert modeling.inference_device_map() == "auto"
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_load_model(path, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(modeling, "load_model", fake_load_model)
+    with pytest.raises(Stop):
+        engine.run_evaluation(EvalConfig(model_name_or_path=str(tiny_model_dir), scenarios=["main"], n=1,
+                                         protocol="forced_choice", out_dir=str(tiny_model_dir.parent / "eval")))
+    assert seen == {"device_map": "auto"}
+    monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: False)
+    assert modeling.inference_device_map() is None

@@ -216,6 +216,17 @@ def test_report_gives_seed_means_intervals_controls_and_the_best_of_many_warning
     assert "8 of 9 cells finished; not finished: lm_only__seed-2" in report
     assert "**Best of 2 settings.** `soo_layers=5` has the largest fall, -0.200" in report
     assert "| lm_only | lm_only (soo_weight=0) | 2 | -0.050 ± 0.000 |" in report
+    # Paired with the control over the 2 seeds both have: layer 5 -> -0.05, -0.15.
+    from soo.core.stats import mean_t_interval
+
+    paired = [-0.10 + 0.05, -0.20 + 0.05]
+    mean, half = mean_t_ci95(paired)
+    corrected = mean_t_interval(paired, 1 - 0.05 / 2)[1]
+    assert float(settings[0]["minus_lm_only_mean"]) == pytest.approx(mean)
+    assert float(settings[0]["minus_lm_only_ci95"]) == pytest.approx(half)
+    assert float(settings[0]["minus_lm_only_bonferroni_ci95"]) == pytest.approx(corrected) and corrected > half
+    assert settings[0]["minus_lm_only_n"] == "2" and settings[2]["minus_lm_only_mean"] == ""
+    assert f"{mean:+.3f} ± {half:.3f} ({mean:+.3f} ± {corrected:.3f}), n=2 |" in report
     assert (folder / "change_heatmap.png").stat().st_size > 1000
 
 
@@ -323,3 +334,18 @@ def test_submit_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:  # sbatch arguments for a command that has none
         sweep.main(["status", str(spec), "--", "-A", "x"])
     assert exit_info.value.code == 2 and "for `submit` only" in capsys.readouterr().err
+
+
+def test_cells_side_by_side_share_the_cores(tmp_path, tiny_model_dir, data_files, monkeypatch):
+    from soo.sweep import run
+
+    spec = tiny_sweep(tmp_path, tiny_model_dir, data_files, {"seed": [0, 1]})
+    seen = tmp_path / "threads"
+    recorder = tmp_path / "recording-python"
+    recorder.write_text(f"#!/bin/sh\necho \"$OMP_NUM_THREADS\" >> {seen}\n")
+    recorder.chmod(0o755)
+    monkeypatch.setenv("OMP_NUM_THREADS", "unset")  # so that monkeypatch restores it afterwards ...
+    monkeypatch.delenv("OMP_NUM_THREADS")  # ... whatever run_local sets
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 8)
+    assert run.run_local(spec, jobs=2, python=str(recorder), log=lambda *_: None) == {"seed-0": "done", "seed-1": "done"}
+    assert seen.read_text().split() == ["4"] * 4  # 8 cores / 2 cells, for both children of both cells

@@ -146,8 +146,10 @@ def load_model(
     attn_implementation: str | None = None,
     load_in_4bit: bool = False,
     trust_remote_code: bool = False,
+    device_map: str | None = None,
 ):
-    """Load a causal LM; Gemma-2 gets eager attention unless told otherwise."""
+    """Load a causal LM; Gemma-2 gets eager attention unless told otherwise. `device_map` as in
+    from_pretrained ("auto": the visible GPUs, a model too large for one split across them)."""
     from transformers import AutoModelForCausalLM
 
     config = load_config(model_path, trust_remote_code)
@@ -161,8 +163,24 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
     if load_in_4bit:
         kwargs["quantization_config"] = _four_bit_config()
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     with explain_missing_model(model_path):
         return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+
+
+def inference_device_map() -> str | None:
+    """Where evaluation puts a model: on the GPUs when there are any ("auto": one GPU when it fits,
+    else split across the visible ones), else the CPU (None: from_pretrained's default)."""
+    return "auto" if torch.cuda.is_available() else None
+
+
+def model_device(model) -> torch.device:
+    """The device inputs go to: the model's (its first parameter's when split over devices)."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device
 
 
 def _four_bit_config():

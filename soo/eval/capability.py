@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from soo.core.io import write_jsonl_atomic
+from soo.core.modeling import model_device
 from soo.core.prompts import format_prompt, right_padded
 from soo.core.stats import mean_ci95
 
@@ -59,6 +60,7 @@ def kl_to_base(model, tokenizer, prompts: list[str], batch_size: int = 8, use_ch
     rows = [format_prompt(tokenizer, prompt, use_chat_template) for prompt in prompts]
     for start in tqdm(range(0, len(rows), batch_size), desc="KL to base", disable=not progress):
         ids, mask = right_padded(rows[start : start + batch_size], tokenizer.pad_token_id)
+        ids, mask = ids.to(model_device(model)), mask.to(model_device(model))
         tuned = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
         with adapter_disabled(model):
             base = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
@@ -76,7 +78,7 @@ def perplexity(model, tokenizer, text: str, window: int = 256) -> dict:
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(ids), window):
-        chunk = torch.tensor([bos + ids[start : start + window]])
+        chunk = torch.tensor([bos + ids[start : start + window]], device=model_device(model))
         if chunk.shape[1] < 2:
             continue
         logits = model(input_ids=chunk).logits.float()
@@ -107,7 +109,7 @@ def export_mt_bench_style_answers(model, tokenizer, out_path: Path, model_id: st
         for turn in question["turns"]:
             messages.append({"role": "user", "content": turn})
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model_device(model))
             output = model.generate(**ids, do_sample=False, max_new_tokens=max_new_tokens,
                                     pad_token_id=tokenizer.pad_token_id)
             answer = tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()

@@ -173,7 +173,7 @@ def run_evaluation(config: EvalConfig) -> dict:
     from soo.eval.capability import adapter_disabled, base_and_tuned_perplexity, export_mt_bench_style_answers, kl_to_base
     from soo.eval.capability import load_neutral_prompts
     from soo.eval.latent import latent_soo_by_layer
-    from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
+    from soo.core.modeling import inference_device_map, load_model, load_tokenizer, resolve_model_path
     from soo.data.pairs import generate_pairs, read_pairs_jsonl
     from soo.eval.forced_choice import generation_agreement, score_prompts, summarize_forced_choice
     from soo.eval.report import write_report
@@ -197,7 +197,7 @@ def run_evaluation(config: EvalConfig) -> dict:
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path)
+    model = load_model(model_path, device_map=inference_device_map())  # the GPUs when there are any
     conditions = [{"name": BASE, "group": BASE, "adapter": None}]
     groups = group_names(run_configs)
     for index, (adapter, run_config) in enumerate(zip(config.adapters, run_configs)):

@@ -37,7 +37,8 @@ import torch
 
 from soo.core.prompts import DEFAULT_ANSWER_PREFIX, format_prompt, left_padded
 from soo.core.stats import mean_ci95
-from soo.eval.generation import _EvalMode, _model_device, _pad_token_id, _progress_bar
+from soo.core.modeling import model_device
+from soo.eval.generation import _EvalMode, _pad_token_id, _progress_bar
 from soo.eval.scenarios import ORDERS, SCENARIOS, EvalPrompt
 
 
@@ -136,7 +137,7 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
     if any(not item.context or any(not option for option in item.options) for item in items):
         raise ValueError("every choice needs a non-empty context and non-empty options")
     pad_id = _pad_token_id(tokenizer, model)
-    device = _model_device(model)
+    device = model_device(model)
     cache_argument, keep_last = _forward_arguments(model)
     window = _sliding_window(model)
     key = (lambda index: items[index].context) if share_prefix else (lambda index: -len(items[index].context))
@@ -202,7 +203,7 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
 @torch.inference_mode()
 def score_reference(model, tokenizer, items: Sequence[ChoiceItem]) -> list[list[float]]:
     """The same sums computed the slow, obvious way: one unpadded forward per (item, option)."""
-    device = _model_device(model)
+    device = model_device(model)
     results = []
     with _EvalMode(model):
         for item in items:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from soo.core.modeling import model_device
 from soo.core.prompts import format_prompt, left_padded
 
 CACHE_FIELDS = ("key", "model", "prompt", "decoding", "response")
@@ -105,13 +106,6 @@ def _eos_token_ids(tokenizer, model) -> set[int]:
     return ids
 
 
-def _model_device(model) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    return next(model.parameters()).device
-
-
 def _greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoding: DecodingConfig,
                      pad_token_id: int) -> torch.Tensor:
     """One `generate` call, greedy; returns only the new tokens ([batch, <= max_new_tokens]).
@@ -121,7 +115,7 @@ def _greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     the model's own generation_config.json carries and greedy decoding ignores. The model's
     generation_config is left as it was.
     """
-    device = _model_device(model)
+    device = model_device(model)
     # A max_length in the model's generation_config (many hub configs carry one) would make
     # generate warn on every call that max_new_tokens takes precedence; hide it for the call only.
     generation_config = model.generation_config

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from soo.eval.capability import adapter_disabled
 from soo.core.capture import ActivationCapture, find_decoder_layers
 from soo.core.loss import activation_spread_per_pair, soo_distance_per_pair
+from soo.core.modeling import model_device
 from soo.core.stats import mean_ci95
 from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
 
@@ -31,12 +32,14 @@ def latent_soo_by_layer(model, tokenizer, records: list[dict], layers: list[int]
     capture = ActivationCapture(model, layers, module_path)
     dataset = SOOPairDataset(records, tokenizer, max_length=10_000, use_chat_template=use_chat_template)
     collator = SOOPairCollator(tokenizer.pad_token_id, token_mode=token_mode)
+    device = model_device(model)
     distances = {layer: [] for layer in capture.layer_indices}
     spreads = {layer: [] for layer in capture.layer_indices}
     try:
         with adapter_disabled(model) if use_base else torch.inference_mode():
             for start in tqdm(range(0, len(dataset), batch_size), desc="latent SOO", disable=not progress):
                 batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+                batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
                 capture.reset()
                 model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
                 for layer in capture.layer_indices:

@@ -7,6 +7,9 @@ Per cell, from CELL/eval/results.json (evaluate.py with the forced-choice protoc
                minus base: below 0 means less deception
   latent SOO   at the cell's trained layer on held-out pairs, adapter and base; its change
 A setting is a cell's settings without the seed; its figures are means over its seeds.
+Each grid setting is also compared with each control seed by seed (same seed: same data order
+and LoRA initialisation): the mean of the paired differences in change, with its Student-t 95%
+interval and that interval Bonferroni-corrected for the number of grid settings.
 Writes OUTPUT_DIR/report/{report.md, cells.csv, settings.csv, change_heatmap.png}.
 """
 
@@ -81,7 +84,24 @@ def aggregate(rows: list[CellResult]) -> list[dict]:
                         "seeds": [m.seed for m in members], "change": change, "change_ci95": change_ci,
                         "per_seed": [m.change for m in members], "latent_change": latent, "latent_change_ci95": latent_ci,
                         "adapter_p": sum(m.adapter_p for m in members) / len(members)})
+    add_paired_differences(rows, entries)
     return entries
+
+
+def add_paired_differences(rows: list[CellResult], entries: list[dict]) -> None:
+    """entry["vs"][control kind] for every grid entry: the change minus the control's change, per
+    seed both have, as mean, 95% half-width, Bonferroni half-width (over grid settings) and n."""
+    grid = [e for e in entries if e["kind"] == GRID_CELL_KIND]
+    control_kinds = list(dict.fromkeys(row.kind for row in rows if row.kind != GRID_CELL_KIND))
+    for entry in grid:
+        entry["vs"] = {}
+        members = {row.seed: row for row in rows if row.kind == GRID_CELL_KIND and row.setting == entry["setting"]}
+        for kind in control_kinds:
+            controls = {row.seed: row.change for row in rows if row.kind == kind}
+            differences = [members[seed].change - controls[seed] for seed in members if seed in controls]
+            mean, half = mean_t_ci95(differences)
+            corrected = mean_t_interval(differences, 1 - 0.05 / len(grid))[1] if differences else math.nan
+            entry["vs"][kind] = {"mean": mean, "ci95": half, "bonferroni_ci95": corrected, "n": len(differences)}
 
 
 def _fmt(mean: float, half: float) -> str:
@@ -175,10 +195,15 @@ def write_sweep_report(spec: SweepSpec) -> Path:
         writer.writerows(asdict(row) for row in rows)
     with (folder / "settings.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["kind", "setting", "n_seeds", "change", "change_ci95", "latent_change", "latent_change_ci95"])
+        control_kinds = list(dict.fromkeys(e["kind"] for e in entries if e["kind"] != GRID_CELL_KIND))
+        writer.writerow(["kind", "setting", "n_seeds", "change", "change_ci95", "latent_change", "latent_change_ci95"]
+                        + [f"minus_{kind}_{part}" for kind in control_kinds for part in ("mean", "ci95", "bonferroni_ci95", "n")])
         for e in entries:
+            versus = e.get("vs", {})
             writer.writerow([e["kind"], e["setting"], e["n_seeds"], e["change"], e["change_ci95"], e["latent_change"],
-                             e["latent_change_ci95"]])
+                             e["latent_change_ci95"]]
+                            + [versus.get(kind, {}).get(part, "") for kind in control_kinds
+                               for part in ("mean", "ci95", "bonferroni_ci95", "n")])
     has_plot = plot_heatmap(spec, entries, folder / "change_heatmap.png")
 
     lines = [f"# Sweep report: {spec.path.name}", "",
@@ -186,13 +211,25 @@ def write_sweep_report(spec: SweepSpec) -> Path:
              + (f"; unreadable: {'; '.join(unreadable)}" if unreadable else "") + ".", "",
              f"Change = order-averaged forced-choice p(deceptive) on `{HEADLINE_SCENARIO}` (other prompts), adapter minus "
              "base (below 0: less deception); latent SOO change at the cell's trained layer on held-out pairs. "
-             "Per setting: mean over seeds ± Student-t 95% half-width (none for one seed).", ""]
+             "Per setting: mean over seeds ± Student-t 95% half-width (none for one seed). "
+             "'minus CONTROL': the setting's change minus the control's, seed by seed, mean ± 95% half-width and "
+             "(in brackets) the half-width Bonferroni-corrected for the number of grid settings; an interval "
+             "entirely below 0 is a fall in deception beyond the control.", ""]
     if has_plot:
         lines += ["![change per setting](change_heatmap.png)", ""]
-    lines += ["| kind | setting | seeds | change in p(deceptive) | per seed | change in latent SOO |", "|---|---|---|---|---|---|"]
+    control_kinds = list(dict.fromkeys(e["kind"] for e in entries if e["kind"] != GRID_CELL_KIND))
+    lines += ["| kind | setting | seeds | change in p(deceptive) | per seed | change in latent SOO |"
+              + "".join(f" minus {kind}, paired (Bonferroni) |" for kind in control_kinds),
+              "|---|---|---|---|---|---|" + "---|" * len(control_kinds)]
     for e in entries:
+        versus = ""
+        for kind in control_kinds:
+            d = e.get("vs", {}).get(kind)
+            versus += (f" {_fmt(d['mean'], d['ci95'])} ({_fmt(d['mean'], d['bonferroni_ci95'])}), n={d['n']} |"
+                       if d and d["n"] else " - |")
         lines.append(f"| {e['kind']} | {e['setting'] or '-'} | {e['n_seeds']} | {_fmt(e['change'], e['change_ci95'])} | "
-                     f"{', '.join(f'{v:+.3f}' for v in e['per_seed'])} | {_fmt(e['latent_change'], e['latent_change_ci95'])} |")
+                     f"{', '.join(f'{v:+.3f}' for v in e['per_seed'])} | {_fmt(e['latent_change'], e['latent_change_ci95'])} |"
+                     + versus)
     warning = best_of_many_warning(entries)
     if warning:
         lines += ["", warning]

@@ -192,7 +192,12 @@ def run_local(spec: SweepSpec, jobs: int = 1, python: str = sys.executable, log=
     running = sum(state == "running" for state in current.values())
     log(f"{len(cells)} cell(s) to run, {sum(state == 'done' for state in current.values())} done already"
         + (f", {running} running elsewhere" if running else "") + f"; {jobs} at a time")
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # Cells side by side share the cores instead of each starting one thread per core.
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+        log(f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} per cell (set it to override)")
     states = dict(current)
+
     def run_unless_stopped(cell: SweepCell) -> str:
         return "pending" if _stop_requested.is_set() else run_cell(spec, cell, python, log)
 
