@@ -10,6 +10,8 @@ never soo.train.
   capability  KL to the base model, perplexity, MT-Bench-style answer export
   report      report.md, results.json / results.csv, PNG plots
   engine      evaluate.py's run: conditions, generation, labels, latent SOO, capability, report
+  inspect_task  the scenarios as an Inspect task scored by the same classifier and rates; its
+              agreement with evaluate.py's answers (optional extra: requirements-eval.txt)
 
-CLI: evaluate.py.
+CLI: evaluate.py; inspect_deception.py (inspect eval).
 """

@@ -113,7 +113,8 @@ def check_adapter_base(adapter_dir: str, model_path: str) -> None:
         )
 
 
-def _label(prompt, response: str) -> str:
+def label_response(prompt, response: str) -> str:
+    """The classifier's label of one answer: deceptive / honest / ambiguous (perspectives: correct / incorrect / ambiguous)."""
     if prompt.kind == "perspectives":
         return classify_perspectives(response, prompt.honest_option, prompt.deceptive_option)
     return classify(response, prompt.deceptive_option, prompt.honest_option)
@@ -235,7 +236,7 @@ def run_evaluation(config: EvalConfig) -> dict:
             rows.append({"condition": condition["name"], "group": condition["group"], "scenario": prompt.scenario,
                          "order": prompt.order, "index": prompt.index, "kind": prompt.kind,
                          "deceptive_option": prompt.deceptive_option, "honest_option": prompt.honest_option,
-                         "label": _label(prompt, response), "prompt": prompt.prompt, "response": response})
+                         "label": label_response(prompt, response), "prompt": prompt.prompt, "response": response})
     empty = sum(1 for row in rows if not row["response"].strip())
     if empty:
         logger.warning("%d of %d responses are empty (counted as ambiguous); raise --max_new_tokens or check the "

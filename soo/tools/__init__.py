@@ -3,6 +3,8 @@
   memory      python -m soo.tools.memory CONFIG --gpus N --nodes M: per-GPU/per-node memory plan
               for ZeRO-2/3 (bundled architecture configs in model_configs/, runs offline)
   merge       python -m soo.tools.merge OUTPUT_DIR: merge a saved adapter into its base model
+  lm_eval_compare  python -m soo.tools.lm_eval_compare ADAPTER: base vs base + adapter on
+              lm-evaluation-harness tasks, paired deltas (optional extra: requirements-eval.txt)
   tiny_model  python -m soo.tools.tiny_model DIR --arch gemma2: tiny random-weight models of the
               real architectures with an offline tokenizer, for tests and launcher smoke runs
 """
