@@ -120,3 +120,15 @@ def test_gpu_check_refuses_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
             assert exit_.code == 2, bad
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+def test_rl_speed_benchmark_finds_the_same_numbers_both_ways(tmp_path, capsys):
+    """The sped-up RL code (raw env step, lean actor call, scalar distances) gives bit-identical
+    training curves, weights and evaluation to the code before it (patched back in): exit 0."""
+    from benchmarks import rl_speed
+
+    report = tmp_path / "rl.md"
+    assert rl_speed.main(["--episodes", "40", "--repeats", "1", "--output_file", str(report)]) == 0
+    text = report.read_text()
+    assert "numbers **identical** (equal fingerprints)" in text and "| before |" in text and "| after |" in text
+    assert rl_speed.main(["--output_file", str(tmp_path)]) == 2  # a folder: refused before any work

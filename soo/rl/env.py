@@ -38,6 +38,7 @@ hazard, so a blue policy moves between the two variants unchanged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -95,7 +96,11 @@ ENV_PRESETS = {
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.sqrt(np.sum(np.square(a - b))))
+    """Euclidean distance of two 2-D points. Scalar arithmetic on the two coordinates: the same
+    float64 operations as sqrt(sum(square(a - b))) (one addition, a correctly rounded sqrt), so
+    the same bits, without numpy's per-call overhead (called several times per step)."""
+    dx, dy = float(a[0]) - float(b[0]), float(a[1]) - float(b[1])
+    return math.sqrt(dx * dx + dy * dy)
 
 
 class DeceptionWorld(simple_adversary.ExtendedWorld):
@@ -230,7 +235,7 @@ class DeceptionScenario(simple_adversary.Scenario):
     def other_slot(self, agent, world: DeceptionWorld) -> np.ndarray:
         other = world.blue if agent.adversary else world.red
         offset = other.state.p_pos - agent.state.p_pos
-        if np.sqrt(np.sum(np.square(offset))) <= self.config.visibility_radius:
+        if distance(other.state.p_pos, agent.state.p_pos) <= self.config.visibility_radius:
             return np.array([offset[0], offset[1], 1.0])
         return np.zeros(3)
 

@@ -184,7 +184,8 @@ class Rollout:
 
     def __init__(self, env_config: DeceptionEnvConfig, seed: int):
         self.env = parallel_env(**asdict(env_config))
-        self.world = self.env.unwrapped.world
+        self.raw = self.env.unwrapped
+        self.world = self.raw.world
         self.seed = seed
         self.first = True
 
@@ -197,8 +198,19 @@ class Rollout:
         return (self.world.red.state.p_pos - self.world.blue.state.p_pos).astype(np.float32)
 
     def step(self, actions: list[int]):
-        obs, rew, _, _, _ = self.env.step({RED: actions[RED_INDEX], BLUE: actions[BLUE_INDEX]})
-        return [obs[RED], obs[BLUE]], [rew[RED], rew[BLUE]], not self.env.agents
+        """What the parallel wrapper's step does, on the raw AEC env directly: its wrapper layers
+        (order and bounds checks, attribute forwarding) and its discarded `last()` observations
+        took about half of all training time. Same calls in the same order: same numbers."""
+        raw = self.raw
+        by_name = {RED: actions[RED_INDEX], BLUE: actions[BLUE_INDEX]}
+        for agent in raw.agents:  # one cycle; the world moves after the last agent's action
+            raw.step(by_name[agent])
+        rewards = [raw.rewards[RED], raw.rewards[BLUE]]
+        obs = [raw.observe(RED), raw.observe(BLUE)]
+        while raw.agents and (raw.terminations[raw.agent_selection] or raw.truncations[raw.agent_selection]):
+            raw.step(None)  # the episode is over: agents leave, as the wrapper makes them
+        self.env.agents = raw.agents
+        return obs, rewards, not raw.agents
 
     def facts(self) -> dict:
         return self.env.unwrapped.episode_facts()
