@@ -28,6 +28,7 @@ Sections:
   qlora        the same training on llama-1b loaded in 4-bit NF4 (bitsandbytes), when it imports
   generation   greedy generation of the main scenario's prompts: one at a time vs batched (llama-1b, bf16)
   scoring      forced-choice scoring of the whole protocol (every scenario, both orders, --score_n)
+  evaluate     evaluate.py's engine end to end (tiny model + adapter): does it run on the GPU?
 
 Each section is written to the report as soon as it ends, so a run cut short keeps what it measured.
 A section that fails is reported as FAILED with its error and the others still run (exit status 1).
@@ -57,7 +58,7 @@ from benchmarks._cli import check_output_file, fail, positive_int
 MODELS = {"gemma2-2b": "google/gemma-2-2b-it", "llama-1b": "meta-llama/Llama-3.2-1B-Instruct"}
 DRY_RUN_ARCHITECTURES = {"gemma2-2b": "gemma2", "llama-1b": "llama"}  # soo.tools.tiny_model stand-ins
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
-SECTIONS = ("environment", "training", "qlora", "generation", "scoring")
+SECTIONS = ("environment", "training", "qlora", "generation", "scoring", "evaluate")
 THROUGHPUT_MODEL = "llama-1b"
 # Dense bf16 tensor-core peak, TFLOP/s, from the vendors' datasheets (SXM parts unless named);
 # the first name that occurs in torch's device name wins.
@@ -535,6 +536,41 @@ def run_scoring(args, device: torch.device, report: Report) -> None:
         *lines])
 
 
+def run_evaluate(args, device: torch.device, report: Report, workdir: str) -> None:
+    """evaluate.py's engine end to end on a tiny random Llama and a 2-step adapter: does the model
+    go to the GPU (device_map auto, since 2026-11-30; before, evaluate.py scored on the CPU) and do
+    forced choice, generation, latent SOO and the capability measures run there?"""
+    import finetuning
+    from soo.core.io import write_jsonl_atomic
+    from soo.data.pairs import generate_pairs
+    from soo.eval.engine import EvalConfig, run_evaluation
+    from soo.tools.tiny_model import write_tiny_model
+
+    folder = Path(workdir) / "evaluate"
+    model_dir = write_tiny_model(folder / "tiny-llama", arch="llama")
+    pairs = write_jsonl_atomic(folder / "pairs.jsonl", generate_pairs(16, seed=0))
+    adapter = folder / "adapter"
+    code = finetuning.main(["--model_name_or_path", str(model_dir), "--data_path", str(pairs), "--soo_layers", "1",
+                            "--max_steps", "2", "--output_dir", str(adapter), "--report_to", "none",
+                            "--disable_tqdm", "true", "--save_strategy", "no"]
+                           + (["--use_cpu"] if device.type == "cpu" else []))
+    if code != 0:
+        raise RuntimeError(f"finetuning.py of the tiny adapter exited {code}")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    results = run_evaluation(EvalConfig(adapters=[str(adapter)], scenarios=["main", "perspectives"], n=4,
+                                        protocol="both", n_pairs=8, out_dir=str(folder / "eval")))
+    seconds = time.perf_counter() - started
+    used = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    forced = results.get("forced_choice", {}).get("summary", [])
+    report.add("evaluate.py on the GPU", [
+        f"Tiny random Llama + a 2-step SOO adapter, scenarios main and perspectives, n = 4 per order, both protocols, "
+        f"latent SOO on 8 pairs, capability measures: {seconds:.1f} s; forced-choice rows {len(forced)}; "
+        + (f"peak GPU memory during the run {used:.1f} MiB: the model ran on the GPU: {'yes' if used > 0 else 'NO'}."
+           if device.type == "cuda" else "CPU dry run.")])
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -629,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
                     run_generation(args, device, report)
                 elif section == "scoring":
                     run_scoring(args, device, report)
+                elif section == "evaluate":
+                    run_evaluate(args, device, report, workdir)
             except Exception as error:  # one broken section must not lose the others' figures
                 traceback.print_exc()
                 report.failed.append(section)

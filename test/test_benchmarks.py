@@ -91,7 +91,7 @@ def test_gpu_check_dry_run_runs_every_section_on_cpu(tmp_path, capsys):
     text = report.read_text()
     assert "FAILED" not in text and "DRY RUN" in text
     for title in ("## Environment", "## Training steps", "## QLoRA step", "## Batched generation",
-                  "## Forced-choice scoring"):
+                  "## Forced-choice scoring", "## evaluate.py on the GPU"):
         assert title in text, title
     for model in gpu_check.MODELS:
         row = [line for line in text.splitlines() if line.startswith(f"| {model} | bf16 |") and "B |" in line][0]
