@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     cells.add_argument("spec", help="the sweep's YAML file")
     report = commands.add_parser("report", help="the report over the finished cells")
     report.add_argument("spec", help="the sweep's YAML file")
-    submit = commands.add_parser("submit", help="the cells not done as one Slurm array job (arguments after -- go to sbatch)")
+    submit = commands.add_parser(
+        "submit", help="the cells not done as one Slurm array job (arguments after -- go to sbatch)",
+        usage="sweep.py submit [-h] [--throttle K] [--dry_run] spec [-- SBATCH_ARGS ...]",
+        description="Submit the cells that are not done as one `sbatch --array=INDICES%%K submit_sweep.sh SPEC` job, "
+                    "from the repository root. Arguments after -- go to sbatch, e.g. -- -A project_xxx "
+                    "--ntasks-per-node=4 --gres=gpu:v100:4 --time=3-00:00:00.")
     submit.add_argument("spec", help="the sweep's YAML file")
     submit.add_argument("--throttle", type=positive_int, default=4,
                         help="array tasks (cells) running at a time, sbatch --array=...%%K (default 4)")
