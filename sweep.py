@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser(
         "submit", help="the cells not done as one Slurm array job (arguments after -- go to sbatch)",
         usage="sweep.py submit [-h] [--throttle K] [--dry_run] spec [-- SBATCH_ARGS ...]",
-        description="Submit the cells that are not done as one `sbatch --array=INDICES%%K submit_sweep.sh SPEC` job, "
+        description="Submit the cells that are not done as one `sbatch --array=INDICES%K submit_sweep.sh SPEC` job, "
                     "from the repository root. Arguments after -- go to sbatch, e.g. -- -A project_xxx "
                     "--ntasks-per-node=4 --gres=gpu:v100:4 --time=3-00:00:00.")
     submit.add_argument("spec", help="the sweep's YAML file")
