@@ -71,7 +71,7 @@ def test_labels_and_rates_match_evaluate_py_on_the_same_answers(tmp_path, capsys
 
     from soo.eval.inspect_task import main as compare_main
 
-    rows = [{**row, "condition": "base", "index": prompt.index, "response": row["response"]}
+    rows = [{**row, "condition": "base", "index": prompt.index, "response": row["response"], "prompt": prompt.prompt}
             for row, prompt in zip(expected_rows, (by_text[sample.input] for sample in log.samples))]
     rows[0] = {**rows[0], "response": "Something else.", "label": "ambiguous"}
     responses = tmp_path / "responses.jsonl"
@@ -82,6 +82,10 @@ def test_labels_and_rates_match_evaluate_py_on_the_same_answers(tmp_path, capsys
     assert f"{n} prompts in both: identical answers {n - 1} " in out and "1 Inspect samples not in the responses" in out
     assert "Something else." in out
     assert compare_main([log.location, str(responses), "--condition", "soo_0"]) == 2
+    # Rows whose prompt text differs (another answer suffix) are not compared: a clear error when none is left.
+    responses.write_text("".join(json.dumps({**row, "prompt": row["prompt"] + " Say it."}) + "\n" for row in rows))
+    assert compare_main([log.location, str(responses)]) == 2
+    assert "with another text: pass the answer suffix evaluate.py used" in capsys.readouterr().err
 
 
 def test_task_arguments_pick_scenarios_suffix_and_sampling():

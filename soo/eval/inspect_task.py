@@ -130,11 +130,14 @@ def agreement_with_evaluate(log_path: str, responses_path: str, condition: str =
             if row["condition"] == condition:
                 ours[f"{row['scenario']}-{row['index']}-{row['order']}"] = row
     log = read_eval_log(log_path)
-    result = {"prompts": 0, "same_response": 0, "same_label": 0, "missing": 0, "differences": []}
+    result = {"prompts": 0, "same_response": 0, "same_label": 0, "missing": 0, "other_prompt": 0, "differences": []}
     for sample in log.samples or []:
         row = ours.get(str(sample.id))
         if row is None:
             result["missing"] += 1
+            continue
+        if row.get("prompt") is not None and sample.input != row["prompt"]:
+            result["other_prompt"] += 1  # e.g. another answer suffix (evaluate.py takes the adapter's)
             continue
         answer = sample.output.completion.strip()
         result["prompts"] += 1
@@ -162,14 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as error:
         return fail(f"cannot compare {args.log} with {args.responses}: {error}")
     if not result["prompts"]:
-        return fail(f"no prompt of {args.log} is in {args.responses} for condition {args.condition!r} "
-                    "(same scenarios, n, seed and suffix?)")
+        return fail(f"no prompt of {args.log} is in {args.responses} for condition {args.condition!r} with the same "
+                    f"text ({result['other_prompt']} with another text: pass the answer suffix evaluate.py used, "
+                    "-T suffix=..., and the same scenarios, n and seed)")
     for sample_id, inspect_answer, our_answer in result["differences"]:
         print(f"differs {sample_id}: inspect {inspect_answer!r} | evaluate.py {our_answer!r}")
     n = result["prompts"]
     print(f"{n} prompts in both: identical answers {result['same_response']} ({result['same_response'] / n:.1%}), "
           f"identical labels {result['same_label']} ({result['same_label'] / n:.1%})"
-          + (f"; {result['missing']} Inspect samples not in the responses" if result["missing"] else ""))
+          + (f"; {result['missing']} Inspect samples not in the responses" if result["missing"] else "")
+          + (f"; {result['other_prompt']} with another prompt text (answer suffix?) left out" if result["other_prompt"] else ""))
     return 0
 
 
