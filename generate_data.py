@@ -8,6 +8,11 @@ Examples (from the repository root):
         300 held-out pairs (test names and items, e.g. Bob and Oliver) -> data/soo_test.jsonl
     python generate_data.py --n 52 --seed 1 --families burglar --output_file data/burglar_52.jsonl
         burglar pairs only
+    python generate_data.py --dataset_dir data/soo_pairs && python generate_data.py --split test --n 300 --dataset_dir data/soo_pairs
+        a Hugging Face dataset folder: train.jsonl, test.jsonl and a README.md card, so that
+        datasets.load_dataset("data/soo_pairs") gives both splits (finetuning.py --data_path
+        data/soo_pairs reads its train split, --eval_data_path data/soo_pairs its test split);
+        publish it with: hf upload USER/NAME data/soo_pairs --repo-type dataset
 
 The same arguments always give a byte-identical file. The file is written atomically (an
 interrupted run leaves any existing file as it was). Prints a table of pairs per family and
@@ -23,7 +28,7 @@ import sys
 
 from soo.core.io import write_jsonl_atomic
 from soo.core.cli import positive_int
-from soo.data.pairs import FAMILIES, generate_pairs, summarize
+from soo.data.pairs import FAMILIES, generate_pairs, summarize, write_dataset_card
 from soo.data.templates import SPLITS
 
 DEFAULT_OUT = {"train": "data/soo_train.jsonl", "test": "data/soo_test.jsonl"}
@@ -51,11 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FAMILY",
         help=f"prompt families, n is split evenly over them (choices: {', '.join(FAMILIES)}; default: all)",
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--output_file",
         default=None,
         help="JSONL file to write; missing folders are created "
         "(default: data/soo_train.jsonl, or data/soo_test.jsonl for --split test)",
+    )
+    where.add_argument(
+        "--dataset_dir",
+        default=None,
+        help="instead: write DIR/SPLIT.jsonl and a dataset card DIR/README.md naming every split file "
+        "there, a folder datasets.load_dataset (and the hub) reads directly",
     )
     return parser
 
@@ -63,19 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = args.output_file if args.output_file is not None else DEFAULT_OUT[args.split]
+    if args.dataset_dir is not None:
+        out = f"{args.dataset_dir}/{args.split}.jsonl"
+    else:
+        out = args.output_file if args.output_file is not None else DEFAULT_OUT[args.split]
     try:
         records = generate_pairs(args.n, args.seed, split=args.split, families=args.families)
     except ValueError as error:  # e.g. n larger than the unique pairs available, repeated family
         parser.error(str(error))  # exits with status 2 before anything is written
     try:
         path = write_jsonl_atomic(out, records)
+        if args.dataset_dir is not None:
+            write_dataset_card(args.dataset_dir)
     except OSError as error:  # a folder that cannot be created, a directory in the way, no permission
         where = f" ({error.filename})" if error.filename and str(error.filename) != str(out) else ""
         print(f"error: cannot write {out}: {error.strerror or error}{where}", file=sys.stderr)
         return 2
     print(summarize(records))
-    print(f"wrote {len(records)} pairs to {path}")
+    print(f"wrote {len(records)} pairs to {path}" + (f" (dataset card {args.dataset_dir}/README.md)" if args.dataset_dir else ""))
     return 0
 
 

@@ -6,9 +6,14 @@ Everything here is built locally in seconds; no test downloads anything.
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The datasets library's Arrow and map caches of the tests' pair files: a fresh folder per run,
+# not the user's ~/.cache/huggingface/datasets.
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="soo-test-datasets-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

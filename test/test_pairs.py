@@ -556,3 +556,81 @@ def test_module_exports_match_the_documented_api():
     assert issubclass(PairDataError, ValueError)
     assert pairs_module.generate_pairs.__defaults__ == ("train", FAMILIES)
     json.dumps(generate_pairs(4, seed=0))  # records are plain JSON
+
+
+# --------------------------------------------------------------------------------------------
+# Pairs through the datasets library (load_pairs, tokenize_pairs, generate_data.py --dataset_dir)
+
+
+def test_load_pairs_from_a_file_keeps_records_ids_and_line_numbered_errors(tmp_path):
+    from soo.data.pairs import load_pairs
+
+    records = generate_pairs(6, seed=0)
+    lines = [json.dumps(r) for r in records[:3]] + [""] + [json.dumps({k: v for k, v in r.items() if k != "id"})
+                                                             for r in records[3:]]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    dataset = load_pairs(path)
+    assert [row["self_prompt"] for row in dataset] == [r["self_prompt"] for r in records]
+    assert dataset["id"] == [r["id"] for r in read_pairs_jsonl(path)]  # the missing ids: line-5, line-6, line-7
+    assert dataset["id"][3:] == ["line-5", "line-6", "line-7"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(records[0]) + "\n" + json.dumps({"self_prompt": "a", "other_prompt": "a"}) + "\n")
+    with pytest.raises(PairDataError, match=r"bad\.jsonl, line 2: 'self_prompt' and 'other_prompt' are identical"):
+        load_pairs(bad)
+    with pytest.raises(PairDataError, match=r"nope\.jsonl: file not found"):
+        load_pairs(tmp_path / "nope.jsonl")
+
+
+def test_generate_data_writes_a_folder_load_dataset_reads_with_both_splits(tmp_path):
+    import generate_data
+    from datasets import load_dataset
+
+    from soo.data.pairs import load_pairs
+
+    folder = tmp_path / "soo_pairs"
+    assert generate_data.main(["--n", "12", "--dataset_dir", str(folder)]) == 0
+    assert generate_data.main(["--split", "test", "--n", "5", "--dataset_dir", str(folder)]) == 0
+    loaded = load_dataset(str(folder))
+    assert sorted(loaded) == ["test", "train"] and loaded["train"].num_rows == 12 and loaded["test"].num_rows == 5
+    # One table: a key another family's records have is None here (datasets unifies the columns).
+    assert {k: v for k, v in loaded["test"][0].items() if v is not None} == generate_pairs(5, seed=0, split="test")[0]
+    assert load_pairs(folder, split="test")["id"] == [r["id"] for r in generate_pairs(5, seed=0, split="test")]
+    # An edited split file is read again (not a stale cached copy), and its errors name file and line.
+    (folder / "test.jsonl").write_text(json.dumps({"self_prompt": "x", "other_prompt": ""}) + "\n")
+    with pytest.raises(PairDataError, match=r"test\.jsonl, line 1: 'other_prompt' must be a non-empty string"):
+        load_pairs(folder, split="test")
+    # A folder without SPLIT.jsonl goes to load_dataset; a bad row names source, split and row.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pairs.jsonl").write_text(json.dumps({"self_prompt": "x", "other_prompt": ""}) + "\n")
+    with pytest.raises(PairDataError, match=r"other \(split train\), row 0: 'other_prompt' must be a non-empty"):
+        load_pairs(other)
+    with pytest.raises(SystemExit) as exit_info:  # one destination only
+        generate_data.main(["--dataset_dir", str(folder), "--output_file", str(tmp_path / "x.jsonl")])
+    assert exit_info.value.code == 2
+
+
+def test_a_hub_id_offline_is_one_clear_error(monkeypatch):
+    from soo.data.pairs import load_pairs
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(PairDataError, match=r"someone/soo-pairs \(split train\): cannot load pairs.*offline"):
+        load_pairs("someone/soo-pairs")
+
+
+def test_tokenize_pairs_matches_the_in_memory_dataset_and_is_cached(tmp_path, tokenizer):
+    from soo.core.pair_batch import PromptTooLongError, SOOPairDataset, tokenize_pairs
+    from soo.data.pairs import load_pairs
+
+    path = write_jsonl_atomic(tmp_path / "pairs.jsonl", generate_pairs(8, seed=1))
+    first = tokenize_pairs(load_pairs(path), tokenizer)
+    again = tokenize_pairs(load_pairs(path), tokenizer)
+    assert first.column_names == ["id", "self_input_ids", "other_input_ids"]
+    expected = SOOPairDataset(read_pairs_jsonl(path), tokenizer)
+    assert [dict(row) for row in first] == [expected[i] for i in range(len(expected))]
+    # The second run reads the first one's map cache (same data, tokenizer and arguments).
+    assert first.cache_files and again.cache_files == first.cache_files
+    assert Path(first.cache_files[0]["filename"]).is_file()
+    with pytest.raises(PromptTooLongError, match="exceed --max_length 5 tokens"):
+        tokenize_pairs(load_pairs(path), tokenizer, max_length=5)

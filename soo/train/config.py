@@ -61,10 +61,12 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    data_path: str = field(default="data/soo_train.jsonl", metadata={"help": "Training pairs (JSONL from generate_data.py)."})
+    data_path: str = field(default="data/soo_train.jsonl", metadata={
+        "help": "Training pairs: a JSONL file from generate_data.py, a dataset folder (its train split) or a hub dataset id."})
     eval_data_path: str | None = field(
         default=None,
-        metadata={"help": "Held-out pairs: SOO and LM loss are measured on them before and after training."},
+        metadata={"help": "Held-out pairs (a file, or a dataset folder's / hub dataset's test split): SOO and LM loss "
+                          "are measured on them before and after training."},
     )
     max_length: int = field(default=256, metadata={"help": "Longest prompt in tokens after the chat template; longer is an error."})
     use_chat_template: bool = field(

@@ -18,8 +18,8 @@ from transformers import TrainerCallback, set_seed
 from soo.core.capture import ActivationCapture, find_decoder_layers
 from soo.core.io import RUN_CONFIG_FILE, write_json_atomic
 from soo.core.modeling import add_lora, load_model, load_tokenizer, resolve_model_path, warn_if_fp16_unsafe
-from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
-from soo.data.pairs import read_pairs_jsonl
+from soo.core.pair_batch import SOOPairCollator, tokenize_pairs
+from soo.data.pairs import load_pairs
 from soo.train.config import SOOConfig
 from soo.train.distributed import init_deepspeed_on_cpu
 from soo.train.preemption import PreemptionCallback, choose_resume_checkpoint, remove_incomplete_checkpoints
@@ -81,8 +81,8 @@ def _run(model_args, data_args, config: SOOConfig, config_path, preemption, call
     set_seed(config.seed)  # before LoRA init, so adapters start the same for a seed
 
     # Data first: a bad file fails in a second, before any model is loaded.
-    train_records = read_pairs_jsonl(data_args.data_path)
-    eval_records = read_pairs_jsonl(data_args.eval_data_path) if data_args.eval_data_path else None
+    train_pairs = load_pairs(data_args.data_path, split="train")
+    eval_pairs = load_pairs(data_args.eval_data_path, split="test") if data_args.eval_data_path else None
 
     model_path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
@@ -125,8 +125,10 @@ def _run(model_args, data_args, config: SOOConfig, config_path, preemption, call
         use_chat_template=data_args.use_chat_template,
         system_prompt=data_args.system_prompt,
     )
-    train_dataset = SOOPairDataset(train_records, **dataset_kwargs)
-    eval_dataset = SOOPairDataset(eval_records, **dataset_kwargs) if eval_records else None
+    # Rank 0 tokenizes and writes the map cache; the other ranks then read it.
+    with config.main_process_first(desc="tokenizing pairs"):
+        train_dataset = tokenize_pairs(train_pairs, **dataset_kwargs)
+        eval_dataset = tokenize_pairs(eval_pairs, **dataset_kwargs) if eval_pairs is not None else None
     trainer = SOOTrainer(
         model=model,
         args=config,
