@@ -80,13 +80,20 @@ def cells_to_submit(spec: SweepSpec) -> tuple[list[int], dict[str, int]]:
     return indices, counts
 
 
-def queued_sweep_jobs(spec: SweepSpec) -> dict[str, str]:
-    """Array jobs this sweep submitted that squeue still lists: {task id: state}."""
+def _submitted_jobs(spec: SweepSpec) -> list[dict]:
+    """The array jobs recorded in slurm_jobs.json ([] when it is missing or unreadable: the cell
+    folders, not this file, say what is done)."""
     path = spec.output_dir / JOBS_FILE
     try:
         jobs = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
     except (OSError, ValueError):
-        jobs = []
+        return []
+    return [job for job in jobs if isinstance(job, dict)] if isinstance(jobs, list) else []
+
+
+def queued_sweep_jobs(spec: SweepSpec) -> dict[str, str]:
+    """Array jobs this sweep submitted that squeue still lists: {task id: state}."""
+    jobs = _submitted_jobs(spec)
     return _squeue_states([str(job["job_id"]) for job in jobs if "job_id" in job]) or {}
 
 
@@ -132,10 +139,6 @@ def submit(spec: SweepSpec, throttle: int | None, sbatch_args: list[str], dry_ru
 
 
 def _record_job(spec: SweepSpec, job_id: str, indices: list[int]) -> None:
-    path = spec.output_dir / JOBS_FILE
-    try:
-        jobs = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
-    except (OSError, ValueError):
-        jobs = []
     spec.output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, [*jobs, {"job_id": job_id, "array": array_ranges(indices)}])
+    write_json_atomic(spec.output_dir / JOBS_FILE,
+                      [*_submitted_jobs(spec), {"job_id": job_id, "array": array_ranges(indices)}])
