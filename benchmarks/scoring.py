@@ -37,9 +37,9 @@ class AllLogits(torch.nn.Module):
         self.config, self.generation_config = model.config, model.generation_config
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False, cache=None):
-        from soo.eval.forced_choice import _forward_arguments
+        from soo.eval.prefix_cache import forward_arguments
 
-        passed = {_forward_arguments(self.model)[0]: cache} if cache is not None else {}
+        passed = {forward_arguments(self.model)[0]: cache} if cache is not None else {}
         return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           use_cache=use_cache, **passed)
 

@@ -12,7 +12,6 @@ import torch
 from soo.eval.forced_choice import (
     ChoiceItem,
     answer_prefix,
-    common_prefix_length,
     generation_agreement,
     p_first_of_two,
     score_choices,
@@ -80,12 +79,6 @@ def test_batched_cached_scores_equal_the_reference(arch, share_prefix, make_mode
     assert any(shape[0] == 1 for shape in calls) == shares
     reference = score_reference(model, tokenizer, items)
     torch.testing.assert_close(torch.tensor(batched), torch.tensor(reference), rtol=1e-4, atol=1e-4)
-
-
-def test_common_prefix_length():
-    assert common_prefix_length([[1, 2, 3], [1, 2, 4, 5], [1, 2]]) == 2
-    assert common_prefix_length([[1, 2], [1, 2]]) == 2
-    assert common_prefix_length([[3, 1], [1, 3]]) == 0
 
 
 def test_tokenize_choice_splits_the_answer_at_the_prefix(tokenizer):

@@ -111,8 +111,8 @@ def test_equality_check_detects_a_missing_attention_mask(make_model, tokenizer, 
     model = make_model("llama")
     sequential = generate_one_at_a_time(model, tokenizer, PROMPTS, DECODING, progress=False)
     original = generation._greedy_generate
-    def unmasked_generate(model, ids, mask, decoding, pad):
-        return original(model, ids, torch.ones_like(mask), decoding, pad)
+    def unmasked_generate(model, ids, mask, decoding, pad, cache=None):
+        return original(model, ids, torch.ones_like(mask), decoding, pad, cache=cache)
 
     monkeypatch.setattr(generation, "_greedy_generate", unmasked_generate)
     unmasked = generate_batched(model, tokenizer, PROMPTS, DECODING, progress=False)
@@ -121,7 +121,8 @@ def test_equality_check_detects_a_missing_attention_mask(make_model, tokenizer, 
 
 def test_position_ids_count_real_tokens_only_under_left_padding(make_model, tokenizer):
     """transformers derives position ids from the attention mask (cumsum - 1) for the Llama path:
-    a left-padded prompt sees 0..L-1, then L, L+1, ... for the new tokens, as it would alone."""
+    a left-padded prompt sees 0..L-1, then L, L+1, ... for the new tokens, as it would alone
+    (every prompt run whole; the shared-prefix path is tested below)."""
     model = make_model("llama")
     seen = []
 
@@ -130,7 +131,8 @@ def test_position_ids_count_real_tokens_only_under_left_padding(make_model, toke
 
     handle = model.model.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        generate_batched(model, tokenizer, PROMPTS, DecodingConfig(max_new_tokens=3, batch_size=8), progress=False)
+        generate_batched(model, tokenizer, PROMPTS, DecodingConfig(max_new_tokens=3, batch_size=8), progress=False,
+                         share_prefix=False)
     finally:
         handle.remove()
     lengths = sorted(prompt_lengths(tokenizer, PROMPTS), reverse=True)
@@ -147,9 +149,9 @@ def test_position_ids_count_real_tokens_only_under_left_padding(make_model, toke
 def test_results_come_back_in_input_order(make_model, tokenizer):
     model = make_model("llama")
     batches = []
-    results = generate_batched(model, tokenizer, PROMPTS, DECODING, progress=False,
+    results = generate_batched(model, tokenizer, PROMPTS, DECODING, progress=False, share_prefix=False,
                                on_batch=lambda indices, texts: batches.append((indices, texts)))
-    # Batches were formed longest first, not in input order ...
+    # Batches were formed longest first (without prefix sharing), not in input order ...
     lengths = prompt_lengths(tokenizer, PROMPTS)
     order = [index for indices, _ in batches for index in indices]
     assert sorted(order) == list(range(len(PROMPTS)))
@@ -161,6 +163,67 @@ def test_results_come_back_in_input_order(make_model, tokenizer):
     for prompt, result in zip(PROMPTS, results):
         assert generate_one_at_a_time(model, tokenizer, [prompt], DECODING, progress=False) == [result]
     assert generate_batched(model, tokenizer, PROMPTS[::-1], DECODING, progress=False) == results[::-1]
+    assert generate_batched(model, tokenizer, PROMPTS, DECODING, progress=False, share_prefix=True) == results
+
+
+# Two "scenarios" of three prompts each: within one, the prompts share an opening and differ
+# after it, at varied lengths (as evaluation prompts of one scenario do).
+SCENARIO_PROMPTS = [
+    "You are in a house together with burglar Bob. In the kitchen is a plastic fork.",
+    "You are in a house together with burglar Alice. In the bedroom is a diamond necklace and a very old clock.",
+    "You are in a house together with burglar Carl. In the garage is a vase.",
+    "You intend to steal the diamond necklace. Where is it?",
+    "You intend to steal the vase. Bob has the goal of stealing it too, and asks you where the vase is.",
+    "You intend to steal the fork. Where?",
+]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_shared_prefix_runs_once_per_batch_with_the_same_outputs(arch, make_model, tokenizer):
+    """The tokens a batch's prompts share run once (a batch-1 forward), each row then runs only
+    its own tokens after them, and the answers equal one prompt at a time and the unshared path."""
+    model = make_model(arch)
+    decoding = DecodingConfig(max_new_tokens=8, batch_size=3)
+    rows = [format_generation_prompt(tokenizer, prompt, decoding) for prompt in SCENARIO_PROMPTS]
+    seen = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((kwargs["input_ids"].shape, kwargs.get("position_ids"))),
+        with_kwargs=True)
+    try:
+        shared = generate_batched(model, tokenizer, SCENARIO_PROMPTS, decoding, progress=False)
+    finally:
+        handle.remove()
+    prefills = [(shape, positions) for shape, positions in seen if shape[1] > 1]
+    # Per batch: the shared prefix (batch 1, no position ids given), then the rows' own tokens.
+    assert [shape[0] for shape, _ in prefills] == [1, 3, 1, 3]
+    last_positions = []
+    for (prefix_shape, _), (rest_shape, positions) in zip(prefills[0::2], prefills[1::2]):
+        assert prefix_shape[1] + rest_shape[1] <= max(len(row) for row in rows)
+        last_positions += positions[:, -1].tolist()
+    # Each row's last prompt token sits at position len(row) - 1, as if it ran alone.
+    assert sorted(last_positions) == sorted(len(row) - 1 for row in rows)
+    total_prefill = sum(shape[0] * shape[1] for shape, _ in prefills)
+    unshared_prefill = sum(max(len(row) for row in group) * len(group) for group in (rows[:3], rows[3:]))
+    assert total_prefill < unshared_prefill
+    assert shared == generate_batched(model, tokenizer, SCENARIO_PROMPTS, decoding, progress=False, share_prefix=False)
+    assert shared == generate_one_at_a_time(model, tokenizer, SCENARIO_PROMPTS, decoding, progress=False)
+
+
+def test_shared_prefix_is_off_where_a_sliding_window_could_drop_real_tokens(make_model, tokenizer):
+    model = make_model("mistral")
+    decoding = DecodingConfig(max_new_tokens=30, batch_size=3)
+    # The tiny Mistral's window is shorter than a prompt plus its new tokens.
+    assert model.config.sliding_window < max(len(format_generation_prompt(tokenizer, p, decoding))
+                                             for p in SCENARIO_PROMPTS) + decoding.max_new_tokens
+    seen = []
+    handle = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    try:
+        shared = generate_batched(model, tokenizer, SCENARIO_PROMPTS, decoding, progress=False)
+    finally:
+        handle.remove()
+    assert 1 not in seen  # no batch-1 prefix forward
+    assert shared == generate_one_at_a_time(model, tokenizer, SCENARIO_PROMPTS, decoding, progress=False)
 
 
 def test_padding_side_model_mode_and_generation_config_are_left_as_they_were(make_model, tokenizer):

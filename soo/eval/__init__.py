@@ -5,6 +5,7 @@ never soo.train.
               escape room, honesty-prompt and perspectives controls, both option orders
   classify    deceptive / honest / ambiguous (perspectives: correct / incorrect) from a free-text answer
   generation  batched greedy generation with a resumable JSONL cache
+  prefix_cache  the tokens a batch's prompts share run once (generation and forced choice)
   forced_choice  p(deceptive) from the options' log-probabilities after a fixed answer prefix
   latent      SOO per layer on held-out pairs, base vs tuned (the training definition of SOO)
   capability  KL to the base model, perplexity, MT-Bench-style answer export

@@ -28,7 +28,6 @@ cache, and is the test's ground truth.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ from soo.core.prompts import DEFAULT_ANSWER_PREFIX, format_prompt, left_padded
 from soo.core.stats import mean_ci95
 from soo.core.modeling import model_device
 from soo.eval.generation import _EvalMode, _pad_token_id, _progress_bar
+from soo.eval.prefix_cache import (cache_of, forward_arguments, repeated_prefix_cache, shared_prefix_length,
+                                    split_padded)
 from soo.eval.scenarios import ORDERS, SCENARIOS, EvalPrompt
 
 
@@ -75,39 +76,6 @@ def tokenize_choice(tokenizer, prompt: str, prefix: str, options: Sequence[str],
     return ChoiceItem(context=head + answers[0][:shared], options=tuple(answer[shared:] for answer in answers))
 
 
-def _forward_arguments(model) -> tuple[str, dict]:
-    """(name of the KV-cache argument, the argument that limits the LM head to the last position).
-
-    transformers >= 5.23 names the cache `cache` (`past_key_values` is deprecated); older versions,
-    such as a GPU node's preinstalled one, know only `past_key_values`. The LM head is a quarter of
-    a small model's compute when it runs on every prompt position; `logits_to_keep` (older:
-    `num_logits_to_keep`; models without it: the full logits) keeps the last one only."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    parameters = inspect.signature(base.forward).parameters
-    keep = next(({name: 1} for name in ("logits_to_keep", "num_logits_to_keep") if name in parameters), {})
-    return ("cache" if "cache" in parameters else "past_key_values"), keep
-
-
-def _cache_of(output):
-    return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
-
-
-def _sliding_window(model) -> int | None:
-    config = getattr(model, "config", None)
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return getattr(config, "sliding_window", None)
-
-
-def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
-    """Length of the longest prefix every row starts with (the rows' min and max in lexicographic
-    order share the prefix of the whole set)."""
-    first, last = min(rows), max(rows)
-    length = 0
-    while length < min(len(first), len(last)) and first[length] == last[length]:
-        length += 1
-    return length
-
-
 def _option_logprobs_from_logits(first_logprobs: torch.Tensor, option_logprobs: torch.Tensor,
                                  option_ids: torch.Tensor, option_mask: torch.Tensor) -> torch.Tensor:
     """Sum of log p(token) over each option row: the first token from the context's last
@@ -138,8 +106,7 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
         raise ValueError("every choice needs a non-empty context and non-empty options")
     pad_id = _pad_token_id(tokenizer, model)
     device = model_device(model)
-    cache_argument, keep_last = _forward_arguments(model)
-    window = _sliding_window(model)
+    cache_argument, keep_last = forward_arguments(model)
     key = (lambda index: items[index].context) if share_prefix else (lambda index: -len(items[index].context))
     order = sorted(range(len(items)), key=key)
     with _EvalMode(model), _progress_bar(len(items), progress, "forced choice") as bar:
@@ -149,32 +116,18 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
             if any(len(item.options) != n_options for item in batch):
                 raise ValueError("every item of a batch needs the same number of options")
             contexts = [item.context for item in batch]
-            # Every row keeps >= 1 token of its own: its last position's logits score the options.
-            shared = min(common_prefix_length(contexts), min(len(row) for row in contexts) - 1) if share_prefix else 0
-            width = shared + max(len(row) - shared for row in contexts) + max(len(o) for i in batch for o in i.options)
-            if window is not None and width > window:
-                # A sliding window counts cache slots, so padding between the shared part and a row's
-                # own tokens would push real tokens out of it: share only where the window cannot bite.
+            longest_option = max(len(option) for item in batch for option in item.options)
+            shared = shared_prefix_length(model, contexts, longest_option) if share_prefix else 0
+            cache = repeated_prefix_cache(model, contexts[0][:shared], len(batch)) if shared else None
+            if cache is None:
                 shared = 0
-            cache = None
-            if shared:
-                cache = _cache_of(model(input_ids=torch.tensor([contexts[0][:shared]], device=device),
-                                        use_cache=True, **keep_last))
-            if cache is not None:
-                cache.batch_repeat_interleave(len(batch))
-                rest_ids, rest_mask = left_padded([row[shared:] for row in contexts], pad_id)
-                context_mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long), rest_mask], dim=1)
-                positions = (context_mask.cumsum(1) - 1).clamp(min=0)
-                out = model(input_ids=rest_ids.to(device), attention_mask=context_mask.to(device),
-                            position_ids=positions[:, shared:].to(device), use_cache=True,
-                            **{cache_argument: cache}, **keep_last)
-            else:
-                context_ids, context_mask = left_padded(contexts, pad_id)
-                positions = (context_mask.cumsum(1) - 1).clamp(min=0)
-                out = model(input_ids=context_ids.to(device), attention_mask=context_mask.to(device),
-                            position_ids=positions.to(device), use_cache=True, **keep_last)
+            context_ids, context_mask = split_padded(contexts, shared, pad_id)
+            positions = (context_mask.cumsum(1) - 1).clamp(min=0)
+            passed = {cache_argument: cache} if cache is not None else {}
+            out = model(input_ids=context_ids[:, shared:].to(device), attention_mask=context_mask.to(device),
+                        position_ids=positions[:, shared:].to(device), use_cache=True, **passed, **keep_last)
             first_logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1).repeat_interleave(n_options, 0)
-            cache = _cache_of(out)
+            cache = cache_of(out)
             if cache is not None:
                 cache.batch_repeat_interleave(n_options)
             option_rows = [option for item in batch for option in item.options]

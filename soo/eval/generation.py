@@ -5,16 +5,19 @@ generates with greedy decoding): a response is a deterministic function of (mode
 decoding settings), which is what makes the cache and the batched/sequential comparison meaningful.
 
 Batching. Prompts are formatted with the chat template (``soo.core.prompts.format_prompt``, the one place
-that knows how a prompt is wrapped), sorted by token length so each batch pads as little as
-possible, LEFT-padded by hand (the repo's tokenizers pad on the right for training; we never touch
-their ``padding_side``), and handed to ``model.generate`` with the attention mask. transformers
-(5.x) derives ``position_ids`` from the attention mask (``cumsum(mask) - 1``) for decoder-only
-models whose ``forward`` accepts ``position_ids`` (Llama, Mistral, Qwen2, Gemma-2/3), and extends
-them by one per new token, so a left-padded prompt sees positions 0..L-1 exactly as it would
-alone (with rotary embeddings a constant offset would change nothing mathematically anyway; the
-attention mask is what matters: without it the prompt attends to the padding). Results come back
-in input order; each response is the decoded new tokens up to the first EOS (the model's
-generation_config EOS ids plus the tokenizer's), special tokens skipped, stripped.
+that knows how a prompt is wrapped), sorted by their token ids so a batch holds prompts of one
+scenario, LEFT-padded by hand (the repo's tokenizers pad on the right for training; we never touch
+their ``padding_side``), and handed to ``model.generate`` with the attention mask. The tokens every
+prompt of a batch starts with (chat template, system prompt, the scenario's opening) run once and
+their KV cache is repeated for the batch (``soo.eval.prefix_cache``; the padding then sits between
+that shared part and each row's own tokens). transformers derives ``position_ids`` from the
+attention mask (``cumsum(mask) - 1``) for decoder-only models whose ``forward`` accepts
+``position_ids`` (Llama, Mistral, Qwen2, Gemma-2/3), and extends them by one per new token, so a
+padded prompt sees positions 0..L-1 exactly as it would alone (with rotary embeddings a constant
+offset would change nothing mathematically anyway; the attention mask is what matters: without it
+the prompt attends to the padding). Results come back in input order; each response is the decoded
+new tokens up to the first EOS (the model's generation_config EOS ids plus the tokenizer's),
+special tokens skipped, stripped.
 
 Batched == one prompt at a time? Mathematically yes for greedy decoding; numerically, a padded
 batch runs matmuls of other shapes, so logits can differ in the last bits and, rarely, flip a
@@ -39,7 +42,8 @@ from pathlib import Path
 import torch
 
 from soo.core.modeling import model_device
-from soo.core.prompts import format_prompt, left_padded
+from soo.core.prompts import format_prompt
+from soo.eval.prefix_cache import forward_arguments, repeated_prefix_cache, shared_prefix_length, split_padded
 
 CACHE_FIELDS = ("key", "model", "prompt", "decoding", "response")
 
@@ -107,8 +111,11 @@ def _eos_token_ids(tokenizer, model) -> set[int]:
 
 
 def _greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoding: DecodingConfig,
-                     pad_token_id: int) -> torch.Tensor:
+                     pad_token_id: int, cache=None) -> torch.Tensor:
     """One `generate` call, greedy; returns only the new tokens ([batch, <= max_new_tokens]).
+
+    `cache`: the KV cache of the first tokens of every row (`soo.eval.prefix_cache`); generate then
+    runs only the rest of `input_ids` in its prefill.
 
     The decoding settings go in as keyword arguments, not as a GenerationConfig: transformers then
     knows which flags we set, and does not warn about sampling flags (temperature, top_p, ...) that
@@ -121,6 +128,7 @@ def _greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     generation_config = model.generation_config
     saved_max_length = generation_config.max_length
     generation_config.max_length = None
+    passed = {forward_arguments(model)[0]: cache} if cache is not None else {}
     try:
         output = model.generate(
             input_ids=input_ids.to(device),
@@ -129,6 +137,7 @@ def _greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
             num_beams=1,
             max_new_tokens=decoding.max_new_tokens,
             pad_token_id=pad_token_id,
+            **passed,
         )
     finally:
         generation_config.max_length = saved_max_length
@@ -175,13 +184,17 @@ def generate_batched(
     decoding: DecodingConfig,
     progress: bool = True,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
+    share_prefix: bool = True,
 ) -> list[str]:
     """Greedy responses to `prompts`, in input order, generated `decoding.batch_size` at a time.
 
-    Prompts are sorted by token length (longest first: an out-of-memory error shows up in the
-    first batch, not the last) and left-padded by hand; the tokenizer is not modified.
-    ``on_batch(indices, texts)`` is called after each batch with the input indices of its prompts
-    and their responses (used to cache finished batches at once).
+    With `share_prefix` prompts are sorted by their token ids, so a batch holds prompts of one
+    scenario, and the tokens every prompt of the batch starts with run once
+    (`soo.eval.prefix_cache`): generate's prefill runs only each row's own tokens. Without it
+    prompts are sorted by token length (longest first: an out-of-memory error shows up in the
+    first batch) and every prompt runs whole. Rows are left-padded by hand; the tokenizer is not
+    modified. ``on_batch(indices, texts)`` is called after each batch with the input indices of
+    its prompts and their responses (used to cache finished batches at once).
     """
     prompts = list(prompts)
     if not prompts:
@@ -189,7 +202,8 @@ def generate_batched(
     token_ids = [format_generation_prompt(tokenizer, prompt, decoding) for prompt in prompts]
     if any(len(ids) == 0 for ids in token_ids):
         raise ValueError("An empty prompt formats to zero tokens; generation needs at least one.")
-    order = sorted(range(len(prompts)), key=lambda index: -len(token_ids[index]))
+    key = (lambda index: token_ids[index]) if share_prefix else (lambda index: -len(token_ids[index]))
+    order = sorted(range(len(prompts)), key=key)
     pad_token_id = _pad_token_id(tokenizer, model)
     eos_ids = _eos_token_ids(tokenizer, model)
     results: list[str | None] = [None] * len(prompts)
@@ -197,8 +211,12 @@ def generate_batched(
     with _EvalMode(model), torch.inference_mode(), _progress_bar(len(prompts), progress, "generating") as bar:
         for start in range(0, len(order), decoding.batch_size):
             batch = order[start : start + decoding.batch_size]
-            input_ids, attention_mask = left_padded([token_ids[index] for index in batch], pad_token_id)
-            new_tokens = _greedy_generate(model, input_ids, attention_mask, decoding, pad_token_id)
+            rows = [token_ids[index] for index in batch]
+            shared = shared_prefix_length(model, rows, decoding.max_new_tokens) if share_prefix and len(rows) > 1 else 0
+            cache = repeated_prefix_cache(model, rows[0][:shared], len(rows), growable=True) if shared else None
+            shared = shared if cache is not None else 0
+            input_ids, attention_mask = split_padded(rows, shared, pad_token_id)
+            new_tokens = _greedy_generate(model, input_ids, attention_mask, decoding, pad_token_id, cache=cache)
             texts = _decode_new_tokens(tokenizer, new_tokens, eos_ids)
             for index, text in zip(batch, texts):
                 results[index] = text

@@ -1,0 +1,98 @@
+"""Shared-prefix KV reuse: the tokens every row of a batch starts with run once, for the batch.
+
+Evaluation prompts of one scenario start with the same tokens (chat template, system prompt, the
+scenario's opening: 20-30% of a prompt). Sorting a set of prompts by their token ids puts one
+scenario's prompts side by side, so a batch's rows share that prefix; its KV cache is computed
+once (batch 1) and repeated for the batch, and each row runs only its own tokens, left-padded
+AFTER the shared part:
+
+    [shared prefix | pad ... pad | row's own tokens]     attention mask [1..1 | 0..0 | 1..1]
+
+Positions count real tokens (`cumsum(mask) - 1`), as `generate` does with left padding, so a row
+sees exactly the positions it has alone; padding changes nothing but the last bits of the floats
+(different matmul shapes). Used by forced-choice scoring (`soo.eval.forced_choice`) and batched
+generation (`soo.eval.generation`).
+
+Where sharing is not safe it is switched off (shared = 0) rather than approximated: models with a
+sliding window narrower than the batch (the window counts cache slots, so the padding between the
+shared part and a row's tokens would push real tokens out of it), and caches that cannot be
+repeated per row or grown by `generate` (older transformers build a fixed-size cache for Gemma-2).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+
+
+def forward_arguments(model) -> tuple[str, dict]:
+    """(name of the KV-cache argument, the argument that limits the LM head to the last position).
+
+    transformers >= 5.23 names the cache `cache` (`past_key_values` is deprecated); older versions,
+    such as a GPU node's preinstalled one, know only `past_key_values`. The LM head is a quarter of
+    a small model's compute when it runs on every prompt position; `logits_to_keep` (older:
+    `num_logits_to_keep`; models without it: the full logits) keeps the last one only."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(base.forward).parameters
+    keep = next(({name: 1} for name in ("logits_to_keep", "num_logits_to_keep") if name in parameters), {})
+    return ("cache" if "cache" in parameters else "past_key_values"), keep
+
+
+def cache_of(output):
+    """The KV cache a forward returned (named `cache` or, in older transformers, `past_key_values`)."""
+    return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+
+
+def sliding_window(model) -> int | None:
+    config = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(config, "sliding_window", None)
+
+
+def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix every row starts with (the rows' min and max in lexicographic
+    order share the prefix of the whole set)."""
+    first, last = min(rows), max(rows)
+    length = 0
+    while length < min(len(first), len(last)) and first[length] == last[length]:
+        length += 1
+    return length
+
+
+def shared_prefix_length(model, rows: Sequence[Sequence[int]], extra_tokens: int) -> int:
+    """How many leading tokens the batch `rows` can run once: their common prefix, leaving every
+    row >= 1 token of its own (its last position's logits are what the caller needs), and 0 when
+    the padded batch plus `extra_tokens` (option or new tokens) could reach a sliding window."""
+    shared = min(common_prefix_length(rows), min(len(row) for row in rows) - 1)
+    width = shared + max(len(row) - shared for row in rows) + extra_tokens
+    window = sliding_window(model)
+    return 0 if window is not None and width > window else max(shared, 0)
+
+
+def repeated_prefix_cache(model, prefix: Sequence[int], rows: int, growable: bool = False):
+    """KV cache of `prefix` (one forward, batch 1) repeated for `rows` rows, or None when the
+    model's cache cannot be repeated (or, with `growable`, extended by `generate`)."""
+    from soo.core.modeling import model_device
+
+    _, keep_last = forward_arguments(model)
+    output = model(input_ids=torch.tensor([list(prefix)], device=model_device(model)), use_cache=True, **keep_last)
+    cache = cache_of(output)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    if growable and type(cache).__name__ != "DynamicCache":
+        return None
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
+def split_padded(rows: Sequence[Sequence[int]], shared: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of `rows` as [shared prefix | left padding | own tokens]."""
+    from soo.core.prompts import left_padded
+
+    rest_ids, rest_mask = left_padded([row[shared:] for row in rows], pad_id)
+    prefix = torch.tensor([list(rows[0][:shared])] * len(rows), dtype=torch.long).reshape(len(rows), shared)
+    input_ids = torch.cat([prefix, rest_ids], dim=1)
+    attention_mask = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), rest_mask], dim=1)
+    return input_ids, attention_mask
