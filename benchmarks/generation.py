@@ -6,10 +6,12 @@
 Loads the embedded default model (SmolLM2-135M-Instruct; the first use converts its GGUF, ~30 s),
 builds N prompts of the main evaluation scenario (``soo.eval.scenarios.build_eval_prompts``, both
 room orders), and times `generate_one_at_a_time` (the official code's loop) and `generate_batched`
-at each batch size on the same prompts, greedy. Reports generated tokens/s, prompts/s, the speed
+at each batch size on the same prompts, greedy, with every prompt run whole ("whole prompts",
+before) and with the tokens a batch shares run once ("shared prefix", `soo.eval.prefix_cache`,
+evaluate.py's default). Reports generated tokens/s, prompts/s, the speed
 ratio (sequential time / batched time, both medians from this run) and how often the batched
-output equals the sequential one exactly. A prefill-only pass (max_new_tokens=1) at the largest
-batch size shows how much of the batched time is prompt processing, which batching cannot shrink
+output equals the sequential one exactly. Prefill-only passes (max_new_tokens=1) at the largest
+batch size, both ways, show how much of the batched time is prompt processing, which batching cannot shrink
 once the matmuls are compute-bound: sequential time / prefill time bounds the achievable ratio.
 
 The table is printed last; a markdown report goes to docs/benchmarks-generation.md (--output_file).
@@ -80,6 +82,7 @@ class TokenCounter:
 class Method:
     name: str
     batch_size: int | None  # None: one at a time
+    share_prefix: bool = False
     seconds: list[float] = field(default_factory=list)
     others_cpu: list[float] = field(default_factory=list)  # share of the machine used by anything else
     new_tokens: int = 0
@@ -96,7 +99,8 @@ def run_method(method: Method, model, tokenizer, prompts, max_new_tokens, counte
     if method.batch_size is None:
         outputs = generate_one_at_a_time(model, tokenizer, prompts, decoding, progress=progress)
     else:
-        outputs = generate_batched(model, tokenizer, prompts, decoding, progress=progress)
+        outputs = generate_batched(model, tokenizer, prompts, decoding, progress=progress,
+                                   share_prefix=method.share_prefix)
     method.seconds.append(time.perf_counter() - start)
     method.others_cpu.append(others_cpu_share(before, cpu_snapshot()))
     method.outputs.append(outputs)
@@ -217,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
 
     prompts, prompt_source = build_prompts(args.n, args.answer_suffix)
     counter = TokenCounter(model, _eos_token_ids(tokenizer, model))
-    methods = [Method("one at a time", None)] + [Method(f"batched {size}", size) for size in args.batch_sizes]
+    methods = [Method("one at a time", None)] + [
+        Method(f"batched {size}, {kind}", size, share_prefix=share)
+        for size in args.batch_sizes for kind, share in (("whole prompts", False), ("shared prefix", True))]
 
     with counter:
         # Warm-up (untimed): first-call allocations and kernel selection.
@@ -229,10 +235,12 @@ def main(argv: list[str] | None = None) -> int:
                 wanted = args.sequential_repeats if method.batch_size is None else args.repeats
                 if repeat < wanted:
                     run_method(method, model, tokenizer, prompts, args.max_new_tokens, counter, args.progress)
-        prefill = None
+        prefills = []
         if not args.no_prefill_pass:
-            prefill = Method(f"prefill only, batched {max(args.batch_sizes)}", max(args.batch_sizes))
-            run_method(prefill, model, tokenizer, prompts, 1, counter, args.progress)
+            size = max(args.batch_sizes)
+            for kind, share in (("whole prompts", False), ("shared prefix", True)):
+                prefills.append(Method(f"prefill only, batched {size}, {kind}", size, share_prefix=share))
+                run_method(prefills[-1], model, tokenizer, prompts, 1, counter, args.progress)
     load_at_end = load_average()
 
     sequential = methods[0]
@@ -257,12 +265,12 @@ def main(argv: list[str] | None = None) -> int:
             "others_cpu": max(method.others_cpu),
         })
     prefill_line = None
-    if prefill is not None:
-        prefill_seconds = prefill.seconds[0]
-        prefill_line = (f"Prefill-only pass (max_new_tokens=1, batch {prefill.batch_size}): {prefill_seconds:.1f} s, "
-                        f"{prefill.prompt_tokens / prefill_seconds:.0f} prompt tokens/s; bound on the speed ratio with "
-                        "this many new tokens if batched decoding were free: "
-                        f"{sequential_median / prefill_seconds:.1f}x")
+    if prefills:
+        prefill_line = "Prefill-only passes (max_new_tokens=1): " + "; ".join(
+            f"batch {prefill.batch_size}, {'shared prefix' if prefill.share_prefix else 'whole prompts'} "
+            f"{prefill.seconds[0]:.1f} s ({prefill.prompt_tokens / prefill.seconds[0]:.0f} prompt tokens/s; bound on "
+            f"the speed ratio if batched decoding were free: {sequential_median / prefill.seconds[0]:.1f}x)"
+            for prefill in prefills)
 
     header = ["method", "time s (min / median / max)", "repeats", "new tokens/s", "prompts/s",
               "speed vs 1-at-a-time", "agreement with 1-at-a-time", "prompt padding", "CPU used by others (max)"]
@@ -319,7 +327,8 @@ def write_report(path: Path, args, command, info, model_path, prompt_source, pro
         "- new tokens: each response's tokens up to and including its first EOS (the padding that follows a "
         "finished row in a batch is not counted)",
         "- agreement = exact string match of the batched response with the one-at-a-time response, first repeat",
-        "- prompt padding = padded prompt tokens / real prompt tokens - 1 (prompts sorted by length before batching)",
+        "- prompt padding = padded prompt tokens / real prompt tokens - 1 (whole prompts: sorted by length "
+        "before batching; shared prefix: sorted by token ids, so one scenario's prompts share a batch)",
         "- CPU used by others = share of all CPUs busy with other processes or hypervisor steal during a pass "
         "(from /proc/stat minus this process), the worst pass; a busy machine slows small-batch decoding most",
         "",
