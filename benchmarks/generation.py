@@ -152,6 +152,28 @@ def machine_info() -> dict:
     }
 
 
+def matmul_gflops(seconds: float = 2.0, size: int = 1024) -> float:
+    """This machine's fp32 matmul rate (GFLOP/s) at torch's thread count: the ceiling for a
+    compute-bound prefill (best of 1-second-ish batches of size x size matmuls)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(8):
+            torch.mm(a, b)
+        best = max(best, 8 * 2 * size ** 3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def flops_per_token(model) -> int:
+    """~2 x the parameters a token's forward multiplies by (all but the embedding lookup; the LM
+    head runs on the last position only, so it is left out too; attention scores are a few %)."""
+    skip = {id(module.weight) for module in (model.get_input_embeddings(), model.get_output_embeddings())
+            if module is not None}
+    return 2 * sum(parameter.numel() for parameter in model.parameters() if id(parameter) not in skip)
+
+
 def load_average() -> str:
     try:
         return " / ".join(f"{value:.2f}" for value in os.getloadavg())
@@ -266,7 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         })
     prefill_line = None
     if prefills:
-        prefill_line = "Prefill-only passes (max_new_tokens=1): " + "; ".join(
+        whole = prefills[0]
+        achieved = whole.prompt_tokens * flops_per_token(model) / whole.seconds[0] / 1e9
+        peak = matmul_gflops()
+        prefill_line = (f"Compute: the whole-prompt prefill ran {achieved:.0f} GFLOP/s of model arithmetic "
+                        f"(~2 x non-embedding parameters per prompt token), {100 * achieved / peak:.0f}% of this "
+                        f"machine's fp32 matmul rate ({peak:.0f} GFLOP/s, 1024x1024, same threads): prefill is "
+                        "compute-bound, so only fewer prompt tokens (shared prefix) make it faster. ")
+        prefill_line += "Prefill-only passes (max_new_tokens=1): " + "; ".join(
             f"batch {prefill.batch_size}, {'shared prefix' if prefill.share_prefix else 'whole prompts'} "
             f"{prefill.seconds[0]:.1f} s ({prefill.prompt_tokens / prefill.seconds[0]:.0f} prompt tokens/s; bound on "
             f"the speed ratio if batched decoding were free: {sequential_median / prefill.seconds[0]:.1f}x)"
