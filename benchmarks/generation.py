@@ -152,20 +152,6 @@ def machine_info() -> dict:
     }
 
 
-def matmul_gflops(seconds: float = 2.0, size: int = 1024) -> float:
-    """This machine's fp32 matmul rate (GFLOP/s) at torch's thread count: the ceiling for a
-    compute-bound prefill (best of 1-second-ish batches of size x size matmuls)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)  # warm-up
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        for _ in range(8):
-            torch.mm(a, b)
-        best = max(best, 8 * 2 * size ** 3 / (time.perf_counter() - start) / 1e9)
-    return best
-
-
 def flops_per_token(model) -> int:
     """~2 x the parameters a token's forward multiplies by (all but the embedding lookup; the LM
     head runs on the last position only, so it is left out too; attention scores are a few %)."""
@@ -290,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     if prefills:
         whole = prefills[0]
         achieved = whole.prompt_tokens * flops_per_token(model) / whole.seconds[0] / 1e9
-        peak = matmul_gflops()
+        from benchmarks.efficiency import matmul_flops_per_second
+
+        peak = statistics.median(matmul_flops_per_second(2048, 5)) / 1e9
         prefill_line = (f"Compute: the whole-prompt prefill ran {achieved:.0f} GFLOP/s of model arithmetic "
                         f"(~2 x non-embedding parameters per prompt token), {100 * achieved / peak:.0f}% of this "
-                        f"machine's fp32 matmul rate ({peak:.0f} GFLOP/s, 1024x1024, same threads): prefill is "
+                        f"machine's fp32 matmul rate ({peak:.0f} GFLOP/s, 2048x2048, same threads): prefill is "
                         "compute-bound, so only fewer prompt tokens (shared prefix) make it faster. ")
         prefill_line += "Prefill-only passes (max_new_tokens=1): " + "; ".join(
             f"batch {prefill.batch_size}, {'shared prefix' if prefill.share_prefix else 'whole prompts'} "
