@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,12 @@ def test_local_sweep_runs_cells_skips_done_ones_and_reports_failures(tmp_path, t
     good, bad = spec.cells()
     assert (spec.cell_dir(good) / "eval" / "results.json").is_file()
     assert (spec.cell_dir(good) / "train" / "adapter_model.safetensors").is_file()
+    # The report reads what evaluate.py really wrote (a fixture of its own making once hid a wrong key).
+    from soo.sweep.report import read_cell
+
+    figures = read_cell(spec, good)
+    assert figures.layer == 2 and 0 < figures.latent_base and 0 < figures.latent_adapter
+    assert math.isfinite(figures.change) and math.isfinite(figures.latent_change)
     lines, counts = run.status_table(spec)
     assert counts["done"] == 1 and counts["failed"] == 1
     assert any(line.startswith("failed") and "soo_layers-99" in line and "train exit 2" in line for line in lines)
@@ -181,7 +188,7 @@ def fake_finished_cell(spec, cell, base_p, adapter_p, latent_base, latent_adapte
                for name, p in (("base", base_p), ("soo_0", adapter_p)) for scenario, shift in (("main", 0), ("action", 0.1))]
     results = {"conditions": [{"name": "base"}, {"name": "soo_0"}], "forced_choice": {"summary": summary},
                "trained_layers": [layer],
-               "latent_soo": {"base": {str(layer): {"soo": latent_base}}, "soo_0": {str(layer): {"soo": latent_adapter}}}}
+               "latent_soo": {"base": {str(layer): {"soo_loss": latent_base}}, "soo_0": {str(layer): {"soo_loss": latent_adapter}}}}
     (folder / "eval" / "results.json").write_text(json.dumps(results))
     run._set_state(folder, "done", {"seconds": {"train": 1, "evaluate": 1}})
 

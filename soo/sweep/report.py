@@ -62,7 +62,7 @@ def read_cell(spec: SweepSpec, cell: SweepCell) -> CellResult:
               if entry["scenario"] == HEADLINE_SCENARIO}
     layers = results.get("trained_layers") or []
     layer = layers[0] if layers else None
-    latent = {name: by_layer.get(str(layer), {}).get("soo", math.nan)
+    latent = {name: by_layer.get(str(layer), {}).get("soo_loss", math.nan)
               for name, by_layer in (results.get("latent_soo") or {}).items()}
     base_latent, adapter_latent = latent.get("base", math.nan), latent.get(adapter, math.nan)
     return CellResult(name=cell.name, kind=cell.kind, setting=setting_label(cell), seed=cell.settings.get(SEED_KEY),
