@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from soo.core.prompts import DEFAULT_ANSWER_PREFIX, format_prompt, left_padded
+from soo.core.prompts import DEFAULT_ANSWER_PREFIX, format_prompt
 from soo.core.stats import mean_ci95
 from soo.core.modeling import model_device
 from soo.eval.generation import _EvalMode, _pad_token_id, _progress_bar

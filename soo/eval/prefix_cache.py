@@ -26,6 +26,9 @@ from collections.abc import Sequence
 
 import torch
 
+from soo.core.modeling import model_device
+from soo.core.prompts import left_padded
+
 
 def forward_arguments(model) -> tuple[str, dict]:
     """(name of the KV-cache argument, the argument that limits the LM head to the last position).
@@ -74,8 +77,6 @@ def shared_prefix_length(model, rows: Sequence[Sequence[int]], extra_tokens: int
 def repeated_prefix_cache(model, prefix: Sequence[int], rows: int, growable: bool = False):
     """KV cache of `prefix` (one forward, batch 1) repeated for `rows` rows, or None when the
     model's cache cannot be repeated (or, with `growable`, extended by `generate`)."""
-    from soo.core.modeling import model_device
-
     _, keep_last = forward_arguments(model)
     output = model(input_ids=torch.tensor([list(prefix)], device=model_device(model)), use_cache=True, **keep_last)
     cache = cache_of(output)
@@ -89,8 +90,6 @@ def repeated_prefix_cache(model, prefix: Sequence[int], rows: int, growable: boo
 
 def split_padded(rows: Sequence[Sequence[int]], shared: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) of `rows` as [shared prefix | left padding | own tokens]."""
-    from soo.core.prompts import left_padded
-
     rest_ids, rest_mask = left_padded([row[shared:] for row in rows], pad_id)
     prefix = torch.tensor([list(rows[0][:shared])] * len(rows), dtype=torch.long).reshape(len(rows), shared)
     input_ids = torch.cat([prefix, rest_ids], dim=1)
