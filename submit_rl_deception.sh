@@ -1,6 +1,6 @@
 #!/bin/bash
 # SOO in RL (rl_deception.py): one training seed per Slurm array task, CPU only (1 core, ~0.5 GB).
-# One seed takes ~14 min on one core of a 2-core box; Puhti's CPU partition `small` is enough.
+# One seed takes 14-33 min on one core of a 2-core box (docs/rl.md#compute-per-seed); Puhti's CPU partition `small` is enough.
 #
 # Submit from the repository root (logs/ must exist; sbatch does not create it), then the report
 # once every seed has finished:
@@ -24,7 +24,7 @@
 #SBATCH --ntasks=1                    # one process per seed
 #SBATCH --cpus-per-task=1             # 64-unit networks: one thread is fastest (rl_deception.py sets it)
 #SBATCH --mem=2G                      # measured peak ~0.4 GB RSS per seed
-#SBATCH --time=01:00:00               # ~14 min per seed on this repo's 2-core test box; margin for slower cores
+#SBATCH --time=01:00:00               # 14-33 min per seed on this repo's 2-core test box; margin for slower cores
 #SBATCH --array=0-3                   # seeds; override with sbatch --array=...
 #SBATCH --output=logs/%x-%A_%a.out    # logs/soo-rl-ARRAYJOBID_SEED.out (logs/ must exist)
 # No --account here: pass it with `sbatch -A project_xxx` or the SBATCH_ACCOUNT environment variable.
