@@ -298,6 +298,17 @@ def test_quick_run_end_to_end_writes_the_report(tmp_path):
         # NaN (an episode without a pair) is not equal to itself: compare the JSON text
         assert json.dumps(after["variants"][variant]["conditions"]) == json.dumps(before["variants"][variant]["conditions"])
         assert after["variants"][variant]["train_seconds"] == before["variants"][variant]["train_seconds"]
+    # One variant alone reuses that variant's stages (their seeds do not depend on the other
+    # variants asked for) and keeps the other variant's results in the seed's file.
+    hazard_only = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "0",
+                                  "--no_progress", "--variants", "hazard", "--output_dir", str(out)],
+                                 cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert hazard_only.returncode == 0, hazard_only.stderr[-3000:]
+    assert "reusing" in hazard_only.stdout and "episodes in" not in hazard_only.stdout
+    kept = json.loads(results.read_text())
+    assert list(kept["variants"]) == ["basic", "hazard"] and kept["config"]["variants"] == ["basic", "hazard"]
+    assert json.dumps(kept["variants"]["basic"]) == json.dumps(after["variants"]["basic"])
+    assert json.dumps(kept["variants"]["hazard"]["conditions"]) == json.dumps(after["variants"]["hazard"]["conditions"])
 
 
 def _actor_weights(folder: Path, agent: int) -> dict:

@@ -468,12 +468,14 @@ class Baselines:
     base: Path  # seed_N/<variant>/<protocol>
 
 
-def train_baselines(config: RLExperimentConfig, seed: int, v_index: int, out_root: Path, progress: bool) -> Baselines:
+def train_baselines(config: RLExperimentConfig, seed: int, variant: str, out_root: Path, progress: bool) -> Baselines:
     """The honest and the deceptive pair of one variant (trained, or reused from their folders)."""
-    variant, protocol = config.variants[v_index], config.protocol
+    protocol = config.protocol
     co_trained = protocol == "co-trained"
     env_config = replace(config.env, hazard=(variant == "hazard"))
-    stage_seed = seed * 100 + v_index * 10
+    # Fixed per variant name, not by its place in --variants: `--variants hazard` alone trains the
+    # same hazard stages as the default `basic hazard`, and reuses them.
+    stage_seed = seed * 100 + VARIANTS.index(variant) * 10
     honest_env = replace(env_config, reward_mode="honest")
     deceptive_env = replace(env_config, reward_mode="deceptive")
     dims = observation_dims(env_config)
@@ -518,8 +520,8 @@ def run_classifier_seed(config: RLExperimentConfig, seed: int, out_dir: str | Pa
     data = {config.definition_tag(name): {"seed": seed, "protocol": config.protocol, "soo_definition": name,
                                           "soo_distance": config.soo_distance, "config": asdict(config), "variants": {}}
             for name in config.soo_definitions}
-    for v_index, variant in enumerate(config.variants):
-        pairs = train_baselines(config, seed, v_index, out_root, progress)
+    for variant in config.variants:
+        pairs = train_baselines(config, seed, variant, out_root, progress)
         eval_started = time.time()
         plays = {b: evaluate(getattr(pairs, b), pairs.deceptive_env, config.eval_episodes, config.eval_seed_offset + seed, {})
                  for b in BASELINES}  # played once; each definition measures SOO on the same play
@@ -547,8 +549,8 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
     tags = {name: config.definition_tag(name) for name in config.soo_definitions}
     results = {tag: {"seed": seed, "protocol": protocol, "soo_definition": name, "soo_distance": config.soo_distance,
                      "config": asdict(config), "variants": {}} for name, tag in tags.items()}
-    for v_index, variant in enumerate(config.variants):
-        pairs = train_baselines(config, seed, v_index, out_root, progress)
+    for variant in config.variants:
+        pairs = train_baselines(config, seed, variant, out_root, progress)
         honest, deceptive, deceptive_env = pairs.honest, pairs.deceptive, pairs.deceptive_env
         stage_seed, learning, deceptive_settings = pairs.stage_seed, pairs.learning, pairs.settings
         folder = lambda condition, tag="": stage_folder(out_root, variant, protocol, tag, condition)  # noqa: E731
@@ -610,5 +612,24 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
             results[tag]["variants"][variant] = variant_results
     for name, tag in tags.items():
         results[tag]["wall_seconds"] = round(time.time() - started, 1)
+        _keep_other_variants(results[tag], results_path(out_root, protocol, tag))
         results_path(out_root, protocol, tag).write_text(json.dumps(results[tag]))
     return results
+
+
+def _keep_other_variants(result: dict, path: Path) -> None:
+    """Carry over, into `result`, the variants an earlier run of the same settings wrote to `path`
+    and this run did not redo (`--variants hazard` after a basic run must not drop basic's results).
+    An earlier file with other settings is replaced whole, as before."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    # Which variants and which other definitions a run covered do not change one definition's numbers.
+    settings = lambda config: json.loads(json.dumps(  # noqa: E731  (JSON turns tuples into lists)
+        {key: value for key, value in config.items() if key not in ("variants", "soo_definitions")}))
+    if not isinstance(earlier, dict) or settings(earlier.get("config", {})) != settings(result["config"]):
+        return
+    merged = {**earlier.get("variants", {}), **result["variants"]}
+    result["variants"] = {variant: merged[variant] for variant in VARIANTS if variant in merged}
+    result["config"] = {**result["config"], "variants": list(result["variants"])}
