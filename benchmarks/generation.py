@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed passes per batch size (default 3)")
     parser.add_argument("--sequential_repeats", type=positive_int, default=1,
                         help="timed one-at-a-time passes (default 1: the slow one)")
-    parser.add_argument("--no_prefill_pass", action="store_true", help="skip the prefill-only passes (whole prompts and shared prefix)")
+    parser.add_argument("--no_prefill_pass", action="store_true",
+                        help="skip the prefill-only passes (whole prompts and shared prefix)")
     parser.add_argument("--model_name_or_path", default=None,
                         help="model path or hub id (default: the embedded SmolLM2-135M)")
     parser.add_argument("--device", default="cpu", help="torch device to generate on, e.g. cpu or cuda (default cpu)")
