@@ -309,6 +309,18 @@ def test_quick_run_end_to_end_writes_the_report(tmp_path):
     assert list(kept["variants"]) == ["basic", "hazard"] and kept["config"]["variants"] == ["basic", "hazard"]
     assert json.dumps(kept["variants"]["basic"]) == json.dumps(after["variants"]["basic"])
     assert json.dumps(kept["variants"]["hazard"]["conditions"]) == json.dumps(after["variants"]["hazard"]["conditions"])
+    # A seed with the basic task only: the report summarises each variant over the seeds that ran it.
+    basic_only = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "2",
+                                 "--no_progress", "--variants", "basic", "--output_dir", str(out)],
+                                cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert basic_only.returncode == 0, basic_only.stderr[-3000:]
+    report_run = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "report", "--output_dir", str(out)],
+                                cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert report_run.returncode == 0, report_run.stderr[-3000:]
+    variants = json.loads((out / "summary.json").read_text())["frozen-red/authors"]["variants"]
+    assert variants["basic"]["seeds"] == [0, 1, 2] and variants["hazard"]["seeds"] == [0, 1]
+    report = (out / "report.md").read_text()
+    assert "| frozen-red | authors | basic | soo | 3 |" in report and "| frozen-red | authors | hazard | soo | 2 |" in report
 
 
 def _actor_weights(folder: Path, agent: int) -> dict:

@@ -74,22 +74,24 @@ def _interval(seed_values: list[float], episode_values: list[float]) -> tuple[fl
 def summarise(results: list[dict]) -> dict:
     """{variant: {condition: {metric: {mean, ci95, over, per_seed}}}} plus classifier curves."""
     summary = {"seeds": [r["seed"] for r in results], "variants": {}}
-    variants = [v for v in results[0]["variants"]]
-    for variant in variants:
-        block = {"conditions": {}}
+    every = list(dict.fromkeys(v for r in results for v in r["variants"]))
+    for variant in every:
+        # A variant is summarised over the seeds that ran it (e.g. hazard on fewer seeds than basic).
+        having = [r for r in results if variant in r["variants"]]
+        block = {"seeds": [r["seed"] for r in having], "conditions": {}}
         # Conditions every seed has (results written before a condition was added lack it).
-        present = [c for c in CONDITIONS if all(c in r["variants"][variant]["conditions"] for r in results)]
+        present = [c for c in CONDITIONS if all(c in r["variants"][variant]["conditions"] for r in having)]
         for condition in present:
             metrics = {}
             for key, _, _ in METRICS + HAZARD_METRICS:
-                per_seed = [r["variants"][variant]["conditions"][condition]["summary"].get(key) for r in results]
+                per_seed = [r["variants"][variant]["conditions"][condition]["summary"].get(key) for r in having]
                 if any(v is None for v in per_seed):
                     continue
-                episodes = results[0]["variants"][variant]["conditions"][condition]["per_episode"].get(key, [per_seed[0]])
+                episodes = having[0]["variants"][variant]["conditions"][condition]["per_episode"].get(key, [per_seed[0]])
                 mean, half, over = _interval(per_seed, episodes)
                 metrics[key] = {"mean": mean, "ci95": half, "over": over, "per_seed": per_seed}
             block["conditions"][condition] = metrics
-        pools = {c: [_finite(r["variants"][variant]["conditions"][c]["per_episode"]["soo"]) for r in results] for c in BASELINES}
+        pools = {c: [_finite(r["variants"][variant]["conditions"][c]["per_episode"]["soo"]) for r in having] for c in BASELINES}
         block["classifier"] = classification_accuracy(pools["deceptive"], pools["honest"], CLASSIFIER_EPISODES)
         summary["variants"][variant] = block
     return summary
@@ -124,7 +126,7 @@ def side_by_side(summaries: dict[str, dict]) -> list[str]:
         for variant, block in summary["variants"].items():
             for condition, values in block["conditions"].items():
                 cells = [_fmt(values[k], scale) if k in values else "n/a" for k, _, scale in SIDE_BY_SIDE]
-                lines.append(f"| {protocol} | {tag} | {variant} | {condition} | {len(summary['seeds'])} | " + " | ".join(cells) + " |")
+                lines.append(f"| {protocol} | {tag} | {variant} | {condition} | {len(block['seeds'])} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -166,6 +168,8 @@ def run_markdown(key: str, summary: dict, results: list[dict]) -> list[str]:
     for variant, block in summary["variants"].items():
         metrics = METRICS + (HAZARD_METRICS if variant == "hazard" else [])
         title = "basic task" if variant == "basic" else "hazard variant (a hazard only red sees; both pay for entering it)"
+        if block["seeds"] != seeds:
+            title += f", seeds {block['seeds']} (n = {len(block['seeds'])})"
         lines += [f"### {title}", "", "| condition | " + " | ".join(m[1] for m in metrics) + " |",
                   "|---" * (len(metrics) + 1) + "|"]
         for condition, values in block["conditions"].items():
@@ -212,7 +216,7 @@ def plot_learning_curves(out_dir: Path, summary: dict, results: list[dict], path
     for col, variant in enumerate(variants):
         for condition in CONDITIONS:
             curves = [_read_curve(out_dir / f"seed_{r['seed']}" / r["variants"][variant]["stage_folders"][condition] / "curve.csv")
-                      for r in results if condition in r["variants"][variant]["stage_folders"]]
+                      for r in results if condition in r["variants"].get(variant, {}).get("stage_folders", {})]
             if not curves:
                 continue
             for row, key in enumerate(("blue_return", "red_trapped")):
@@ -277,7 +281,7 @@ def plot_behaviour(summary: dict, path: Path) -> None:
             axes[0][col].bar(x + k * width, means, width, yerr=errs, capsize=3, label=label)
         axes[0][col].set_xticks(x + width, list(conditions))
         axes[0][col].set_ylim(0, 125)  # room above 100 for the legend and t-intervals
-        axes[0][col].set_title(f"{variant} (n seeds = {len(summary['seeds'])}, 95% CI)")
+        axes[0][col].set_title(f"{variant} (n seeds = {len(summary['variants'][variant]['seeds'])}, 95% CI)")
         axes[0][col].legend(fontsize=8, ncol=3, loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
