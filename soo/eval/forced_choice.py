@@ -38,8 +38,7 @@ from soo.core.prompts import DEFAULT_ANSWER_PREFIX, format_prompt
 from soo.core.stats import mean_ci95
 from soo.core.modeling import model_device
 from soo.eval.generation import _EvalMode, _pad_token_id, _progress_bar
-from soo.eval.prefix_cache import (cache_of, forward_arguments, repeated_prefix_cache, shared_prefix_length,
-                                    split_padded)
+from soo.eval.prefix_cache import cache_of, forward_arguments, shared_prefix, split_padded
 from soo.eval.scenarios import ORDERS, SCENARIOS, EvalPrompt
 
 
@@ -117,10 +116,7 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
                 raise ValueError("every item of a batch needs the same number of options")
             contexts = [item.context for item in batch]
             longest_option = max(len(option) for item in batch for option in item.options)
-            shared = shared_prefix_length(model, contexts, longest_option) if share_prefix else 0
-            cache = repeated_prefix_cache(model, contexts[0][:shared], len(batch)) if shared else None
-            if cache is None:
-                shared = 0
+            shared, cache = shared_prefix(model, contexts, longest_option) if share_prefix else (0, None)
             context_ids, context_mask = split_padded(contexts, shared, pad_id)
             positions = (context_mask.cumsum(1) - 1).clamp(min=0)
             passed = {cache_argument: cache} if cache is not None else {}

@@ -43,7 +43,7 @@ import torch
 
 from soo.core.modeling import model_device
 from soo.core.prompts import format_prompt
-from soo.eval.prefix_cache import forward_arguments, repeated_prefix_cache, shared_prefix_length, split_padded
+from soo.eval.prefix_cache import forward_arguments, shared_prefix, split_padded
 
 CACHE_FIELDS = ("key", "model", "prompt", "decoding", "response")
 
@@ -212,9 +212,8 @@ def generate_batched(
         for start in range(0, len(order), decoding.batch_size):
             batch = order[start : start + decoding.batch_size]
             rows = [token_ids[index] for index in batch]
-            shared = shared_prefix_length(model, rows, decoding.max_new_tokens) if share_prefix and len(rows) > 1 else 0
-            cache = repeated_prefix_cache(model, rows[0][:shared], len(rows), growable=True) if shared else None
-            shared = shared if cache is not None else 0
+            shared, cache = (shared_prefix(model, rows, decoding.max_new_tokens, growable=True) if share_prefix
+                             else (0, None))
             input_ids, attention_mask = split_padded(rows, shared, pad_token_id)
             new_tokens = _greedy_generate(model, input_ids, attention_mask, decoding, pad_token_id, cache=cache)
             texts = _decode_new_tokens(tokenizer, new_tokens, eos_ids)

@@ -88,6 +88,14 @@ def repeated_prefix_cache(model, prefix: Sequence[int], rows: int, growable: boo
     return cache
 
 
+def shared_prefix(model, rows: Sequence[Sequence[int]], extra_tokens: int, growable: bool = False):
+    """(shared, cache) for a batch: how many leading tokens run once and their repeated KV cache;
+    (0, None) when the batch has one row, shares nothing, or the cache cannot be used."""
+    shared = shared_prefix_length(model, rows, extra_tokens) if len(rows) > 1 else 0
+    cache = repeated_prefix_cache(model, rows[0][:shared], len(rows), growable) if shared else None
+    return (shared, cache) if cache is not None else (0, None)
+
+
 def split_padded(rows: Sequence[Sequence[int]], shared: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) of `rows` as [shared prefix | left padding | own tokens]."""
     rest_ids, rest_mask = left_padded([row[shared:] for row in rows], pad_id)
