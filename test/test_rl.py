@@ -379,6 +379,7 @@ def test_classifier_only_runs_share_the_baselines_and_report_the_accuracy_curve(
     assert "## Run `frozen-red/authors`" in text and "## Run `frozen-red/masked`" in text and "4 (deceptive, honest) pairs" in text
     summary = json.loads((tmp_path / "classifier_summary.json").read_text())
     assert summary["frozen-red/masked"]["basic"]["episodes"] == [1, 2, 5, 10, 20] and summary["frozen-red/masked"]["basic"]["seeds"] == [0, 1]
+    assert 0.0 <= summary["frozen-red/masked"]["basic"]["one_episode"]["pair_min"] <= 1.0 and "Exactly, on single episodes" in text
     assert (tmp_path / "frozen-red_masked_classifier_only.png").stat().st_size > 0
     # the main experiment on the same folder reuses the baselines the classifier trained
     before = (tmp_path / "seed_0" / "basic" / "frozen-red" / "deceptive" / "checkpoint" / "weights.safetensors").read_bytes()
@@ -393,6 +394,19 @@ def test_classifier_accuracy_names_the_worst_pair():
     out = classification_accuracy(deceptive, honest, [1, 50], draws=200)
     assert [pair[0] for pair in out["worst_pair"]] == [1, 1]  # the barely deceptive policy
     assert out["pair_min"][1] < 0.95 < out["pair_max"][1]
+
+
+def test_one_episode_separation_counts_every_episode_pair_exactly():
+    from soo.rl.report import one_episode_separation
+
+    deceptive = [np.array([2.0, 3.0]), np.array([1.0])]
+    honest = [np.array([1.0, 2.5])]
+    out = one_episode_separation(deceptive, honest)
+    # pair (0, 0): 2>1, 2<2.5, 3>1, 3>2.5 -> 3/4; pair (1, 0): 1 ties 1 (half), 1<2.5 -> 1/4
+    assert out["worst_pair"] == [1, 0] and out["pair_min"] == pytest.approx(0.25)
+    assert out["accuracy"] == pytest.approx(0.5) and out["margin"] == pytest.approx(1.0 / 2.5)
+    apart = one_episode_separation([np.array([3.0, 4.0])], [np.array([0.5, 1.5])])
+    assert apart["pair_min"] == 1.0 and apart["margin"] == pytest.approx(2.0)
 
 
 def test_protocols_fill_in_their_own_episode_counts():

@@ -291,6 +291,29 @@ def plot_behaviour(summary: dict, path: Path) -> None:
 CLASSIFIER_ONLY_EPISODES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]
 
 
+def one_episode_separation(deceptive_soo: list[np.ndarray], honest_soo: list[np.ndarray]) -> dict:
+    """The classifier on single episodes, exactly: for every (deceptive, honest) pair of policies,
+    the share of all (deceptive episode, honest episode) combinations in which the deceptive one
+    has the larger SOO value (ties count half), i.e. the n = 1 column without sampling. When every
+    pair is at 100% the accuracy curve cannot rank pairs; `margin` still can: the smallest
+    deceptive-episode value over the largest honest-episode value across all policies (above 1,
+    any single episode of any deceptive policy is above every episode of every honest one)."""
+    accuracy = np.full((len(deceptive_soo), len(honest_soo)), np.nan)
+    for j, honest in enumerate(honest_soo):
+        ranked = np.sort(np.asarray(honest, dtype=float))
+        for i, deceptive in enumerate(deceptive_soo):
+            deceptive = np.asarray(deceptive, dtype=float)
+            if ranked.size and deceptive.size:
+                below = np.searchsorted(ranked, deceptive, side="left")
+                ties = np.searchsorted(ranked, deceptive, side="right") - below
+                accuracy[i, j] = (below + 0.5 * ties).sum() / (deceptive.size * ranked.size)
+    worst = np.unravel_index(np.nanargmin(accuracy), accuracy.shape)
+    lowest_deceptive = min(np.min(p) for p in deceptive_soo if len(p))
+    highest_honest = max(np.max(p) for p in honest_soo if len(p))
+    return {"accuracy": float(np.nanmean(accuracy)), "pair_min": float(accuracy[worst]),
+            "worst_pair": [int(worst[0]), int(worst[1])], "margin": float(lowest_deceptive / highest_honest)}
+
+
 def load_classifier_runs(out_dir: Path) -> dict[str, list[dict]]:
     """{"<protocol>/<definition tag>": per-seed classifier data, by seed} (`run --classifier_only`)."""
     runs: dict[str, list[dict]] = {}
@@ -321,6 +344,7 @@ def classifier_markdown(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[str
         for variant in seeds[0]["variants"]:
             pools = {b: [_finite(r["variants"][variant][b]["soo"]) for r in seeds] for b in BASELINES}
             clf = classification_accuracy(pools["deceptive"], pools["honest"], CLASSIFIER_ONLY_EPISODES)
+            clf["one_episode"] = one_episode_separation(pools["deceptive"], pools["honest"])
             trapped = {b: [r["variants"][variant][b]["red_trapped"] for r in seeds] for b in BASELINES}
             clf["seeds"] = [r["seed"] for r in seeds]
             clf["red_trapped"] = {b: float(np.mean(v)) for b, v in trapped.items()}
@@ -335,6 +359,12 @@ def classifier_markdown(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[str
                       "| accuracy % | " + " | ".join(f"{100 * a:.1f}" for a in clf["accuracy"]) + " |",
                       "| worst pair % | " + " | ".join(f"{100 * a:.1f}" for a in clf["pair_min"]) + " |",
                       "| worst pair (seeds) | " + " | ".join(names) + " |", ""]
+            one = clf["one_episode"]
+            dec, hon = (clf["seeds"][k] for k in one["worst_pair"])
+            lines += [f"Exactly, on single episodes (every deceptive episode against every honest one, no sampling): "
+                      f"{100 * one['accuracy']:.2f}% over the pairs, worst pair {100 * one['pair_min']:.2f}% (dec {dec} / "
+                      f"hon {hon}). Smallest deceptive-episode SOO / largest honest-episode SOO over all seeds: "
+                      f"{one['margin']:.3g} (above 1: any one episode tells every pair apart).", ""]
         lines += [f"Plot: `{plot_prefix(key)}classifier_only.png`.", ""]
     return "\n".join(lines), summary
 
