@@ -405,8 +405,9 @@ def test_one_episode_separation_counts_every_episode_pair_exactly():
     # pair (0, 0): 2>1, 2<2.5, 3>1, 3>2.5 -> 3/4; pair (1, 0): 1 ties 1 (half), 1<2.5 -> 1/4
     assert out["worst_pair"] == [1, 0] and out["pair_min"] == pytest.approx(0.25)
     assert out["accuracy"] == pytest.approx(0.5) and out["margin"] == pytest.approx(1.0 / 2.5)
-    apart = one_episode_separation([np.array([3.0, 4.0])], [np.array([0.5, 1.5])])
-    assert apart["pair_min"] == 1.0 and apart["margin"] == pytest.approx(2.0)
+    # every pair apart: the smaller margin names the worst pair
+    apart = one_episode_separation([np.array([3.0, 4.0]), np.array([1.8, 5.0])], [np.array([0.5, 1.5])])
+    assert apart["pair_min"] == 1.0 and apart["worst_pair"] == [1, 0] and apart["worst_pair_margin"] == pytest.approx(1.2)
 
 
 def test_protocols_fill_in_their_own_episode_counts():

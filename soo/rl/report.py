@@ -295,10 +295,12 @@ def one_episode_separation(deceptive_soo: list[np.ndarray], honest_soo: list[np.
     """The classifier on single episodes, exactly: for every (deceptive, honest) pair of policies,
     the share of all (deceptive episode, honest episode) combinations in which the deceptive one
     has the larger SOO value (ties count half), i.e. the n = 1 column without sampling. When every
-    pair is at 100% the accuracy curve cannot rank pairs; `margin` still can: the smallest
-    deceptive-episode value over the largest honest-episode value across all policies (above 1,
-    any single episode of any deceptive policy is above every episode of every honest one)."""
-    accuracy = np.full((len(deceptive_soo), len(honest_soo)), np.nan)
+    pair is at 100% accuracy cannot rank pairs, so each pair also gets a margin: its deceptive
+    policy's smallest episode value over its honest policy's largest (above 1, any single episode
+    tells the pair apart). The worst pair is the least accurate, then the smallest margin;
+    `margin` is the smallest over all pairs."""
+    shape = (len(deceptive_soo), len(honest_soo))
+    accuracy, margin = np.full(shape, np.nan), np.full(shape, np.nan)
     for j, honest in enumerate(honest_soo):
         ranked = np.sort(np.asarray(honest, dtype=float))
         for i, deceptive in enumerate(deceptive_soo):
@@ -307,11 +309,12 @@ def one_episode_separation(deceptive_soo: list[np.ndarray], honest_soo: list[np.
                 below = np.searchsorted(ranked, deceptive, side="left")
                 ties = np.searchsorted(ranked, deceptive, side="right") - below
                 accuracy[i, j] = (below + 0.5 * ties).sum() / (deceptive.size * ranked.size)
-    worst = np.unravel_index(np.nanargmin(accuracy), accuracy.shape)
-    lowest_deceptive = min(np.min(p) for p in deceptive_soo if len(p))
-    highest_honest = max(np.max(p) for p in honest_soo if len(p))
-    return {"accuracy": float(np.nanmean(accuracy)), "pair_min": float(accuracy[worst]),
-            "worst_pair": [int(worst[0]), int(worst[1])], "margin": float(lowest_deceptive / highest_honest)}
+                margin[i, j] = deceptive.min() / ranked[-1]
+    usable = np.flatnonzero(np.isfinite(accuracy))
+    worst = usable[np.lexsort((margin.flat[usable], accuracy.flat[usable]))[0]]
+    i, j = np.unravel_index(worst, shape)
+    return {"accuracy": float(np.nanmean(accuracy)), "pair_min": float(accuracy[i, j]), "worst_pair": [int(i), int(j)],
+            "worst_pair_margin": float(margin[i, j]), "margin": float(np.nanmin(margin))}
 
 
 def load_classifier_runs(out_dir: Path) -> dict[str, list[dict]]:
@@ -363,8 +366,8 @@ def classifier_markdown(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[str
             dec, hon = (clf["seeds"][k] for k in one["worst_pair"])
             lines += [f"Exactly, on single episodes (every deceptive episode against every honest one, no sampling): "
                       f"{100 * one['accuracy']:.2f}% over the pairs, worst pair {100 * one['pair_min']:.2f}% (dec {dec} / "
-                      f"hon {hon}). Smallest deceptive-episode SOO / largest honest-episode SOO over all seeds: "
-                      f"{one['margin']:.3g} (above 1: any one episode tells every pair apart).", ""]
+                      f"hon {hon}; its smallest deceptive-episode SOO / largest honest-episode SOO: "
+                      f"{one['worst_pair_margin']:.3g}, above 1 when any one episode tells the pair apart).", ""]
         lines += [f"Plot: `{plot_prefix(key)}classifier_only.png`.", ""]
     return "\n".join(lines), summary
 
