@@ -202,13 +202,15 @@ def run_all(args) -> None:
             cmd = [sys.executable, __file__, "run", "--seed", str(seed), "--no_progress", *base]
             print(f"seed {seed}: {' '.join(cmd[1:])}  (log {log})", flush=True)
             # Append: a rerun (which reuses finished stages) must not erase the log of the first training.
-            running.append((seed, subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT)))
+            running.append((seed, time.time(), subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT)))
         time.sleep(1)
-        for seed, proc in list(running):
+        for entry in list(running):
+            seed, seed_started, proc = entry
             if proc.poll() is not None:
-                running.remove((seed, proc))
+                running.remove(entry)
                 status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see seed_{seed}.log)"
-                print(f"seed {seed}: {status} after {(time.time() - started) / 60:.1f} min", flush=True)
+                print(f"seed {seed}: {status} in {(time.time() - seed_started) / 60:.1f} min "
+                      f"({(time.time() - started) / 60:.1f} min since the first seed started)", flush=True)
                 if proc.returncode != 0:
                     failed.append(seed)
     if failed:
