@@ -381,6 +381,7 @@ def test_classifier_only_runs_share_the_baselines_and_report_the_accuracy_curve(
     assert summary["frozen-red/masked"]["basic"]["episodes"] == [1, 2, 5, 10, 20] and summary["frozen-red/masked"]["basic"]["seeds"] == [0, 1]
     assert 0.0 <= summary["frozen-red/masked"]["basic"]["one_episode"]["pair_min"] <= 1.0 and "Exactly, on single episodes" in text
     assert (tmp_path / "frozen-red_masked_classifier_only.png").stat().st_size > 0
+    assert (tmp_path / "frozen-red_masked_classifier_soo_values.png").stat().st_size > 0
     # the main experiment on the same folder reuses the baselines the classifier trained
     before = (tmp_path / "seed_0" / "basic" / "frozen-red" / "deceptive" / "checkpoint" / "weights.safetensors").read_bytes()
     run_seed(config, 0, tmp_path, progress=False)

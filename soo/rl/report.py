@@ -262,6 +262,33 @@ def plot_classifier(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_soo_values(seeds: list[dict], path: Path) -> None:
+    """Per-episode SOO values of every honest and every deceptive baseline (all seeds pooled, log
+    scale), one panel per variant: how far apart the classifier's two classes are, which the
+    accuracy curve cannot show once it sits at 100%."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = list(seeds[0]["variants"])
+    fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4), squeeze=False)
+    for ax, variant in zip(axes[0], variants):
+        pools = {b: np.concatenate([_finite(r["variants"][variant][b]["soo"]) for r in seeds]) for b in BASELINES}
+        positive = np.concatenate([values[values > 0] for values in pools.values()])
+        bins = np.geomspace(positive.min(), positive.max(), 60)
+        for baseline, values in pools.items():
+            ax.hist(np.clip(values, bins[0], None), bins=bins, alpha=0.6, label=f"{baseline} ({values.size} episodes)")
+        ax.set_xscale("log")
+        ax.set_xlabel("SOO value of one episode (mean MSE, log scale)")
+        ax.set_ylabel("episodes")
+        ax.set_title(f"{variant}: {len(seeds)} seeds per baseline")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_behaviour(summary: dict, path: Path) -> None:
     import matplotlib
 
@@ -352,7 +379,8 @@ def classifier_markdown(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[str
             clf["seeds"] = [r["seed"] for r in seeds]
             clf["red_trapped"] = {b: float(np.mean(v)) for b, v in trapped.items()}
             summary[key][variant] = clf
-            names = [f"dec {clf['seeds'][i]} / hon {clf['seeds'][j]}" for i, j in clf["worst_pair"]]
+            names = [f"dec {clf['seeds'][i]} / hon {clf['seeds'][j]}" if low < 1 else "none below 100"  # no worst pair to name
+                     for (i, j), low in zip(clf["worst_pair"], clf["pair_min"])]
             lines += [f"### {variant}", "",
                       f"{clf['pairs']} (deceptive, honest) pairs; red ends at the non-goal landmark in "
                       f"{100 * clf['red_trapped']['deceptive']:.1f}% of the deceptive and {100 * clf['red_trapped']['honest']:.1f}% "
@@ -368,7 +396,8 @@ def classifier_markdown(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[str
                       f"{100 * one['accuracy']:.2f}% over the pairs, worst pair {100 * one['pair_min']:.2f}% (dec {dec} / "
                       f"hon {hon}; its smallest deceptive-episode SOO / largest honest-episode SOO: "
                       f"{one['worst_pair_margin']:.3g}, above 1 when any one episode tells the pair apart).", ""]
-        lines += [f"Plot: `{plot_prefix(key)}classifier_only.png`.", ""]
+        lines += [f"Plots: `{plot_prefix(key)}classifier_only.png` (accuracy), `{plot_prefix(key)}classifier_soo_values.png` "
+                  "(every episode's SOO value, honest vs deceptive).", ""]
     return "\n".join(lines), summary
 
 
@@ -378,7 +407,7 @@ def _classifier_seconds(data: dict) -> float:
 
 
 def write_classifier_report(out_dir: str | Path) -> Path | None:
-    """classifier.md, classifier_summary.json and one plot per run; None when there is no data."""
+    """classifier.md, classifier_summary.json and two plots per run; None when there is no data."""
     out_dir = Path(out_dir)
     runs = load_classifier_runs(out_dir)
     if not runs:
@@ -388,6 +417,7 @@ def write_classifier_report(out_dir: str | Path) -> Path | None:
     for key, variants in summary.items():
         plot_classifier({"variants": {v: {"classifier": clf} for v, clf in variants.items()}},
                         out_dir / f"{plot_prefix(key)}classifier_only.png")
+        plot_soo_values(runs[key], out_dir / f"{plot_prefix(key)}classifier_soo_values.png")
     path = out_dir / "classifier.md"
     path.write_text(text)
     return path
