@@ -9,7 +9,7 @@ core, by protocol, definitions and variants (measured: docs/rl.md#compute-per-se
   python rl_deception.py all --quick --seeds 0 1             # smoke run (~30 s; plumbing only)
   python rl_deception.py run --seed 3 --output_dir results/rl   # one seed (e.g. one Slurm array task)
   python rl_deception.py all --seeds 0 1 2 3 4 5 --soo_definitions authors masked --protocol co-trained
-  python rl_deception.py all --classifier_only --seeds 0-39 --variants basic   # the SOO classifier over 40 pairs
+  python rl_deception.py all --classifier_only --seeds 0-23 --variants basic --protocol co-trained   # the SOO classifier, 24 x 24 pairs
   python rl_deception.py report --output_dir results/rl         # report.md (+ classifier.md) + PNGs over every run found
 
 --protocol: frozen-red (ours, default) or co-trained (the paper's); --soo_definitions: authors
@@ -19,7 +19,7 @@ seed_N/<variant>/<protocol>/<definition>/{soo,random,soo_only,eval}/ (stages: ch
 seed_N/results_<protocol>_<definition>.json, report.md, summary.json and per run
 <protocol>_<definition>_{learning_curves,classifier_accuracy,behaviour}.png. --classifier_only
 trains only the baselines (the same folders) and writes seed_N/classifier_<protocol>_<definition>.json;
-the report then adds classifier.md, classifier_summary.json and <protocol>_<definition>_classifier_only.png.
+the report then adds classifier.md, classifier_summary.json and <protocol>_<definition>_classifier_{only,soo_values}.png.
 A finished stage is reused when a seed is run again (delete its folder to retrain); a stage
 trained with other settings than the run asks for is an error, not silently reused. Bad input
 (a number out of range, an output folder that cannot be created, no results to report on) exits

@@ -11,9 +11,9 @@
 # A rerun of a seed reuses its finished stages (checkpoints in results/rl/seed_N/), so a task that
 # hit the time limit picks up where it stopped when resubmitted.
 #
-# The SOO classifier over 1500 independently trained pairs (baselines only, basic task):
-#   SOO_RL_ARGS="--classifier_only --variants basic" sbatch -A project_xxx --array=0-749 submit_rl_deception.sh
-#   SOO_RL_ARGS="--classifier_only --variants basic" SOO_RL_SEED_OFFSET=750 sbatch -A project_xxx --array=0-749 submit_rl_deception.sh
+# The SOO classifier over 1500 independently trained pairs (the paper's co-trained protocol, baselines only, basic task, both SOO definitions):
+#   SOO_RL_ARGS="--classifier_only --variants basic --protocol co-trained --soo_definitions authors masked" sbatch -A project_xxx --array=0-749 submit_rl_deception.sh
+#   SOO_RL_ARGS="--classifier_only --variants basic --protocol co-trained --soo_definitions authors masked" SOO_RL_SEED_OFFSET=750 sbatch -A project_xxx --array=0-749 submit_rl_deception.sh
 #
 # Environment overrides: SOO_RL_OUT_DIR [results/rl], SOO_RL_ARGS [none; more `run` flags, e.g.
 # "--quick" or "--variants basic"], SOO_RL_SEED_OFFSET [0; added to the array index], SOO_PYTHON [.venv/bin/python or python3], SOO_MODULES
