@@ -409,6 +409,7 @@ def test_one_episode_separation_counts_every_episode_pair_exactly():
     # every pair apart: the smaller margin names the worst pair
     apart = one_episode_separation([np.array([3.0, 4.0]), np.array([1.8, 5.0])], [np.array([0.5, 1.5])])
     assert apart["pair_min"] == 1.0 and apart["worst_pair"] == [1, 0] and apart["worst_pair_margin"] == pytest.approx(1.2)
+    assert np.isnan(one_episode_separation([np.array([])], [np.array([1.0])])["accuracy"])  # no SOO values: no verdict
 
 
 def test_protocols_fill_in_their_own_episode_counts():

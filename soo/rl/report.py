@@ -276,7 +276,7 @@ def plot_soo_values(seeds: list[dict], path: Path) -> None:
     for ax, variant in zip(axes[0], variants):
         pools = {b: np.concatenate([_finite(r["variants"][variant][b]["soo"]) for r in seeds]) for b in BASELINES}
         positive = np.concatenate([values[values > 0] for values in pools.values()])
-        bins = np.geomspace(positive.min(), positive.max(), 60)
+        bins = np.geomspace(positive.min(), positive.max() * 1.01, 60) if positive.size else np.geomspace(1e-6, 1.0, 60)
         for baseline, values in pools.items():
             ax.hist(np.clip(values, bins[0], None), bins=bins, alpha=0.6, label=f"{baseline} ({values.size} episodes)")
         ax.set_xscale("log")
@@ -338,6 +338,9 @@ def one_episode_separation(deceptive_soo: list[np.ndarray], honest_soo: list[np.
                 accuracy[i, j] = (below + 0.5 * ties).sum() / (deceptive.size * ranked.size)
                 margin[i, j] = deceptive.min() / ranked[-1]
     usable = np.flatnonzero(np.isfinite(accuracy))
+    if not usable.size:  # every pool empty (e.g. `authors` with red in view throughout a tiny run)
+        return {"accuracy": float("nan"), "pair_min": float("nan"), "worst_pair": [0, 0],
+                "worst_pair_margin": float("nan"), "margin": float("nan")}
     worst = usable[np.lexsort((margin.flat[usable], accuracy.flat[usable]))[0]]
     i, j = np.unravel_index(worst, shape)
     return {"accuracy": float(np.nanmean(accuracy)), "pair_min": float(accuracy[i, j]), "worst_pair": [int(i), int(j)],
