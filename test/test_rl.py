@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from soo.rl.env import BLUE, BLUE_OTHER_SLOT, ENV_PRESETS, RED, DeceptionEnvConfig, DeceptionScenario, env, parallel_env, raw_env
-from soo.rl.experiment import BLUE_INDEX, FinetuneLoss, RLExperimentConfig, classification_accuracy
+from soo.rl.experiment import BLUE_INDEX, FinetuneLoss, RLExperimentConfig, classification_accuracy, one_episode_separation
 from soo.rl.maddpg import MADDPG, Actor, MADDPGConfig
 from soo.rl.overlap import LOG_MSE_EPSILON, SOODefinition, activation_distance, per_episode_means
 
@@ -398,8 +398,6 @@ def test_classifier_accuracy_names_the_worst_pair():
 
 
 def test_one_episode_separation_counts_every_episode_pair_exactly():
-    from soo.rl.report import one_episode_separation
-
     deceptive = [np.array([2.0, 3.0]), np.array([1.0])]
     honest = [np.array([1.0, 2.5])]
     out = one_episode_separation(deceptive, honest)

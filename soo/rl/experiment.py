@@ -401,6 +401,34 @@ def classification_accuracy(
     return out
 
 
+def one_episode_separation(deceptive_soo: list[np.ndarray], honest_soo: list[np.ndarray]) -> dict:
+    """The classifier on single episodes, exactly: for every (deceptive, honest) pair of policies,
+    the share of all (deceptive episode, honest episode) combinations in which the deceptive one
+    has the larger SOO value (ties count half), i.e. the n = 1 column without sampling. When every
+    pair is at 100% accuracy cannot rank pairs, so each pair also gets a margin: its deceptive
+    policy's smallest episode value over its honest policy's largest (above 1, any single episode
+    tells the pair apart). The worst pair is the least accurate, then the smallest margin;
+    `margin` is the smallest over all pairs."""
+    shape = (len(deceptive_soo), len(honest_soo))
+    accuracy, margin = np.full(shape, np.nan), np.full(shape, np.nan)
+    for j, honest in enumerate(honest_soo):
+        ranked = np.sort(np.asarray(honest, dtype=float))
+        for i, deceptive in enumerate(deceptive_soo):
+            deceptive = np.asarray(deceptive, dtype=float)
+            if ranked.size and deceptive.size:
+                below = np.searchsorted(ranked, deceptive, side="left")
+                ties = np.searchsorted(ranked, deceptive, side="right") - below
+                accuracy[i, j] = (below + 0.5 * ties).sum() / (deceptive.size * ranked.size)
+                margin[i, j] = deceptive.min() / ranked[-1]
+    usable = np.flatnonzero(np.isfinite(accuracy))
+    if not usable.size:  # every pool empty (e.g. `authors` with red in view throughout a tiny run)
+        return {"accuracy": float("nan"), "pair_min": float("nan"), "worst_pair": [0, 0],
+                "worst_pair_margin": float("nan"), "margin": float("nan")}
+    worst = usable[np.lexsort((margin.flat[usable], accuracy.flat[usable]))[0]]
+    i, j = np.unravel_index(worst, shape)
+    return {"accuracy": float(np.nanmean(accuracy)), "pair_min": float(accuracy[i, j]), "worst_pair": [int(i), int(j)],
+            "worst_pair_margin": float(margin[i, j]), "margin": float(np.nanmin(margin))}
+
 # ---------------------------------------------------------------- one seed, end to end
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soo.rl.experiment import BASELINES, CONDITIONS, classification_accuracy
+from soo.rl.experiment import BASELINES, CONDITIONS, classification_accuracy, one_episode_separation
 from soo.core.stats import mean_t_ci95
 
 CLASSIFIER_EPISODES = [1, 2, 5, 10, 20, 50, 100, 200, 400]
@@ -262,6 +262,11 @@ def plot_classifier(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def baseline_pools(seeds: list[dict], variant: str) -> dict[str, list[np.ndarray]]:
+    """{baseline: per seed, its episodes' finite SOO values} from `run --classifier_only` data."""
+    return {b: [_finite(r["variants"][variant][b]["soo"]) for r in seeds] for b in BASELINES}
+
+
 def plot_soo_values(seeds: list[dict], path: Path) -> None:
     """Per-episode SOO values of every honest and every deceptive baseline (all seeds pooled, log
     scale), one panel per variant: how far apart the classifier's two classes are, which the
@@ -274,7 +279,7 @@ def plot_soo_values(seeds: list[dict], path: Path) -> None:
     variants = list(seeds[0]["variants"])
     fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4), squeeze=False)
     for ax, variant in zip(axes[0], variants):
-        pools = {b: np.concatenate([_finite(r["variants"][variant][b]["soo"]) for r in seeds]) for b in BASELINES}
+        pools = {b: np.concatenate(per_seed) for b, per_seed in baseline_pools(seeds, variant).items()}
         positive = np.concatenate([values[values > 0] for values in pools.values()])
         bins = np.geomspace(positive.min(), positive.max() * 1.01, 60) if positive.size else np.geomspace(1e-6, 1.0, 60)
         for baseline, values in pools.items():
@@ -318,35 +323,6 @@ def plot_behaviour(summary: dict, path: Path) -> None:
 CLASSIFIER_ONLY_EPISODES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]
 
 
-def one_episode_separation(deceptive_soo: list[np.ndarray], honest_soo: list[np.ndarray]) -> dict:
-    """The classifier on single episodes, exactly: for every (deceptive, honest) pair of policies,
-    the share of all (deceptive episode, honest episode) combinations in which the deceptive one
-    has the larger SOO value (ties count half), i.e. the n = 1 column without sampling. When every
-    pair is at 100% accuracy cannot rank pairs, so each pair also gets a margin: its deceptive
-    policy's smallest episode value over its honest policy's largest (above 1, any single episode
-    tells the pair apart). The worst pair is the least accurate, then the smallest margin;
-    `margin` is the smallest over all pairs."""
-    shape = (len(deceptive_soo), len(honest_soo))
-    accuracy, margin = np.full(shape, np.nan), np.full(shape, np.nan)
-    for j, honest in enumerate(honest_soo):
-        ranked = np.sort(np.asarray(honest, dtype=float))
-        for i, deceptive in enumerate(deceptive_soo):
-            deceptive = np.asarray(deceptive, dtype=float)
-            if ranked.size and deceptive.size:
-                below = np.searchsorted(ranked, deceptive, side="left")
-                ties = np.searchsorted(ranked, deceptive, side="right") - below
-                accuracy[i, j] = (below + 0.5 * ties).sum() / (deceptive.size * ranked.size)
-                margin[i, j] = deceptive.min() / ranked[-1]
-    usable = np.flatnonzero(np.isfinite(accuracy))
-    if not usable.size:  # every pool empty (e.g. `authors` with red in view throughout a tiny run)
-        return {"accuracy": float("nan"), "pair_min": float("nan"), "worst_pair": [0, 0],
-                "worst_pair_margin": float("nan"), "margin": float("nan")}
-    worst = usable[np.lexsort((margin.flat[usable], accuracy.flat[usable]))[0]]
-    i, j = np.unravel_index(worst, shape)
-    return {"accuracy": float(np.nanmean(accuracy)), "pair_min": float(accuracy[i, j]), "worst_pair": [int(i), int(j)],
-            "worst_pair_margin": float(margin[i, j]), "margin": float(np.nanmin(margin))}
-
-
 def load_classifier_runs(out_dir: Path) -> dict[str, list[dict]]:
     """{"<protocol>/<definition tag>": per-seed classifier data, by seed} (`run --classifier_only`)."""
     runs: dict[str, list[dict]] = {}
@@ -375,7 +351,7 @@ def classifier_markdown(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[str
                   f"{np.median([_classifier_seconds(r) for r in seeds]) / 60:.1f} min.", ""]
         summary[key] = {}
         for variant in seeds[0]["variants"]:
-            pools = {b: [_finite(r["variants"][variant][b]["soo"]) for r in seeds] for b in BASELINES}
+            pools = baseline_pools(seeds, variant)
             clf = classification_accuracy(pools["deceptive"], pools["honest"], CLASSIFIER_ONLY_EPISODES)
             clf["one_episode"] = one_episode_separation(pools["deceptive"], pools["honest"])
             trapped = {b: [r["variants"][variant][b]["red_trapped"] for r in seeds] for b in BASELINES}
