@@ -86,16 +86,18 @@ def _option_logprobs_from_logits(first_logprobs: torch.Tensor, option_logprobs: 
 
 @torch.inference_mode()
 def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int = 16, progress: bool = True,
-                  share_prefix: bool = True) -> list[list[float]]:
+                  share_prefix: bool = True, group_prefixes: bool = True) -> list[list[float]]:
     """Summed log-probability of every option of every item, in input order.
 
     With `share_prefix` items are sorted by their token ids, so a batch holds prompts of one
     scenario, and the tokens every context of the batch starts with (chat template, system
     prompt, the scenario's opening: ~30% of the tokens) run once; their KV cache is repeated for the
     batch and only the rest of each context (left-padded after the shared part) runs per row.
-    Without it items are sorted by length and every context runs whole. Positions are counted
-    from each row's first real token (`cumsum(mask) - 1`), as generate does, so padding changes
-    nothing but the last bits of the floats.
+    With `group_prefixes` (the default; off only to measure it) sorted neighbours that agree
+    beyond the batch's prefix also run their common tokens once per group (`group_prefix`).
+    Without `share_prefix` items are sorted by length and every context runs whole. Positions
+    are counted from each row's first real token (`cumsum(mask) - 1`), as generate does, so
+    padding changes nothing but the last bits of the floats.
     """
     items = list(items)
     results: list[list[float] | None] = [None] * len(items)
@@ -116,7 +118,8 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
                 raise ValueError("every item of a batch needs the same number of options")
             contexts = [item.context for item in batch]
             longest_option = max(len(option) for item in batch for option in item.options)
-            shared, cache = shared_prefix(model, contexts, longest_option) if share_prefix else (0, None)
+            shared, cache = (shared_prefix(model, contexts, longest_option, grouped=group_prefixes) if share_prefix
+                             else (0, None))
             context_ids, context_mask = split_padded(contexts, shared, pad_id)
             positions = (context_mask.cumsum(1) - 1).clamp(min=0)
             passed = {cache_argument: cache} if cache is not None else {}

@@ -185,16 +185,19 @@ def generate_batched(
     progress: bool = True,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
     share_prefix: bool = True,
+    group_prefixes: bool = True,
 ) -> list[str]:
     """Greedy responses to `prompts`, in input order, generated `decoding.batch_size` at a time.
 
     With `share_prefix` prompts are sorted by their token ids, so a batch holds prompts of one
     scenario, and the tokens every prompt of the batch starts with run once
-    (`soo.eval.prefix_cache`): generate's prefill runs only each row's own tokens. Without it
-    prompts are sorted by token length (longest first: an out-of-memory error shows up in the
-    first batch) and every prompt runs whole. Rows are left-padded by hand; the tokenizer is not
-    modified. ``on_batch(indices, texts)`` is called after each batch with the input indices of
-    its prompts and their responses (used to cache finished batches at once).
+    (`soo.eval.prefix_cache`): generate's prefill runs only each row's own tokens. With
+    `group_prefixes` (the default; off only to measure it) neighbours that agree beyond that also
+    run their common tokens once per group. Without `share_prefix` prompts are sorted by token
+    length (longest first: an out-of-memory error shows up in the first batch) and every prompt
+    runs whole. Rows are left-padded by hand; the tokenizer is not modified. ``on_batch(indices,
+    texts)`` is called after each batch with the input indices of its prompts and their
+    responses (used to cache finished batches at once).
     """
     prompts = list(prompts)
     if not prompts:
@@ -212,8 +215,8 @@ def generate_batched(
         for start in range(0, len(order), decoding.batch_size):
             batch = order[start : start + decoding.batch_size]
             rows = [token_ids[index] for index in batch]
-            shared, cache = (shared_prefix(model, rows, decoding.max_new_tokens, growable=True) if share_prefix
-                             else (0, None))
+            shared, cache = (shared_prefix(model, rows, decoding.max_new_tokens, growable=True, grouped=group_prefixes)
+                             if share_prefix else (0, None))
             input_ids, attention_mask = split_padded(rows, shared, pad_token_id)
             new_tokens = _greedy_generate(model, input_ids, attention_mask, decoding, pad_token_id, cache=cache)
             texts = _decode_new_tokens(tokenizer, new_tokens, eos_ids)
