@@ -2,13 +2,18 @@
 
     python -m benchmarks.generation                       # n=250, max_new_tokens 16, batch 16 and 32
     python -m benchmarks.generation --n 40 --repeats 1    # a quick run
+    python -m benchmarks.generation --n 64 --max_new_tokens 75 --batch_sizes 32 --repeats 2 --pool_n 250 \
+        --answer_suffix "Start your response with 'I would'" --append   # the protocol's batches, SmolLM2's suffix
 
 Loads the embedded default model (SmolLM2-135M-Instruct; the first use converts its GGUF, ~30 s),
 builds N prompts of the main evaluation scenario (``soo.eval.scenarios.build_eval_prompts``, both
 room orders), and times `generate_one_at_a_time` (the official code's loop) and `generate_batched`
 at each batch size on the same prompts, greedy, with every prompt run whole ("whole prompts",
-before) and with the tokens a batch shares run once ("shared prefix", `soo.eval.prefix_cache`,
-evaluate.py's default). Reports generated tokens/s, prompts/s, the speed
+before), with the tokens a batch shares run once ("shared prefix") and with, in addition, the
+tokens each group of neighbours shares run once per group ("shared prefix + groups",
+`soo.eval.prefix_cache`, evaluate.py's default). With --pool_n the prompts are blocks of
+neighbours, in the evaluation's sorted order, from the pool_n-instance protocol of the scenario:
+batches as dense as evaluate.py's at that n (a small n alone shares less). Reports generated tokens/s, prompts/s, the speed
 ratio (sequential time / batched time, both medians from this run) and how often the batched
 output equals the sequential one exactly. Prefill-only passes (max_new_tokens=1) at the largest
 batch size, both ways, show how much of the batched time is prompt processing, which batching cannot shrink
@@ -31,15 +36,37 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._cli import check_output_file, fail, positive_int
+from benchmarks._cli import check_output_file, fail, non_negative_int, positive_int
 from soo.eval.generation import DecodingConfig, generate_batched, generate_one_at_a_time
 
-def build_prompts(n: int, answer_suffix: str | None) -> tuple[list[str], str]:
-    """N prompts of the main scenario and a line saying where they came from."""
+def neighbour_blocks(keys: list, count: int, block: int) -> list[int]:
+    """Indices of `count` items taken as evenly spaced blocks of `block` neighbours in sorted `keys`
+    order (how the evaluation batches a protocol's prompts), so the sample batches as densely as
+    the whole set; all indices, sorted, when `count` covers them."""
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    blocks = [order[start:start + block] for start in range(0, len(order), block)]
+    wanted = -(-count // block)
+    if wanted >= len(blocks):
+        return order
+    return [index for k in range(wanted) for index in blocks[k * len(blocks) // wanted]][:count]
+
+
+def build_prompts(n: int, answer_suffix: str | None, pool_n: int = 0, block: int = 1,
+                  tokenizer=None) -> tuple[list[str], str]:
+    """N prompts of the main scenario and a line saying where they came from: the first n, or
+    (pool_n > 0) blocks of `block` neighbours in token order from the pool_n-instance protocol."""
     from soo.core.prompts import DEFAULT_ANSWER_SUFFIX
+    from soo.eval.generation import format_generation_prompt
     from soo.eval.scenarios import build_eval_prompts
 
     suffix = answer_suffix or DEFAULT_ANSWER_SUFFIX
+    if pool_n:
+        pool = [prompt.prompt for prompt in build_eval_prompts(["main"], n=pool_n, seed=0, answer_suffix=suffix)]
+        keys = [format_generation_prompt(tokenizer, prompt, DecodingConfig()) for prompt in pool]
+        picked = neighbour_blocks(keys, n, block)
+        return [pool[index] for index in picked], (
+            f"{len(picked) // block} evenly spaced blocks of {block} neighbours (token order, as evaluate.py batches) "
+            f"from soo.eval.scenarios.build_eval_prompts(['main'], n={pool_n}, seed=0, answer_suffix={suffix!r})")
     # build_eval_prompts gives each instance in both room orders: ceil(n/2) instances, first n prompts.
     prompts = build_eval_prompts(["main"], n=(n + 1) // 2, seed=0, answer_suffix=suffix)[:n]
     return [prompt.prompt for prompt in prompts], (
@@ -78,11 +105,16 @@ class TokenCounter:
         return False
 
 
+# (name, share_prefix, group_prefixes): before, the first change, the second change.
+BATCHINGS = (("whole prompts", False, False), ("shared prefix", True, False), ("shared prefix + groups", True, True))
+
+
 @dataclass
 class Method:
     name: str
     batch_size: int | None  # None: one at a time
     share_prefix: bool = False
+    group_prefixes: bool = False
     seconds: list[float] = field(default_factory=list)
     others_cpu: list[float] = field(default_factory=list)  # share of the machine used by anything else
     new_tokens: int = 0
@@ -100,7 +132,7 @@ def run_method(method: Method, model, tokenizer, prompts, max_new_tokens, counte
         outputs = generate_one_at_a_time(model, tokenizer, prompts, decoding, progress=progress)
     else:
         outputs = generate_batched(model, tokenizer, prompts, decoding, progress=progress,
-                                   share_prefix=method.share_prefix)
+                                   share_prefix=method.share_prefix, group_prefixes=method.group_prefixes)
     method.seconds.append(time.perf_counter() - start)
     method.others_cpu.append(others_cpu_share(before, cpu_snapshot()))
     method.outputs.append(outputs)
@@ -187,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequential_repeats", type=positive_int, default=1,
                         help="timed one-at-a-time passes (default 1: the slow one)")
     parser.add_argument("--no_prefill_pass", action="store_true",
-                        help="skip the prefill-only passes (whole prompts and shared prefix)")
+                        help="skip the prefill-only passes (one per way of batching)")
+    parser.add_argument("--pool_n", type=non_negative_int, default=0,
+                        help="draw the n prompts as blocks of neighbours from this protocol size, e.g. 250, so "
+                             "batches share what evaluate.py's do (default 0: the first n prompts)")
     parser.add_argument("--model_name_or_path", default=None,
                         help="model path or hub id (default: the embedded SmolLM2-135M)")
     parser.add_argument("--device", default="cpu", help="torch device to generate on, e.g. cpu or cuda (default cpu)")
@@ -228,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         return fail(error)
     print(f"model {model_path} loaded in {time.perf_counter() - load_start:.1f} s", file=sys.stderr)
 
-    prompts, prompt_source = build_prompts(args.n, args.answer_suffix)
+    prompts, prompt_source = build_prompts(args.n, args.answer_suffix, args.pool_n, max(args.batch_sizes), tokenizer)
     counter = TokenCounter(model, _eos_token_ids(tokenizer, model))
     methods = [Method("one at a time", None)] + [
-        Method(f"batched {size}, {kind}", size, share_prefix=share)
-        for size in args.batch_sizes for kind, share in (("whole prompts", False), ("shared prefix", True))]
+        Method(f"batched {size}, {kind}", size, share_prefix=share, group_prefixes=group)
+        for size in args.batch_sizes for kind, share, group in BATCHINGS]
 
     with counter:
         # Warm-up (untimed): first-call allocations and kernel selection.
@@ -247,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         prefills = []
         if not args.no_prefill_pass:
             size = max(args.batch_sizes)
-            for kind, share in (("whole prompts", False), ("shared prefix", True)):
-                prefills.append(Method(f"prefill only, batched {size}, {kind}", size, share_prefix=share))
+            for kind, share, group in BATCHINGS:
+                prefills.append(Method(f"{kind}", size, share_prefix=share, group_prefixes=group))
                 run_method(prefills[-1], model, tokenizer, prompts, 1, counter, args.progress)
     load_at_end = load_average()
 
@@ -283,10 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         prefill_line = (f"Compute: the whole-prompt prefill ran {achieved:.0f} GFLOP/s of model arithmetic "
                         f"(~2 x non-embedding parameters per prompt token), {100 * achieved / peak:.0f}% of this "
                         f"machine's fp32 matmul rate ({peak:.0f} GFLOP/s, 2048x2048, same threads): prefill is "
-                        "compute-bound, so only fewer prompt tokens (shared prefix) make it faster. ")
+                        "compute-bound, so only fewer prompt tokens (shared prefixes) make it faster. ")
         prefill_line += "Prefill-only passes (max_new_tokens=1): " + "; ".join(
-            f"batch {prefill.batch_size}, {'shared prefix' if prefill.share_prefix else 'whole prompts'} "
-            f"{prefill.seconds[0]:.1f} s ({prefill.prompt_tokens / prefill.seconds[0]:.0f} prompt tokens/s; bound on "
+            f"batch {prefill.batch_size}, {prefill.name} {prefill.seconds[0]:.1f} s ({prefill.prompt_tokens / prefill.seconds[0]:.0f} prompt tokens/s; bound on "
             f"the speed ratio if batched decoding were free: {sequential_median / prefill.seconds[0]:.1f}x)"
             for prefill in prefills)
 
@@ -347,6 +381,8 @@ def write_report(path: Path, args, command, info, model_path, prompt_source, pro
         "- agreement = exact string match of the batched response with the one-at-a-time response, first repeat",
         "- prompt padding = padded prompt tokens / real prompt tokens - 1 (whole prompts: sorted by length "
         "before batching; shared prefix: sorted by token ids, so one scenario's prompts share a batch)",
+        "- shared prefix: each batch's common tokens run once; + groups: also the tokens each group of "
+        "neighbours shares beyond that, once per group (`soo.eval.prefix_cache.group_prefix`)",
         "- CPU used by others = share of all CPUs busy with other processes or hypervisor steal during a pass "
         "(from /proc/stat minus this process), the worst pass; a busy machine slows small-batch decoding most",
         "",

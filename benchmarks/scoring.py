@@ -1,13 +1,18 @@
 """Benchmark: forced-choice scoring, the way it was vs each change, interleaved in one run.
 
-    python -m benchmarks.scoring                        # every scenario, n = 10 per order (260 prompts), 2 rounds
-    python -m benchmarks.scoring --n 40 --repeats 3
+    python -m benchmarks.scoring                        # 256 prompts from the n = 250 protocol, 2 rounds
+    python -m benchmarks.scoring --n 10 --prompts 0     # every prompt of the n = 10 protocol (260)
 
-Methods, on the same prompts (every evaluation scenario, both room orders, the embedded model's
-answer prefix), timed in rounds A B C A B C ... so machine noise hits all of them alike:
-  whole, all logits      every context runs whole, the LM head on every position (before);
-  whole, last logit      the LM head on the last position only;
-  shared prefix          the tokens a batch's contexts share run once (after: `score_choices`' default).
+Methods, on the same prompts (evaluation scenarios, both room orders, the embedded model's answer
+prefix), timed in rounds A B C D A B C D ... so machine noise hits all of them alike:
+  whole, all logits        every context runs whole, the LM head on every position (before);
+  whole, last logit        the LM head on the last position only;
+  shared prefix            and the tokens a batch's contexts share run once;
+  shared prefix + groups   and the tokens each group of neighbours shares beyond that run once per
+                           group (`soo.eval.prefix_cache.group_prefix`; `score_choices`' default).
+The prompts are --prompts contexts of the n-instance protocol (every scenario), taken as evenly
+spaced blocks of --batch_size neighbours in sorted order, as `score_choices` batches them, so a
+sample shares as much as the whole protocol does; 0 takes every prompt.
 Reports prompts/s, the speed ratio to the first method (medians of this run) and the largest
 difference of any summed option log-probability from the first method's. A script, not a test;
 the markdown report goes to docs/benchmarks-scoring.md (--output_file; empty to skip).
@@ -23,8 +28,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._cli import add_output_file_argument, fail, output_file_error, positive_int
-from benchmarks.generation import cpu_snapshot, fmt_range, load_average, machine_info, others_cpu_share
+from benchmarks._cli import add_output_file_argument, fail, non_negative_int, output_file_error, positive_int
+from benchmarks.generation import (cpu_snapshot, fmt_range, load_average, machine_info, neighbour_blocks,
+                                   others_cpu_share)
 
 
 class AllLogits(torch.nn.Module):
@@ -44,13 +50,16 @@ class AllLogits(torch.nn.Module):
                           use_cache=use_cache, **passed)
 
 
-METHODS = ("whole, all logits", "whole, last logit", "shared prefix")
+METHODS = ("whole, all logits", "whole, last logit", "shared prefix", "shared prefix + groups")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_name_or_path", default=None, help="(default: the embedded SmolLM2-135M)")
-    parser.add_argument("--n", type=positive_int, default=10, help="instances per scenario and order (default 10)")
+    parser.add_argument("--n", type=positive_int, default=250,
+                        help="instances per scenario and order of the protocol sampled (default 250, the paper's)")
+    parser.add_argument("--prompts", type=non_negative_int, default=256,
+                        help="prompts timed, blocks of --batch_size neighbours (default 256; 0: all)")
     parser.add_argument("--batch_size", type=positive_int, default=16, help="(default 16, as evaluate.py)")
     parser.add_argument("--repeats", type=positive_int, default=2, help="rounds over the methods (default 2)")
     parser.add_argument("--answer_prefix", default=None, help="({verb}: the scenario's; default 'I would {verb} the')")
@@ -72,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     prompts = build_eval_prompts(list(SCENARIOS), n=args.n, seed=0, answer_suffix=ANSWER_SUFFIXES["mistral"])
     items = [tokenize_choice(tokenizer, p.prompt, answer_prefix(template, p), (p.deceptive_option, p.honest_option))
              for p in prompts]
+    if args.prompts:
+        items = [items[index] for index in neighbour_blocks([item.context for item in items], args.prompts,
+                                                            args.batch_size)]
     runs = {name: {"seconds": [], "others": []} for name in METHODS}
     scores = {}
     for round_ in range(args.repeats):
@@ -79,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             target = AllLogits(model) if name == METHODS[0] else model
             before, started = cpu_snapshot(), time.perf_counter()
             scores[name] = score_choices(target, tokenizer, items, batch_size=args.batch_size, progress=False,
-                                         share_prefix=name == "shared prefix")
+                                         share_prefix=name.startswith("shared prefix"),
+                                         group_prefixes=name == "shared prefix + groups")
             runs[name]["seconds"].append(time.perf_counter() - started)
             runs[name]["others"].append(others_cpu_share(before, cpu_snapshot()))
             print(f"round {round_ + 1}: {name}: {runs[name]['seconds'][-1]:.1f} s", file=sys.stderr, flush=True)
@@ -96,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(table))
     if args.output_file:
         info = machine_info()
+        sample = f"blocks of {args.batch_size} neighbours in sorted order" if args.prompts else "all"
         command = "python -m benchmarks.scoring " + " ".join(argv if argv is not None else sys.argv[1:])
         lines = [f"## {time.strftime('%Y-%m-%d %H:%M')}: `{command.strip()}`", "",
-                 f"- model: {model_path}; prompts: {len(items)} (every scenario, n = {args.n} per order, "
-                 f"seed 0); batch {args.batch_size}; {args.repeats} rounds, methods interleaved",
+                 f"- model: {model_path}; prompts: {len(items)} of the {len(prompts)} of every scenario, n = "
+                 f"{args.n} per order, seed 0 ({sample}); batch {args.batch_size}; {args.repeats} rounds, "
+                 "methods interleaved",
                  f"- machine: {info['cpu']}, {info['cpu_count']} CPUs, torch {info['torch']} "
                  f"({info['torch_threads']} threads), transformers {info['transformers']}; load average before "
                  f"the report {load_average()}", "", *table, ""]

@@ -73,8 +73,9 @@ def test_scoring_benchmark_compares_the_methods_on_equal_scores(tiny_model_dir, 
     from benchmarks import scoring
 
     report = tmp_path / "bench.md"
-    assert scoring.main(["--model_name_or_path", str(tiny_model_dir), "--n", "1", "--repeats", "1",
-                         "--output_file", str(report)]) == 0
+    assert scoring.main(["--model_name_or_path", str(tiny_model_dir), "--n", "1", "--prompts", "8",
+                         "--batch_size", "4", "--repeats", "1", "--output_file", str(report)]) == 0
+    assert "prompts: 8 of the 26 " in report.read_text()
     rows = [line for line in report.read_text().splitlines() if line.startswith("| ") and "x |" in line]
     assert [row.split("|")[1].strip() for row in rows] == list(scoring.METHODS)
     assert all(float(row.split("|")[5]) < 1e-3 for row in rows), rows  # every method gives the same scores
@@ -132,3 +133,28 @@ def test_rl_speed_benchmark_finds_the_same_numbers_both_ways(tmp_path, capsys):
     text = report.read_text()
     assert "numbers **identical** (equal fingerprints)" in text and "| before |" in text and "| after |" in text
     assert rl_speed.main(["--output_file", str(tmp_path)]) == 2  # a folder: refused before any work
+
+
+def test_neighbour_blocks_sample_evenly_spaced_runs_of_sorted_neighbours():
+    from benchmarks.generation import neighbour_blocks
+
+    keys = [[9 - value // 2, value] for value in range(20)]  # sorted order: 18 19 16 17 ... 0 1
+    assert neighbour_blocks(keys, 4, 2) == [18, 19, 8, 9]  # blocks 0 and 5 of 10
+    assert neighbour_blocks(keys, 3, 2) == [18, 19, 8]
+    assert neighbour_blocks(keys, 30, 4) == sorted(range(20), key=keys.__getitem__)  # all, in batch order
+
+
+def test_generation_benchmark_times_each_batching_on_protocol_neighbours(tiny_model_dir, tmp_path):
+    from benchmarks import generation
+
+    report = tmp_path / "gen.md"
+    assert generation.main(["--model_name_or_path", str(tiny_model_dir), "--n", "8", "--pool_n", "20",
+                            "--batch_sizes", "4", "--repeats", "1", "--max_new_tokens", "3",
+                            "--output_file", str(report)]) == 0
+    text = report.read_text()
+    assert "2 evenly spaced blocks of 4 neighbours" in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "x |" in line}
+    assert list(rows) == ["one at a time", "batched 4, whole prompts", "batched 4, shared prefix",
+                          "batched 4, shared prefix + groups"]
+    assert all("8/8 (100.0%)" in row for row in rows.values()), rows
+    assert "shared prefix + groups" in text.split("Prefill-only passes")[1]
