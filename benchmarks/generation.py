@@ -9,9 +9,10 @@ Loads the embedded default model (SmolLM2-135M-Instruct; the first use converts 
 builds N prompts of the main evaluation scenario (``soo.eval.scenarios.build_eval_prompts``, both
 room orders), and times `generate_one_at_a_time` (the official code's loop) and `generate_batched`
 at each batch size on the same prompts, greedy, with every prompt run whole ("whole prompts",
-before), with the tokens a batch shares run once ("shared prefix") and with, in addition, the
-tokens each group of neighbours shares run once per group ("shared prefix + groups",
-`soo.eval.prefix_cache`, evaluate.py's default). With --pool_n the prompts are blocks of
+before), with the tokens a batch shares run once ("shared prefix", evaluate.py's default) and
+with, in addition, the tokens each group of neighbours shares run once per group ("shared prefix
++ groups", `soo.eval.prefix_cache`; forced choice's default, off for generation where it did not
+pay). With --pool_n the prompts are blocks of
 neighbours, in the evaluation's sorted order, from the pool_n-instance protocol of the scenario:
 batches as dense as evaluate.py's at that n (a small n alone shares less). Reports generated tokens/s, prompts/s, the speed
 ratio (sequential time / batched time, both medians from this run) and how often the batched

@@ -94,7 +94,7 @@ def test_grouped_prefix_generation_equals_one_at_a_time(arch, make_model, tokeni
     hook = model.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(kwargs["input_ids"].shape),
                                            with_kwargs=True)
     try:
-        grouped = generate_batched(model, tokenizer, prompts, decoding, progress=False)
+        grouped = generate_batched(model, tokenizer, prompts, decoding, progress=False, group_prefixes=True)
     finally:
         hook.remove()
     assert [shape[0] for shape in shapes[:3]] == [1, 2, 4]  # common prefix, two groups, the four rows
@@ -124,7 +124,8 @@ def test_embedded_model_answers_and_scores_are_unchanged_by_prefix_sharing():
                                            with_kwargs=True)
     try:
         decoding = DecodingConfig(max_new_tokens=12, batch_size=4)
-        shared = generate_batched(model, tokenizer, [p.prompt for p in prompts], decoding, progress=False)
+        shared = generate_batched(model, tokenizer, [p.prompt for p in prompts], decoding, progress=False,
+                                  group_prefixes=True)
         prefix_forwards = sum(1 for shape in batch_sizes if shape[0] == 1 and shape[1] > 1)
         items = [tokenize_choice(tokenizer, p.prompt, answer_prefix(DEFAULT_ANSWER_PREFIX, p),
                                  (p.deceptive_option, p.honest_option)) for p in prompts]

@@ -185,15 +185,16 @@ def generate_batched(
     progress: bool = True,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
     share_prefix: bool = True,
-    group_prefixes: bool = True,
+    group_prefixes: bool = False,
 ) -> list[str]:
     """Greedy responses to `prompts`, in input order, generated `decoding.batch_size` at a time.
 
     With `share_prefix` prompts are sorted by their token ids, so a batch holds prompts of one
     scenario, and the tokens every prompt of the batch starts with run once
     (`soo.eval.prefix_cache`): generate's prefill runs only each row's own tokens. With
-    `group_prefixes` (the default; off only to measure it) neighbours that agree beyond that also
-    run their common tokens once per group. Without `share_prefix` prompts are sorted by token
+    `group_prefixes` neighbours that agree beyond that also run their common tokens once per
+    group; off by default, since for generation it measured no faster (0.97x at batch 16 and 24
+    new tokens, 1.03x at batch 32 and 75, docs/benchmarks-generation.md; forced choice gains 1.12x). Without `share_prefix` prompts are sorted by token
     length (longest first: an out-of-memory error shows up in the first batch) and every prompt
     runs whole. Rows are left-padded by hand; the tokenizer is not modified. ``on_batch(indices,
     texts)`` is called after each batch with the input indices of its prompts and their
