@@ -12,12 +12,12 @@ at each batch size on the same prompts, greedy, with every prompt run whole ("wh
 before), with the tokens a batch shares run once ("shared prefix", evaluate.py's default) and
 with, in addition, the tokens each group of neighbours shares run once per group ("shared prefix
 + groups", `soo.eval.prefix_cache`; forced choice's default, off for generation where it did not
-pay). With --pool_n the prompts are blocks of
-neighbours, in the evaluation's sorted order, from the pool_n-instance protocol of the scenario:
-batches as dense as evaluate.py's at that n (a small n alone shares less). Reports generated tokens/s, prompts/s, the speed
-ratio (sequential time / batched time, both medians from this run) and how often the batched
-output equals the sequential one exactly. Prefill-only passes (max_new_tokens=1) at the largest
-batch size, both ways, show how much of the batched time is prompt processing, which batching cannot shrink
+pay). With --pool_n the prompts are blocks of neighbours, in the evaluation's sorted order, from
+the pool_n-instance protocol of the scenario: batches as dense as evaluate.py's at that n (a small
+n alone shares less). Reports generated tokens/s, prompts/s, the speed ratio (sequential time /
+batched time, both medians from this run) and how often the batched output equals the sequential
+one exactly. Prefill-only passes (max_new_tokens=1) at the largest batch size, each way of
+batching, show how much of the batched time is prompt processing, which batching cannot shrink
 once the matmuls are compute-bound: sequential time / prefill time bounds the achievable ratio.
 
 The table is printed last; a markdown report goes to docs/benchmarks-generation.md (--output_file).
@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"machine's fp32 matmul rate ({peak:.0f} GFLOP/s, 2048x2048, same threads): prefill is "
                         "compute-bound, so only fewer prompt tokens (shared prefixes) make it faster. ")
         prefill_line += "Prefill-only passes (max_new_tokens=1): " + "; ".join(
-            f"batch {prefill.batch_size}, {prefill.name} {prefill.seconds[0]:.1f} s ({prefill.prompt_tokens / prefill.seconds[0]:.0f} prompt tokens/s; bound on "
+            f"batch {prefill.batch_size}, {prefill.name} {prefill.seconds[0]:.1f} s "
+            f"({prefill.prompt_tokens / prefill.seconds[0]:.0f} prompt tokens/s; bound on "
             f"the speed ratio if batched decoding were free: {sequential_median / prefill.seconds[0]:.1f}x)"
             for prefill in prefills)
 

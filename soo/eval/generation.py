@@ -194,11 +194,12 @@ def generate_batched(
     (`soo.eval.prefix_cache`): generate's prefill runs only each row's own tokens. With
     `group_prefixes` neighbours that agree beyond that also run their common tokens once per
     group; off by default, since for generation it measured no faster (0.97x at batch 16 and 24
-    new tokens, 1.03x at batch 32 and 75, docs/benchmarks-generation.md; forced choice gains 1.12x). Without `share_prefix` prompts are sorted by token
-    length (longest first: an out-of-memory error shows up in the first batch) and every prompt
-    runs whole. Rows are left-padded by hand; the tokenizer is not modified. ``on_batch(indices,
-    texts)`` is called after each batch with the input indices of its prompts and their
-    responses (used to cache finished batches at once).
+    new tokens, 1.03x at batch 32 and 75, docs/benchmarks-generation.md; forced choice gains
+    1.12x). Without `share_prefix` prompts are sorted by token length (longest first: an
+    out-of-memory error shows up in the first batch) and every prompt runs whole. Rows are
+    left-padded by hand; the tokenizer is not modified. ``on_batch(indices, texts)`` is called
+    after each batch with the input indices of its prompts and their responses (used to cache
+    finished batches at once).
     """
     prompts = list(prompts)
     if not prompts:
