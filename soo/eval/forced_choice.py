@@ -19,7 +19,8 @@ reads as the answer the model itself writes. Scores are sensitive to the prefix 
 docs/evaluation.md), which is why every run that also generates reports how often the forced
 choice agrees with the generation classifier.
 
-Computation: the tokens a batch's contexts share run once; one batched prefill of the rest of
+Computation: the tokens a batch's contexts share run once, then the tokens each group of sorted
+neighbours shares once per group (`soo.eval.prefix_cache`); one batched prefill of the rest of
 [prompt + prefix] (left-padded) completes the KV cache; the cache is repeated once per option and
 only the option tokens run a second, short forward. The LM head runs on the last position only.
 `score_reference` recomputes every (prompt, option) sequence from scratch, without padding or
