@@ -110,30 +110,23 @@ def group_prefix(rows: Sequence[Sequence[int]], shared: int) -> tuple[int, list[
     return best_length, [heads.setdefault(tuple(row[:best_length]), len(heads)) for row in rows]
 
 
-def repeated_prefix_cache(model, prefix: Sequence[int], rows: int, growable: bool = False):
-    """KV cache of `prefix` (one forward, batch 1) repeated for `rows` rows, or None when the
-    model's cache cannot be repeated (or, with `growable`, extended by `generate`)."""
+def prefix_cache(model, prefix: Sequence[int]):
+    """KV cache of `prefix` (one forward, batch 1), or None when the model's cache cannot be
+    repeated per row."""
     _, keep_last = forward_arguments(model)
     output = model(input_ids=torch.tensor([list(prefix)], device=model_device(model)), use_cache=True, **keep_last)
     cache = cache_of(output)
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-        return None
-    if growable and type(cache).__name__ != "DynamicCache":
-        return None
-    cache.batch_repeat_interleave(rows)
-    return cache
+    return cache if cache is not None and hasattr(cache, "batch_repeat_interleave") else None
 
 
-def grouped_prefix_cache(model, rows: Sequence[Sequence[int]], shared: int, length: int, groups: list[int]):
-    """KV cache of each row's first `length` tokens: the batch's `shared` prefix once, each group's
-    tokens from `shared` to `length` once (one forward, a row per group, no padding), then one copy
-    per row. None when the model's cache is not a plain DynamicCache (whose rows can be picked)."""
+def extend_by_groups(model, cache, rows: Sequence[Sequence[int]], shared: int, length: int, groups: list[int]):
+    """`cache` (the batch's `shared` prefix, batch 1) extended to each row's first `length` tokens:
+    each group's tokens from `shared` to `length` run once (one forward, a row per group, no
+    padding), then the cache is copied to the group's rows."""
     heads = {group: row for row, group in reversed(list(enumerate(groups)))}  # first row of each group
-    cache = repeated_prefix_cache(model, rows[0][:shared], len(heads), growable=True)
-    if cache is None or not hasattr(cache, "reorder_cache"):
-        return None
     device = model_device(model)
     cache_argument, keep_last = forward_arguments(model)
+    cache.batch_repeat_interleave(len(heads))
     segments = torch.tensor([list(rows[heads[group]][shared:length]) for group in range(len(heads))], device=device)
     output = model(input_ids=segments, attention_mask=torch.ones((len(heads), length), dtype=torch.long, device=device),
                    position_ids=torch.arange(shared, length, device=device).expand(len(heads), -1),
@@ -147,18 +140,19 @@ def shared_prefix(model, rows: Sequence[Sequence[int]], extra_tokens: int, growa
                   grouped: bool = True):
     """(shared, cache) for a batch: how many leading tokens of each row are already in `cache`
     (one KV row per batch row); (0, None) when the batch has one row, shares nothing, or the cache
-    cannot be used. With `grouped`, rows may differ within the shared part when a second level
-    pays (`group_prefix`); `split_padded` keeps each row's own tokens there."""
+    cannot be used (with `growable`: cannot be extended by `generate`). With `grouped`, rows may
+    differ within the shared part when a second level pays (`group_prefix`; plain DynamicCache
+    only, whose rows can be picked); `split_padded` keeps each row's own tokens there."""
     shared = shared_prefix_length(model, rows, extra_tokens) if len(rows) > 1 else 0
-    if not shared:
+    cache = prefix_cache(model, rows[0][:shared]) if shared else None
+    dynamic = type(cache).__name__ == "DynamicCache"
+    if cache is None or (growable and not dynamic):
         return 0, None
-    length, groups = group_prefix(rows, shared) if grouped else (shared, [])
+    length, groups = group_prefix(rows, shared) if grouped and dynamic else (shared, [])
     if groups:
-        cache = grouped_prefix_cache(model, rows, shared, length, groups)
-        if cache is not None:
-            return length, cache
-    cache = repeated_prefix_cache(model, rows[0][:shared], len(rows), growable)
-    return (shared, cache) if cache is not None else (0, None)
+        return length, extend_by_groups(model, cache, rows, shared, length, groups)
+    cache.batch_repeat_interleave(len(rows))
+    return shared, cache
 
 
 def split_padded(rows: Sequence[Sequence[int]], shared: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
