@@ -8,6 +8,9 @@ Examples (from the repository root):
         300 held-out pairs (test names and items, e.g. Bob and Oliver) -> data/soo_test.jsonl
     python generate_data.py --n 52 --seed 1 --families burglar --output_file data/burglar_52.jsonl
         burglar pairs only
+    python generate_data.py --released --n 48 --output_file data/soo_train_released.jsonl
+        the authors' released training set on the training vocabulary: one pair per item, the
+        paper's three phrasings in turn, one other agent (configs/smollm2-135m-instruct-released.yaml)
     python generate_data.py --dataset_dir data/soo_pairs && python generate_data.py --split test --n 300 --dataset_dir data/soo_pairs
         a Hugging Face dataset folder: train.jsonl, test.jsonl and a README.md card, so that
         datasets.load_dataset("data/soo_pairs") gives both splits (finetuning.py --data_path
@@ -28,7 +31,7 @@ import sys
 
 from soo.core.io import write_jsonl_atomic
 from soo.core.cli import positive_int
-from soo.data.pairs import FAMILIES, generate_pairs, summarize, write_dataset_card
+from soo.data.pairs import FAMILIES, generate_pairs, released_pairs, summarize, write_dataset_card
 from soo.data.templates import SPLITS
 
 DEFAULT_OUT = {"train": "data/soo_train.jsonl", "test": "data/soo_test.jsonl"}
@@ -40,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate paired self/other prompts for SOO fine-tuning (JSONL).",
         epilog="See the module docstring of generate_data.py for examples.",
     )
-    parser.add_argument("--n", type=positive_int, default=1000, help="number of pairs (default: 1000)")
+    parser.add_argument("--n", type=positive_int, default=None,
+                        help="number of pairs (default: 1000; with --released, every item of the split)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--split",
@@ -55,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(FAMILIES),
         metavar="FAMILY",
         help=f"prompt families, n is split evenly over them (choices: {', '.join(FAMILIES)}; default: all)",
+    )
+    parser.add_argument(
+        "--released",
+        action="store_true",
+        help="the authors' released training set instead: one burglar pair per expensive item of the split "
+        "(in order, the first n), cycling through the paper's three phrasings, one other agent "
+        "(the split's first name), no context; --seed and --families do not apply",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
@@ -80,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = args.output_file if args.output_file is not None else DEFAULT_OUT[args.split]
     try:
-        records = generate_pairs(args.n, args.seed, split=args.split, families=args.families)
+        if args.released:
+            records = released_pairs(args.split, args.n)
+        else:
+            records = generate_pairs(args.n or 1000, args.seed, split=args.split, families=args.families)
     except ValueError as error:  # e.g. n larger than the unique pairs available, repeated family
         parser.error(str(error))  # exits with status 2 before anything is written
     try:

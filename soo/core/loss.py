@@ -14,6 +14,13 @@ positions for `full`); the loss is the mean over pairs and over SOO layers. Weig
 pair equally, whatever its length, makes the loss of a batch of 4 the exact mean of two
 batches of 2, so gradient accumulation needs no token counts. Computed in fp32: Gemma-2/3
 activations overflow in fp16.
+
+The authors' released code trains a different distance (`kl_logits`, reference section 9):
+KL(P_other || P_self) between the two prompts' OUTPUT next-token distributions, summed over the
+compared positions and the vocabulary for each pair (their `F.kl_div(..., reduction="batchmean")`
+is exactly this per-pair sum, averaged over pairs). Which positions: `released` compares every
+position by index of prompts padded to one fixed length, pad positions included, as their code
+did; `aligned` compares the positions of the token mode above (full, last), never padding.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import torch
 import torch.nn.functional as F
 
 TOKEN_MODES = ("full", "last", "mean")
+SOO_DISTANCES = ("mse", "kl_logits")  # the paper's text; the authors' released code
+KL_POSITIONS = ("aligned", "released")
 
 
 def _compared_vectors(activations: torch.Tensor, batch: dict, token_mode: str):
@@ -68,6 +77,33 @@ def activation_spread_per_pair(activations: torch.Tensor, batch: dict, token_mod
     center = torch.cat([self_vectors, other_vectors]).mean(dim=0)
     spread = ((self_vectors - center).pow(2).mean(dim=-1) + (other_vectors - center).pow(2).mean(dim=-1)) / 2
     return _mean_per_pair(spread, pair, activations.shape[0] // 2)
+
+
+def kl_logits_per_pair(logits: torch.Tensor, batch: dict, positions: str) -> torch.Tensor:
+    """KL(P_other || P_self) of the next-token distributions, summed over the compared positions
+    and the vocabulary, per pair: shape [num_pairs], fp32.
+
+    `logits` is [2 * num_pairs, seq_len, vocab] from the [self; other] batch. Both sides carry
+    gradients, as in the released code (the target distribution is not detached).
+    """
+    num_pairs = logits.shape[0] // 2
+    if positions == "released":  # position t of self against position t of other, pads included
+        self_logits, other_logits = logits[:num_pairs], logits[num_pairs:]
+        pair = None
+    elif positions == "aligned":
+        if "align_pair" not in batch:
+            raise ValueError("kl_logits with aligned positions needs token mode full or last (not mean).")
+        pair = batch["align_pair"]
+        self_logits = logits[pair, batch["align_self_pos"]]
+        other_logits = logits[pair + num_pairs, batch["align_other_pos"]]
+    else:
+        raise ValueError(f"Unknown KL positions '{positions}'; choose one of {', '.join(KL_POSITIONS)}.")
+    self_log_p = F.log_softmax(self_logits.float(), dim=-1)
+    other_log_p = F.log_softmax(other_logits.float(), dim=-1)
+    per_position = (other_log_p.exp() * (other_log_p - self_log_p)).sum(dim=-1)
+    if pair is None:
+        return per_position.sum(dim=-1)
+    return torch.zeros(num_pairs, dtype=per_position.dtype, device=per_position.device).index_add_(0, pair, per_position)
 
 
 def soo_loss(layer_activations: Sequence[torch.Tensor], batch: dict, token_mode: str) -> torch.Tensor:

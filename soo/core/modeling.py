@@ -136,8 +136,15 @@ def load_tokenizer(model_path: str, trust_remote_code: bool = False):
     if tokenizer.pad_token is None:
         # Padding is masked everywhere (labels and SOO positions), so any token id will do.
         tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.soo_native_padding_side = tokenizer.padding_side  # see native_padding_side
     tokenizer.padding_side = "right"
     return tokenizer
+
+
+def native_padding_side(tokenizer) -> str:
+    """The side the tokenizer pads on as its files (or class) configure it: `load_tokenizer` sets
+    right for this project's batches; the released code kept the tokenizer's own side."""
+    return getattr(tokenizer, "soo_native_padding_side", tokenizer.padding_side)
 
 
 def load_model(

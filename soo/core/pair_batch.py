@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from soo.core.prompts import format_prompt, right_padded
+from soo.core.prompts import format_prompt, left_padded, right_padded
 
 
 class PromptTooLongError(ValueError):
@@ -110,41 +110,62 @@ def aligned_positions(self_ids: Sequence[int], other_ids: Sequence[int]) -> list
 
 @dataclass
 class SOOPairCollator:
-    """Pads [self; other] rows on the right and builds the SOO position indices.
+    """Pads [self; other] rows and builds the SOO position indices.
 
     Output keys: input_ids, attention_mask, labels (-100 on padding) and, by token mode,
     align_pair / align_self_pos / align_other_pos (full, last) or span_mask (mean).
+
+    By default rows are padded on the right to the batch's longest prompt. `fixed_length` and
+    `padding_side` give the released code's layout instead (every prompt padded alone to one
+    length, on the tokenizer's side); the compared positions are shifted with the padding, so
+    the token modes still never compare a pad.
     """
 
     pad_token_id: int
     token_mode: str = "full"
+    fixed_length: int | None = None
+    padding_side: str = "right"
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        if self.padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be left or right, got '{self.padding_side}'.")
         self_rows = [feature["self_input_ids"] for feature in features]
         other_rows = [feature["other_input_ids"] for feature in features]
-        input_ids, attention_mask = right_padded(self_rows + other_rows, self.pad_token_id)
+        rows = self_rows + other_rows
+        width = max(len(row) for row in rows) if self.fixed_length is None else self.fixed_length
+        if max(len(row) for row in rows) > width:
+            raise PromptTooLongError(f"a prompt of {max(len(row) for row in rows)} tokens does not fit the "
+                                     f"fixed length {width}; raise --max_length.")
+        pad = left_padded if self.padding_side == "left" else right_padded
+        input_ids, attention_mask = pad(rows, self.pad_token_id, width)
+        # Where each row's first real token sits (0 unless padded on the left).
+        offsets = [width - len(row) if self.padding_side == "left" else 0 for row in rows]
         # The pad id may equal EOS, so padding is found from the mask, not from the id.
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": input_ids.masked_fill(attention_mask == 0, -100),
         }
+        num_pairs = len(features)
         if self.token_mode == "mean":
             span_mask = torch.zeros_like(attention_mask)
             for pair, (self_ids, other_ids) in enumerate(zip(self_rows, other_rows)):
                 start = compared_span_start(self_ids, other_ids)
-                span_mask[pair, start : len(self_ids)] = 1
-                span_mask[len(features) + pair, start : len(other_ids)] = 1
+                self_offset, other_offset = offsets[pair], offsets[num_pairs + pair]
+                span_mask[pair, self_offset + start : self_offset + len(self_ids)] = 1
+                span_mask[num_pairs + pair, other_offset + start : other_offset + len(other_ids)] = 1
             batch["span_mask"] = span_mask
             return batch
         triples = []
         for pair, (self_ids, other_ids) in enumerate(zip(self_rows, other_rows)):
             if self.token_mode == "last":
-                triples.append((pair, len(self_ids) - 1, len(other_ids) - 1))
+                compared = [(len(self_ids) - 1, len(other_ids) - 1)]
             elif self.token_mode == "full":
-                triples.extend((pair, s, o) for s, o in aligned_positions(self_ids, other_ids))
+                compared = aligned_positions(self_ids, other_ids)
             else:
                 raise ValueError(f"Unknown SOO token mode '{self.token_mode}'.")
+            self_offset, other_offset = offsets[pair], offsets[num_pairs + pair]
+            triples.extend((pair, self_offset + s, other_offset + o) for s, o in compared)
         align = torch.tensor(triples, dtype=torch.long)
         batch.update(align_pair=align[:, 0], align_self_pos=align[:, 1], align_other_pos=align[:, 2])
         return batch

@@ -54,12 +54,13 @@ def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None =
     return input_ids, attention_mask
 
 
-def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """(input_ids, attention_mask) with every row padded on the LEFT to the longest: the last
-    column is every row's last real token, where generation and forced choice continue."""
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """(input_ids, attention_mask) with every row padded on the LEFT to `width` (default: the
+    longest): the last column is every row's last real token, where generation and forced choice
+    continue."""
     import torch
 
-    width = max(len(row) for row in rows)
+    width = max(len(row) for row in rows) if width is None else width
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for index, row in enumerate(rows):

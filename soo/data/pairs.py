@@ -48,6 +48,7 @@ from soo.data.templates import (
     GENERAL_TOPICS,
     SELF_REFERENCE_WORDS,
     SPLITS,
+    TEMPLATES_BY_ID,
     VERB_AGREEMENT,
     other_perspective,
     template_slots,
@@ -265,6 +266,32 @@ def generate_pairs(
     if len(distinct) != len(records):  # would mean two axis values render the same text
         duplicates = len(records) - len(distinct)
         raise RuntimeError(f"generated {duplicates} duplicate pairs; check soo/data/templates.py")
+    return records
+
+
+# The paper's three phrasings, the only ones the authors' released training data uses.
+RELEASED_TEMPLATE_IDS = ("burglar_goal", "burglar_intend", "burglar_planning")
+
+
+def released_pairs(split: str = "train", n: int | None = None) -> list[dict]:
+    """The released code's training set, rebuilt on this split's vocabulary: one pair per expensive
+    item, in vocabulary order (the first ``n``; default all), cycling through the paper's three
+    phrasings, no context sentence, one other agent for every pair (the split's first name: Bob in
+    the test split, as in their data). Their list excluded the test set's items; a split does too."""
+    _check_family_and_split("burglar", split)
+    vocab = BURGLAR_VOCABULARY[split]
+    items = vocab.expensive_items
+    if n is not None and not 0 < n <= len(items):
+        raise ValueError(f"--released makes one pair per item: n must be 1..{len(items)} for split {split!r}, got {n}")
+    templates = [TEMPLATES_BY_ID[template_id] for template_id in RELEASED_TEMPLATE_IDS]
+    agent = vocab.names[0]
+    records = []
+    for index, item in enumerate(items[:n]):
+        template = templates[index % len(templates)]
+        self_prompt, other_prompt = template.render_pair(other_perspective(agent), item=item)
+        records.append({"id": f"{split}-released-{index:04d}", "family": "burglar", "template": template.id,
+                        "split": split, "self_prompt": self_prompt, "other_prompt": other_prompt,
+                        "agent": agent, "item": item})
     return records
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from soo.core.loss import TOKEN_MODES
+from soo.core.loss import KL_POSITIONS, SOO_DISTANCES, TOKEN_MODES
 from soo.core.prompts import DEFAULT_ANSWER_PREFIX, DEFAULT_ANSWER_SUFFIX
 from soo.train.distributed import zero_stage
 
@@ -59,6 +59,9 @@ class ModelArguments:
     )
 
 
+PADDING_SIDES = ("tokenizer", "left", "right")
+
+
 @dataclass
 class DataArguments:
     data_path: str = field(default="data/soo_train.jsonl", metadata={
@@ -75,6 +78,15 @@ class DataArguments:
     system_prompt: str | None = field(
         default=None, metadata={"help": "System message for the chat template (default: the template's own)."}
     )
+    padding_side: str = field(
+        default="tokenizer",
+        metadata={"help": "With --soo_kl_positions released: the side prompts are padded on to --max_length: "
+                          "tokenizer (its own configured side, as the released code did), left or right."},
+    )
+
+    def __post_init__(self):
+        if self.padding_side not in PADDING_SIDES:
+            raise ConfigError(f"--padding_side must be one of {', '.join(PADDING_SIDES)}, got '{self.padding_side}'.")
 
 
 @dataclass
@@ -82,7 +94,19 @@ class SOOConfig(TrainingArguments):
     """TrainingArguments plus the SOO loss settings; `SOOTrainer` reads them as `self.args`."""
 
     lm_weight: float = field(default=1.0, metadata={"help": "Weight of the LM loss on both prompts (0: SOO only)."})
-    soo_weight: float = field(default=1.0, metadata={"help": "Weight of the SOO (self-other MSE) loss."})
+    soo_weight: float = field(default=1.0, metadata={"help": "Weight of the SOO (self-other distance) loss."})
+    soo_distance: str = field(
+        default="mse",
+        metadata={"help": "mse: mean squared error between the --soo_module outputs at --soo_layers (the paper's "
+                          "text); kl_logits: KL(P_other || P_self) between the output next-token distributions, "
+                          "summed over positions and vocabulary per pair (the authors' released code)."},
+    )
+    soo_kl_positions: str = field(
+        default="aligned",
+        metadata={"help": "With kl_logits: aligned (the positions --soo_token_mode full/last compares, never "
+                          "padding) or released (every position of prompts padded alone to --max_length on "
+                          "--padding_side, pad positions included, compared by index, as released)."},
+    )
     soo_layers: list[int] = field(
         default_factory=list,
         metadata={"help": "Decoder layer indices to compare (negative counts from the end). Unset: the middle layer."},
@@ -102,6 +126,14 @@ class SOOConfig(TrainingArguments):
     def __post_init__(self):
         if self.soo_token_mode not in TOKEN_MODES:
             raise ConfigError(f"--soo_token_mode must be one of {', '.join(TOKEN_MODES)}, got '{self.soo_token_mode}'.")
+        if self.soo_distance not in SOO_DISTANCES:
+            raise ConfigError(f"--soo_distance must be one of {', '.join(SOO_DISTANCES)}, got '{self.soo_distance}'.")
+        if self.soo_kl_positions not in KL_POSITIONS:
+            raise ConfigError(f"--soo_kl_positions must be one of {', '.join(KL_POSITIONS)}, "
+                              f"got '{self.soo_kl_positions}'.")
+        if self.soo_distance == "kl_logits" and self.soo_kl_positions == "aligned" and self.soo_token_mode == "mean":
+            raise ConfigError("--soo_distance kl_logits compares positions: use --soo_token_mode full or last "
+                              "(or --soo_kl_positions released).")
         if self.lm_weight < 0 or self.soo_weight < 0:
             raise ConfigError("--lm_weight and --soo_weight must be >= 0.")
         if self.lm_weight == 0 and self.soo_weight == 0:

@@ -17,7 +17,8 @@ from transformers import TrainerCallback, set_seed
 
 from soo.core.capture import ActivationCapture, find_decoder_layers
 from soo.core.io import RUN_CONFIG_FILE, write_json_atomic
-from soo.core.modeling import add_lora, load_model, load_tokenizer, resolve_model_path, warn_if_fp16_unsafe
+from soo.core.modeling import (add_lora, load_model, load_tokenizer, native_padding_side, resolve_model_path,
+                               warn_if_fp16_unsafe)
 from soo.core.pair_batch import SOOPairCollator, tokenize_pairs
 from soo.data.pairs import load_pairs
 from soo.train.config import SOOConfig
@@ -33,11 +34,23 @@ HELDOUT_BEFORE_FILE = "heldout_before.json"
 
 
 def _heldout_summary(metrics: dict, prefix: str) -> dict:
-    keys = ("soo_loss", "soo_loss_ci95", "soo_loss_n", "soo_act_spread", "lm_loss", "lm_loss_ci95")
+    keys = ("soo_loss", "soo_loss_ci95", "soo_loss_n", "soo_kl_logits", "soo_kl_logits_ci95", "soo_kl_logits_n",
+            "soo_latent_mse", "soo_latent_mse_ci95", "soo_act_spread", "lm_loss", "lm_loss_ci95")
     summary = {key: metrics[f"{prefix}_{key}"] for key in keys if f"{prefix}_{key}" in metrics}
-    # Scale-free SOO: a fall in soo_loss that comes with a collapsing spread is not overlap.
-    summary["soo_relative"] = summary["soo_loss"] / summary["soo_act_spread"]
+    # Scale-free SOO: a fall in the MSE that comes with a collapsing spread is not overlap.
+    latent = summary.get("soo_loss", summary.get("soo_latent_mse"))
+    summary["soo_relative"] = latent / summary["soo_act_spread"]
     return summary
+
+
+def pair_collator(tokenizer, data_args, config: SOOConfig) -> SOOPairCollator:
+    """The batch layout the SOO settings ask for: right padding to the batch's longest prompt, or
+    the released code's (each prompt padded alone to --max_length, pad = EOS as they set it)."""
+    if config.soo_distance == "kl_logits" and config.soo_kl_positions == "released":
+        side = native_padding_side(tokenizer) if data_args.padding_side == "tokenizer" else data_args.padding_side
+        return SOOPairCollator(pad_token_id=tokenizer.eos_token_id, token_mode=config.soo_token_mode,
+                               fixed_length=data_args.max_length, padding_side=side)
+    return SOOPairCollator(pad_token_id=tokenizer.pad_token_id, token_mode=config.soo_token_mode)
 
 
 class _HeldoutBeforeCallback(TrainerCallback):
@@ -134,16 +147,18 @@ def _run(model_args, data_args, config: SOOConfig, config_path, preemption, call
         args=config,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=SOOPairCollator(pad_token_id=tokenizer.pad_token_id, token_mode=config.soo_token_mode),
+        data_collator=pair_collator(tokenizer, data_args, config),
         processing_class=tokenizer,
         callbacks=[preemption, *callbacks],
     )
     if trainer.is_world_process_zero():
         trainable, total = model.get_nb_trainable_parameters()
         logger.info(
-            "Model %s (%s), SOO at %s, token mode %s, lm_weight %g, soo_weight %g; LoRA %.2fM of %.1fM params; "
+            "Model %s (%s), SOO %s at %s, token mode %s, lm_weight %g, soo_weight %g; LoRA %.2fM of %.1fM params; "
             "%d training pairs%s.",
-            model_args.model_name_or_path or "embedded SmolLM2-135M-Instruct", model_type, trainer.capture.describe(),
+            model_args.model_name_or_path or "embedded SmolLM2-135M-Instruct", model_type,
+            config.soo_distance if config.soo_distance == "mse" else f"{config.soo_distance} ({config.soo_kl_positions})",
+            trainer.capture.describe() if config.soo_distance == "mse" else "the output logits",
             config.soo_token_mode, config.lm_weight, config.soo_weight, trainable / 1e6, total / 1e6,
             len(train_dataset), f", {len(eval_dataset)} held-out pairs" if eval_dataset else "",
         )
@@ -204,17 +219,28 @@ def _run(model_args, data_args, config: SOOConfig, config_path, preemption, call
     return results
 
 
+def _before_after(before: dict, after: dict, key: str) -> list[str]:
+    change = (after[key] - before[key]) / before[key] * 100 if before[key] else float("nan")
+    return [f"  before: {before[key]:.5f} ± {before[key + '_ci95']:.5f}",
+            f"  after:  {after[key]:.5f} ± {after[key + '_ci95']:.5f}   ({change:+.1f}%)"]
+
+
 def format_heldout_report(results: dict, config: SOOConfig) -> str:
     before, after = results.get("heldout_before"), results.get("heldout_after")
     lines = [f"Training: {results['train']['wall_seconds']:.0f} s, final train loss {results['train'].get('train_loss', float('nan')):.4g}"]
     if before and after:
         layers = ",".join(str(layer) for layer in config.soo_layers)
-        change = (after["soo_loss"] - before["soo_loss"]) / before["soo_loss"] * 100 if before["soo_loss"] else float("nan")
+        where = f"layer {layers}, {config.soo_module}, {config.soo_token_mode} tokens"
+        if config.soo_distance == "kl_logits":
+            lines += [f"Held-out SOO (KL(P_other || P_self) of the output distributions, {config.soo_kl_positions} "
+                      f"positions, summed per pair, n={before['soo_kl_logits_n']} pairs, mean ± 95% CI):",
+                      *_before_after(before, after, "soo_kl_logits"),
+                      f"Held-out latent MSE (self vs other, {where}; not trained): "
+                      f"before {before['soo_latent_mse']:.5f}, after {after['soo_latent_mse']:.5f}"]
+        else:
+            lines += [f"Held-out SOO (MSE self vs other, {where}, n={before['soo_loss_n']} pairs, mean ± 95% CI):",
+                      *_before_after(before, after, "soo_loss")]
         lines += [
-            f"Held-out SOO (MSE self vs other, layer {layers}, {config.soo_module}, {config.soo_token_mode} tokens, "
-            f"n={before['soo_loss_n']} pairs, mean ± 95% CI):",
-            f"  before: {before['soo_loss']:.5f} ± {before['soo_loss_ci95']:.5f}",
-            f"  after:  {after['soo_loss']:.5f} ± {after['soo_loss_ci95']:.5f}   ({change:+.1f}%)",
             f"Activation spread (variance of the compared activations across tokens and prompts): "
             f"before {before['soo_act_spread']:.5f}, after {after['soo_act_spread']:.5f}",
             f"Relative SOO (SOO / spread; ~2 = self no closer to its other than to anything else): "

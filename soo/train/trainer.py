@@ -4,12 +4,16 @@ It reads its SOO settings from `SOOConfig` (`soo.train.config`), the TrainingArg
 given as `args`; batches come from `soo.core.pair_batch.SOOPairCollator` ([self; other] rows).
 
 Loss per micro-batch:  lm_weight * mean_seq(LM loss) + soo_weight * mean_pairs(SOO distance).
+The SOO distance is `soo_distance`: MSE between captured activations (logged as soo_loss), or the
+released code's KL between output distributions (logged as soo_kl_logits, with the MSE at the
+hooked layers beside it as soo_latent_mse, a diagnostic that trains nothing).
 Both are means over examples, so `loss_is_scaled_for_ga = False` lets the Trainer divide by the
 accumulation steps, and 2 micro-batches of 2 give exactly the gradient of one batch of 4.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import defaultdict
@@ -19,10 +23,17 @@ import torch
 from transformers import Trainer
 
 from soo.core.capture import ActivationCapture, ForwardStopped
-from soo.core.loss import activation_spread_per_pair, lm_loss_per_sequence, soo_distance_per_pair
+from soo.core.loss import activation_spread_per_pair, kl_logits_per_pair, lm_loss_per_sequence, soo_distance_per_pair
 from soo.train.config import SOOConfig
 from soo.train.distributed import zero_stage
 from soo.train.preemption import mark_checkpoint_complete
+
+
+logger = logging.getLogger("soo")
+
+# The logged name of the trained SOO term for each distance ("soo_loss" kept for MSE: earlier runs,
+# sweeps and reports read it).
+SOO_METRIC = {"mse": "soo_loss", "kl_logits": "soo_kl_logits"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -54,8 +65,11 @@ class SOOTrainer(Trainer):
         # SOO-only training needs nothing after the deepest hooked module. Not under ZeRO-3: its
         # parameter gathering follows module hooks that an interrupted forward would leave unbalanced.
         self.early_exit = (
-            args.soo_early_exit and args.lm_weight == 0 and zero_stage(args) != 3
+            args.soo_early_exit and args.lm_weight == 0 and zero_stage(args) != 3 and args.soo_distance == "mse"
         )
+        if args.soo_distance == "kl_logits":
+            logger.info("SOO distance kl_logits (%s positions): the loss needs the output logits, so every forward "
+                        "runs the whole model (no early exit).", args.soo_kl_positions)
         # [sum, sum of squares, count] per metric since the last log: exact means over pairs and
         # sequences, and the spread for a 95% interval, all summable across processes.
         self._metric_stats = {mode: defaultdict(lambda: torch.zeros(3, dtype=torch.float64)) for mode in ("train", "eval")}
@@ -77,16 +91,21 @@ class SOOTrainer(Trainer):
 
         layer_activations = self.capture.stacked()
         token_mode = self.args.soo_token_mode
-        soo_per_pair = torch.stack([soo_distance_per_pair(acts, inputs, token_mode) for acts in layer_activations]).mean(0)
-        if mode == "train" and torch.is_grad_enabled() and not soo_per_pair.requires_grad:
-            raise RuntimeError(
-                "The captured activations carry no gradient, so the SOO term cannot train anything. "
-                "With --activation_checkpointing use non-reentrant checkpointing "
-                "(--activation_checkpointing_kwargs '{\"use_reentrant\": false}', the default)."
-            )
+        if self.args.soo_distance == "kl_logits":
+            soo_per_pair = kl_logits_per_pair(outputs.logits, inputs, self.args.soo_kl_positions)
+            with torch.no_grad():  # diagnostic: the paper's distance at the hooked layers
+                self._record(mode, "soo_latent_mse", self._latent_mse(layer_activations, inputs))
+        else:
+            soo_per_pair = self._latent_mse(layer_activations, inputs)
+            if mode == "train" and torch.is_grad_enabled() and not soo_per_pair.requires_grad:
+                raise RuntimeError(
+                    "The captured activations carry no gradient, so the SOO term cannot train anything. "
+                    "With --activation_checkpointing use non-reentrant checkpointing "
+                    "(--activation_checkpointing_kwargs '{\"use_reentrant\": false}', the default)."
+                )
         soo = soo_per_pair.mean()
         loss = self.args.soo_weight * soo
-        self._record(mode, "soo_loss", soo_per_pair)
+        self._record(mode, SOO_METRIC[self.args.soo_distance], soo_per_pair)
         with torch.no_grad():  # diagnostic: does SOO fall because the hooked output stops varying at all?
             spread = torch.stack([activation_spread_per_pair(acts, inputs, token_mode) for acts in layer_activations])
             self._record(mode, "soo_act_spread", spread.mean(0))
@@ -101,11 +120,17 @@ class SOOTrainer(Trainer):
         if not torch.isfinite(loss):
             lm_text = "not computed" if lm_per_sequence is None else f"{lm_per_sequence.mean().item():.4g}"
             raise NonFiniteLossError(
-                f"Non-finite loss at step {self.state.global_step + 1} ({mode}): soo_loss={soo.item():.4g}, "
+                f"Non-finite loss at step {self.state.global_step + 1} ({mode}): "
+                f"{SOO_METRIC[self.args.soo_distance]}={soo.item():.4g}, "
                 f"lm_loss={lm_text}. Under fp16 (most often with Gemma-2/3) activations overflow: "
                 "use --bf16 where the GPU has it, or fp32; otherwise lower --learning_rate."
             )
         return (loss, outputs) if return_outputs else loss
+
+    def _latent_mse(self, layer_activations, inputs) -> torch.Tensor:
+        """MSE between self and other activations per pair, averaged over the SOO layers."""
+        token_mode = self.args.soo_token_mode
+        return torch.stack([soo_distance_per_pair(acts, inputs, token_mode) for acts in layer_activations]).mean(0)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
