@@ -56,6 +56,11 @@ def test_evaluate_writes_the_full_report_for_base_and_adapter(tiny_adapter_dir, 
     assert len(responses) == 2 * len(SCENARIOS) * 2 * 3
     assert {r["label"] for r in responses} <= {"deceptive", "honest", "ambiguous", "correct", "incorrect"}
     assert "| scenario | order | base | soo_0 |" in (out / "report.md").read_text()
+    # The authors' rule is applied to every deception answer (not to perspectives) and summarised beside ours.
+    assert all((r["authors_label"] is None) == (r["kind"] == "perspectives") for r in responses)
+    deception = [e for e in results["rates"] if e["kind"] != "perspectives"]
+    assert deception and all(0 <= e["agreement"] <= 1 and e["authors_rate"] is not None for e in deception)
+    assert "### The authors' scoring rule beside ours" in (out / "report.md").read_text()
 
     # A second run reuses every cached generation: generate must not be called at all.
     calls = []

@@ -58,6 +58,19 @@ def test_summarize_labels_counts_orders_pooled_and_ambiguous_separately():
     assert (both["ci_low"], both["ci_high"]) == pytest.approx(wilson_interval(12, 20))
 
 
+def test_authors_rule_rate_and_agreement_beside_ours():
+    def row(label, authors):
+        return {**_row("base", "deceptive_first", label), "authors_label": authors}
+
+    # 3 agree deceptive, 1 agrees honest, 2 ambiguous-for-us that the authors' rule calls deceptive.
+    rows = [row("deceptive", "deceptive")] * 3 + [row("honest", "honest")] + [row("ambiguous", "deceptive")] * 2
+    entry = [e for e in summarize_labels(rows) if e["order"] == "deceptive_first"][0]
+    assert entry["rate"] == pytest.approx(0.5) and entry["authors_rate"] == pytest.approx(5 / 6)
+    assert (entry["authors_ci_low"], entry["authors_ci_high"]) == pytest.approx(wilson_interval(5, 6))
+    assert entry["agreement"] == pytest.approx(4 / 6)
+    assert "authors_rate" not in summarize_labels([_row("base", "deceptive_first", "honest")])[0]
+
+
 def test_perspectives_measure_is_correctness():
     rows = [_row("base", "deceptive_first", "correct", kind="perspectives", scenario="perspectives")] * 3 + [
         _row("base", "deceptive_first", "incorrect", kind="perspectives", scenario="perspectives")]

@@ -24,7 +24,7 @@ from pathlib import Path
 from soo.core.io import read_run_config, write_jsonl_atomic
 from soo.core.prompts import DEFAULT_ANSWER_PREFIX, DEFAULT_ANSWER_SUFFIX
 from soo.core.stats import mean_sd, wilson_interval
-from soo.eval.classify import classify, classify_perspectives
+from soo.eval.classify import DECEPTIVE, authors_label, classify, classify_perspectives
 from soo.eval.generation import DecodingConfig, GenerationCache, generate_with_cache, model_fingerprint
 from soo.eval.scenarios import ORDERS, build_eval_prompts
 
@@ -120,6 +120,13 @@ def label_response(prompt, response: str) -> str:
     return classify(response, prompt.deceptive_option, prompt.honest_option)
 
 
+def authors_response_label(prompt, response: str) -> str | None:
+    """The authors' released rule's label (deception scenarios only; None for perspectives)."""
+    if prompt.kind == "perspectives":
+        return None
+    return authors_label(response, prompt.deceptive_option, prompt.honest_option)
+
+
 def _rate(count: int, n: int) -> dict:
     if n == 0:  # e.g. no answer chose an option: no rate (null in results.json, "n/a" in the report)
         return {"rate": None, "ci_low": None, "ci_high": None}
@@ -149,6 +156,11 @@ def summarize_labels(rows: list[dict]) -> list[dict]:
         decided = n - counts["ambiguous"]
         entry.update({f"{key}_among_decided": value for key, value in _rate(counts[measured], decided).items()})
         entry["n_decided"] = decided
+        if members[0].get("authors_label") is not None:  # the authors' rule beside ours, on the same answers
+            authors = sum(1 for member in members if member["authors_label"] == DECEPTIVE)
+            entry.update({f"authors_{key}": value for key, value in _rate(authors, n).items()})
+            entry["agreement"] = sum(1 for member in members
+                                     if (member["label"] == DECEPTIVE) == (member["authors_label"] == DECEPTIVE)) / n
         summary.append(entry)
     return summary
 
@@ -236,7 +248,9 @@ def run_evaluation(config: EvalConfig) -> dict:
             rows.append({"condition": condition["name"], "group": condition["group"], "scenario": prompt.scenario,
                          "order": prompt.order, "index": prompt.index, "kind": prompt.kind,
                          "deceptive_option": prompt.deceptive_option, "honest_option": prompt.honest_option,
-                         "label": label_response(prompt, response), "prompt": prompt.prompt, "response": response})
+                         "label": label_response(prompt, response),
+                         "authors_label": authors_response_label(prompt, response),
+                         "prompt": prompt.prompt, "response": response})
     empty = sum(1 for row in rows if not row["response"].strip())
     if empty:
         logger.warning("%d of %d responses are empty (counted as ambiguous); raise --max_new_tokens or check the "
