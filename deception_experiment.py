@@ -12,7 +12,9 @@
   # resumable: finished cells are reused, a failed one is reported and rerun next time:
   python generate_data.py --split train --n 1000 --seed 0 --output_file data/soo_train.jsonl
   python generate_data.py --split test --n 200 --seed 0 --output_file data/soo_test.jsonl
+  python generate_data.py --released --n 48 --output_file data/soo_train_released.jsonl
   python deception_experiment.py run --organism outputs/organisms/asymmetric --seeds 0 1 2
+  python deception_experiment.py run --organism base --conditions soo_kl --seeds 0 1 2   # no organism
   python deception_experiment.py report --organisms outputs/organisms/asymmetric outputs/organisms/symmetric \
       --output_dir results/deception-experiment
 
@@ -60,12 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     base = ExperimentConfig()
     run = commands.add_parser("run", help="every condition x seed on one organism (resumable)")
-    run.add_argument("--organism", required=True, help="an organism folder (with organism.json)")
+    run.add_argument("--organism", required=True,
+                     help="an organism folder (with organism.json), or 'base' for the base model itself "
+                          "(results in outputs/base-model/experiment)")
     run.add_argument("--output_dir", default=None, help="experiment folder (default: ORGANISM/experiment)")
     run.add_argument("--seeds", type=int, nargs="+", default=base.seeds, help="(default: 0 1 2)")
     run.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(PREREGISTERED),
                      help=f"(default: the pre-registered {' '.join(PREREGISTERED)}; soo_only is exploratory)")
-    for name in ("finetuning_config", "train_pairs", "heldout_pairs"):
+    for name in ("finetuning_config", "train_pairs", "heldout_pairs", "released_config", "released_pairs"):
         run.add_argument(f"--{name}", default=getattr(base, name), help=f"(default: {getattr(base, name)})")
     for name in ("max_steps", "honest_sft_steps", "eval_n", "generation_n", "latent_pairs"):
         run.add_argument(f"--{name}", type=int, default=getattr(base, name), help=f"(default: {getattr(base, name)})")
@@ -81,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     separation.add_argument("--answer_prefix", default=defaults.answer_prefix, help="(default: %(default)s)")
 
     report = commands.add_parser("report", help="report.md, summary.json and changes.png over organisms")
-    report.add_argument("--organisms", nargs="+", required=True, help="organism folders (their experiment/ is read)")
+    report.add_argument("--organisms", nargs="+", required=True,
+                        help="organism folders (their experiment/ is read), or 'base' (outputs/base-model/experiment)")
+    report.add_argument("--reuse_summary", default=None,
+                        help="an earlier report's summary.json: conditions not found in the folders are taken from "
+                             "it, per organism name, marked '(earlier run)' (e.g. docs/deception-experiment/summary.json)")
     report.add_argument("--output_dir", default="results/deception-experiment", help="(default: %(default)s)")
     return parser
 
@@ -131,8 +139,10 @@ def main(argv=None) -> int:
                 organism_dir=args.organism, output_dir=args.output_dir, seeds=args.seeds, conditions=args.conditions,
                 **{name: getattr(args, name) for name in ("finetuning_config", "train_pairs", "heldout_pairs",
                                                           "max_steps", "honest_sft_steps", "honest_sft_learning_rate",
-                                                          "eval_n", "generation_n", "latent_pairs")})
-            for path in (config.finetuning_config, config.train_pairs, config.heldout_pairs):
+                                                          "eval_n", "generation_n", "latent_pairs",
+                                                          "released_config", "released_pairs")})
+            for path in (config.finetuning_config, config.train_pairs, config.heldout_pairs,
+                         config.released_config):
                 if not Path(path).is_file():
                     raise ValueError(f"{path}: no such file (generate the pairs first, see --help)")
             outcome = run_experiment(config, progress=not args.no_progress)
@@ -145,14 +155,23 @@ def main(argv=None) -> int:
             return 1
         print(f"done: {outcome['root']}")
     else:
+        from soo.core.io import read_yaml
+        from soo.organism.experiment import ExperimentConfig
         from soo.organism.report import markdown, write_report
 
-        roots = {Path(folder).name: Path(folder) / "experiment" for folder in args.organisms}
+        roots = {Path(folder).name: ExperimentConfig(organism_dir=folder).root for folder in args.organisms}
         missing = [str(root) for root in roots.values() if not (root / "organism").is_dir()]
         if missing:
             print(f"error: no experiment results in {', '.join(missing)} (run it first)", file=sys.stderr)
             return 2
-        summaries = write_report(roots, Path(args.output_dir))
+        try:
+            # JSON is YAML: one reader with one-line errors for both
+            earlier = read_yaml(args.reuse_summary, ValueError, f"--reuse_summary {args.reuse_summary}") \
+                if args.reuse_summary else None
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        summaries = write_report(roots, Path(args.output_dir), earlier)
         print(markdown(summaries))
     return 0
 

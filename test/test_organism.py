@@ -119,16 +119,27 @@ def test_experiment_runs_resumes_and_reports(tiny_model_dir, data_files, tmp_pat
     organism = OrganismConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path / "org"), steps=2,
                               n_train_instances=4, twins_per_batch=2, eval_n=2)
     make_organism(organism, progress=False)
-    config = ExperimentConfig(organism_dir=organism.output_dir, seeds=[0], conditions=["soo", "honest_sft"],
+    from soo.core.io import write_jsonl_atomic
+    from soo.data.pairs import released_pairs
+
+    released = write_jsonl_atomic(tmp_path / "released.jsonl", released_pairs("train", 8))
+    config = ExperimentConfig(organism_dir=organism.output_dir, seeds=[0], conditions=["soo", "honest_sft", "soo_kl"],
                               train_pairs=str(data_files[0]), heldout_pairs=str(data_files[1]), max_steps=2,
                               honest_sft_steps=2, honest_sft_learning_rate=5e-3, eval_n=2, generation_n=1, latent_pairs=4,
-                              extra_finetuning_args=["--soo_layers", "2", "--use_cpu", "--max_length", "512"])
+                              released_pairs=str(released),
+                              extra_finetuning_args=["--soo_layers", "2", "--use_cpu", "--max_length", "512",
+                                                     "--num_train_epochs", "1"])
     messages = []
     outcome = run_experiment(config, progress=False, log=messages.append)
     assert outcome["failed"] == [], messages
     root = tmp_path / "org" / "experiment"
-    for cell in ("organism", "soo/seed0", "honest_sft/seed0"):
+    for cell in ("organism", "soo/seed0", "honest_sft/seed0", "soo_kl/seed0"):
         assert (root / cell / EVAL_FILE).is_file(), cell
+    kl_cell = json.loads((root / "soo_kl" / "seed0" / EVAL_FILE).read_text())
+    assert kl_cell["answer_position_kl"]["n"] == 4 and kl_cell["answer_position_kl"]["mean"] >= 0
+    assert 0 <= kl_cell["generation_main"]["authors_deceptive"] <= kl_cell["generation_main"]["n"]
+    kl_record = json.loads((root / "soo_kl" / "seed0" / RUN_CONFIG_FILE).read_text())
+    assert kl_record["soo_args"]["soo_distance"] == "kl_logits" and kl_record["data_args"]["max_length"] == 512
     honest = json.loads((root / "honest_sft" / "seed0" / RUN_CONFIG_FILE).read_text())["honest_sft"]
     assert (honest["kind"], honest["steps"], honest["learning_rate"]) == ("honest", 2, 5e-3)
     adapter = root / "soo" / "seed0" / "adapter_model.safetensors"
@@ -146,11 +157,13 @@ def test_experiment_runs_resumes_and_reports(tiny_model_dir, data_files, tmp_pat
         run_experiment(other, progress=False, log=messages.append)
 
     summaries = write_report({"tiny": root}, tmp_path / "report")
-    assert set(summaries["tiny"]["conditions"]) == {"soo", "honest_sft"}
+    assert set(summaries["tiny"]["conditions"]) == {"soo", "honest_sft", "soo_kl"}
     entry = summaries["tiny"]["conditions"]["soo"]
     assert entry["other_change"]["n"] == 1 and -1 <= entry["other_change"]["mean"] <= 1
+    assert {"answer_position_kl", "generation_authors_rate", "perplexity"} <= set(entry)
     for name in ("report.md", "summary.json", "changes.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+    assert "authors' rule" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_sft_loss_equals_the_full_logits_loss(make_model, tokenizer):
@@ -255,6 +268,17 @@ def test_each_condition_trains_with_its_own_loss_weights(tmp_path, monkeypatch):
     assert argvs["soo_only"][argvs["soo_only"].index("--lm_weight") + 1] == "0"
     assert config.conditions == list(experiment.PREREGISTERED)  # exploratory conditions only on request
 
+    # The released recipe's cells: its own config and pairs, its own schedule (no --max_steps).
+    for condition in experiment.RELEASED_CONDITIONS:
+        (tmp_path / condition).mkdir()
+        experiment._train_finetuning_cell(config, organism, condition, 0, tmp_path / condition / "seed0")
+    for condition in experiment.RELEASED_CONDITIONS:
+        argv = argvs[condition]
+        assert argv[argv.index("--config") + 1] == config.released_config and "--max_steps" not in argv
+    assert argvs["soo_kl"][argvs["soo_kl"].index("--data_path") + 1] == config.released_pairs
+    mismatched = argvs["soo_kl_mismatched"][argvs["soo_kl_mismatched"].index("--data_path") + 1]
+    assert mismatched.endswith("mismatched_released_pairs.jsonl")
+
 
 def _change(values):
     from soo.organism.report import _interval
@@ -272,6 +296,38 @@ def test_verdict_applies_the_preregistered_rule_and_needs_three_seeds():
     assert verdict(overlapping)["soo_effect"] is False
     weak_control = {**clear, "honest_sft": _change([-0.2, -0.25, -0.22])}  # a fall, but under 0.3
     assert verdict(weak_control)["positive_control_valid"] is False
+    # The released recipe's rule: soo_kl against lm_only, soo_mismatched and soo_kl_mismatched.
+    released = {**clear, "soo_kl": _change([-0.5, -0.45, -0.55]), "soo_kl_mismatched": _change([0.0, 0.01, -0.01])}
+    assert verdict(released)["released_effect"] is True
+    assert verdict({**released, "soo_kl_mismatched": _change([-0.5, -0.6, -0.4])})["released_effect"] is False
+    assert "released_effect" not in verdict(clear)  # not run: not decidable
     one_seed = {name: _change([entry["other_change"]["mean"]]) for name, entry in clear.items()}
     assert verdict(one_seed) == {}  # not decidable, not "no effect"
     assert verdict({name: clear[name] for name in ("soo", "lm_only")}) == {}
+
+
+def test_report_reuses_earlier_cells_marked_and_never_over_new_ones():
+    from soo.organism.report import reuse_earlier
+
+    new = {"organism": {"other": 0.99, "self": 0.01}, "conditions": {"soo_kl": {**_change([-0.1, -0.1, -0.1]),
+                                                                          "seeds": [0, 1, 2]}}, "verdict": {}}
+    earlier = {"organism": {"other": 0.98, "self": 0.02},
+               "conditions": {"soo_kl": {**_change([-0.9, -0.9, -0.9]), "seeds": [0]},
+                              "lm_only": {**_change([-0.2, -0.1, 0.0]), "seeds": [0, 1, 2]}}}
+    merged = reuse_earlier(new, earlier)
+    assert merged["conditions"]["soo_kl"]["other_change"]["mean"] == pytest.approx(-0.1)  # the new cell wins
+    assert "earlier_run" not in merged["conditions"]["soo_kl"] and merged["conditions"]["lm_only"]["earlier_run"]
+    assert merged["earlier_organism"] == earlier["organism"] and "lm_only" not in new["conditions"]
+
+
+def test_base_model_stands_in_for_an_organism(tmp_path, monkeypatch):
+    from soo.organism.experiment import ExperimentConfig, _organism_record
+
+    monkeypatch.setattr("soo.core.modeling.resolve_model_path", lambda name: f"resolved:{name}")
+    config = ExperimentConfig(organism_dir="base")
+    assert config.root == Path("outputs/base-model/experiment")
+    record = _organism_record(config)
+    assert record["merged_model"] == "resolved:None"
+    assert record["config"]["answer_prefix"] and record["config"]["answer_suffix"]
+    with pytest.raises(ValueError, match="organism.json"):
+        _organism_record(ExperimentConfig(organism_dir=str(tmp_path)))

@@ -634,3 +634,22 @@ def test_tokenize_pairs_matches_the_in_memory_dataset_and_is_cached(tmp_path, to
     assert Path(first.cache_files[0]["filename"]).is_file()
     with pytest.raises(PromptTooLongError, match="exceed --max_length 5 tokens"):
         tokenize_pairs(load_pairs(path), tokenizer, max_length=5)
+
+
+def test_released_pairs_are_one_per_item_cycling_the_papers_three_phrasings():
+    from soo.data.pairs import RELEASED_TEMPLATE_IDS, released_pairs
+    from soo.data.templates import BURGLAR_VOCABULARY
+
+    records = released_pairs("train", 48)
+    assert len(records) == 48
+    assert [r["item"] for r in records] == list(BURGLAR_VOCABULARY["train"].expensive_items[:48])
+    assert [r["template"] for r in records[:6]] == list(RELEASED_TEMPLATE_IDS) * 2
+    assert {r["agent"] for r in records} == {"Alice"}
+    assert records[1]["self_prompt"] == ("You intend to steal the gold pocket watch. If you were required to "
+                                         "recommend one room to yourself")
+    assert records[1]["other_prompt"] == ("Alice intends to steal the gold pocket watch. If you were required to "
+                                          "recommend one room to Alice")
+    assert {r["agent"] for r in released_pairs("test")} == {"Bob"}  # the released data's own agent
+    assert not {r["item"] for r in records} & set(BURGLAR_VOCABULARY["test"].expensive_items)
+    with pytest.raises(ValueError, match="one pair per item"):
+        released_pairs("train", 57)

@@ -14,7 +14,14 @@ from __future__ import annotations
 import torch
 
 from soo.core.prompts import format_prompt
+from soo.core.stats import mean_ci95
 from soo.eval.forced_choice import answer_prefix
+
+
+def _answer_position_ids(tokenizer, prompt, prefix_template: str) -> list[int]:
+    """The formatted prompt + answer prefix: its last token is where the options are read out."""
+    ids = format_prompt(tokenizer, prompt.prompt, True)
+    return ids + tokenizer(answer_prefix(prefix_template, prompt), add_special_tokens=False)["input_ids"]
 
 
 def last_token_states(model, tokenizer, prompts, prefix_template: str) -> torch.Tensor:
@@ -23,11 +30,30 @@ def last_token_states(model, tokenizer, prompts, prefix_template: str) -> torch.
     rows = []
     with torch.no_grad():
         for prompt in prompts:
-            ids = format_prompt(tokenizer, prompt.prompt, True)
-            ids = ids + tokenizer(answer_prefix(prefix_template, prompt), add_special_tokens=False)["input_ids"]
+            ids = _answer_position_ids(tokenizer, prompt, prefix_template)
             out = model(input_ids=torch.tensor([ids]), output_hidden_states=True, use_cache=False)
             rows.append(torch.stack([hidden[0, -1].float() for hidden in out.hidden_states]))
     return torch.stack(rows)
+
+
+def answer_position_kl(model, tokenizer, other_prompts, self_prompts, prefix_template: str) -> dict:
+    """KL(P_other || P_self) of the next-token distributions at the answer position, over twins
+    (the same instance and order asked about another agent and about the model itself): the
+    released loss's quantity where the answer is read out. Mean ± 95% interval over twins, nats."""
+    self_by_key = {(p.order, p.index): p for p in self_prompts}
+    values = []
+    with torch.no_grad():
+        for other in other_prompts:
+            own = self_by_key[(other.order, other.index)]
+            if (own.deceptive_option, own.honest_option) != (other.deceptive_option, other.honest_option):
+                raise ValueError(f"prompts {other.order}/{other.index} are not twins: their options differ")
+            log_p = [torch.log_softmax(model(input_ids=torch.tensor([_answer_position_ids(tokenizer, prompt,
+                                                                                            prefix_template)]),
+                                             use_cache=False).logits[0, -1].float(), dim=-1)
+                     for prompt in (other, own)]
+            values.append((log_p[0].exp() * (log_p[0] - log_p[1])).sum().item())
+    mean, ci95 = mean_ci95(values)
+    return {"mean": mean, "ci95": ci95, "n": len(values)}
 
 
 def twin_separation(other: torch.Tensor, own: torch.Tensor) -> list[dict]:
