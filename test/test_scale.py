@@ -111,6 +111,22 @@ def test_zero3_two_processes_trains_like_one_and_saves_a_loadable_adapter(
     assert all(value.numel() > 0 for value in _adapter_weights(out).values()), "ZeRO-3 saved empty (partitioned) tensors"
 
 
+def test_zero3_trains_the_released_kl_loss_like_one_process(tiny_model_dir, data_files, tmp_path):
+    """--soo_distance kl_logits (released layout) under ZeRO-3, 2 processes x 2 pairs = 1 process x 4."""
+    kl = ["--soo_distance", "kl_logits", "--soo_kl_positions", "released", "--lm_weight", "0", "--max_length", "128",
+          "--use_chat_template", "false", "--max_steps", "1"]
+    single, z3 = tmp_path / "single", tmp_path / "z3"
+    result = _run([sys.executable, str(WORKER), *_common_args(tiny_model_dir, data_files, single, 4), *kl])
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = _run([*_torchrun(2), str(WORKER), *_common_args(tiny_model_dir, data_files, z3, 2), *kl,
+                   "--deepspeed", str(REPO_ROOT / "ds_config_stage3.json")])
+    assert result.returncode == 0, result.stderr[-4000:]
+    z3_first, single_first = _train_logs(z3)[0], _train_logs(single)[0]
+    assert single_first["soo_kl_logits"] > 0
+    for key in ("loss", "soo_kl_logits", "soo_latent_mse"):
+        assert z3_first[key] == pytest.approx(single_first[key], rel=1e-4), key
+
+
 @pytest.mark.parametrize("ds_config", ["ds_config_stage2.json", "ds_config_stage3_offload.json"])
 def test_other_deepspeed_configs_train_like_one_process(ds_config, single_process_run, tiny_model_dir, data_files, tmp_path):
     """ZeRO-2, and ZeRO-3 with CPU offload (DeepSpeed's CPU Adam, compiled on first use: ~1 min once)."""
