@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, nargs="+", default=base.seeds, help="(default: 0 1 2)")
     run.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(PREREGISTERED),
                      help=f"(default: the pre-registered {' '.join(PREREGISTERED)}; soo_only is exploratory)")
-    for name in ("finetuning_config", "train_pairs", "heldout_pairs", "released_config", "released_pairs"):
+    for name in ("finetuning_config", "train_pairs", "heldout_pairs", "released_config", "released_pairs",
+                 "card_config"):
         run.add_argument(f"--{name}", default=getattr(base, name), help=f"(default: {getattr(base, name)})")
     for name in ("max_steps", "honest_sft_steps", "eval_n", "generation_n", "latent_pairs"):
         run.add_argument(f"--{name}", type=int, default=getattr(base, name), help=f"(default: {getattr(base, name)})")
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
                 **{name: getattr(args, name) for name in ("finetuning_config", "train_pairs", "heldout_pairs",
                                                           "max_steps", "honest_sft_steps", "honest_sft_learning_rate",
                                                           "eval_n", "generation_n", "latent_pairs",
-                                                          "released_config", "released_pairs")})
+                                                          "released_config", "released_pairs", "card_config")})
             for path in (config.finetuning_config, config.train_pairs, config.heldout_pairs,
                          config.released_config):
                 if not Path(path).is_file():

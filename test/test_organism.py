@@ -276,6 +276,10 @@ def test_each_condition_trains_with_its_own_loss_weights(tmp_path, monkeypatch):
         argv = argvs[condition]
         assert argv[argv.index("--config") + 1] == config.released_config and "--max_steps" not in argv
     assert argvs["soo_kl"][argvs["soo_kl"].index("--data_path") + 1] == config.released_pairs
+    (tmp_path / "soo_card").mkdir()
+    experiment._train_finetuning_cell(config, organism, "soo_card", 0, tmp_path / "soo_card" / "seed0")
+    card = argvs["soo_card"]
+    assert card[card.index("--config") + 1] == config.card_config and "--max_steps" in card
     mismatched = argvs["soo_kl_mismatched"][argvs["soo_kl_mismatched"].index("--data_path") + 1]
     assert mismatched.endswith("mismatched_released_pairs.jsonl")
 

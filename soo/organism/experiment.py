@@ -14,6 +14,8 @@ Conditions, each a LoRA adapter trained on top of the organism (its merged weigh
                   of prompts padded to 128, on the paper's three template pairs, 20 epochs
   soo_kl_mismatched  the same loss and schedule on mismatched pairs (self prompt i with the
                   other prompt of pair i+1)
+  soo_card        descriptive: the design card's recipe (configs/gemma-2-27b-it.yaml's LoRA and lr, LM + MSE
+                  at the same fraction of depth: layer 13 of 30; configs/smollm2-135m-instruct-card.yaml)
   soo_only        exploratory, not in the default set nor in the rule below (added after the first
                   seed showed the LM term moving every condition far, KL ~4.4 nats/token): the
                   SOO term alone (lm_weight 0), the paper's recipe if it used no LM term
@@ -54,7 +56,7 @@ from soo.core.io import RUN_CONFIG_FILE, write_json_atomic, write_jsonl_atomic
 # The default set, in the rules' order: the paper-as-described rule's four, then the released recipe's two.
 PREREGISTERED = ("soo", "lm_only", "soo_mismatched", "honest_sft", "soo_kl", "soo_kl_mismatched")
 RELEASED_CONDITIONS = ("soo_kl", "soo_kl_mismatched")  # trained with released_config, its own schedule
-CONDITIONS = (*PREREGISTERED, "soo_only")
+CONDITIONS = (*PREREGISTERED, "soo_card", "soo_only")
 BASE_MODEL = "base"  # --organism base: the cells on the base model itself
 EVAL_FILE = "eval.json"  # a cell's evaluation; written last, so its presence marks the cell done
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +79,7 @@ class ExperimentConfig:
     latent_pairs: int = 100
     released_config: str = "configs/smollm2-135m-instruct-released.yaml"  # soo_kl, soo_kl_mismatched
     released_pairs: str = "data/soo_train_released.jsonl"  # generate_data.py --released --n 48
+    card_config: str = "configs/smollm2-135m-instruct-card.yaml"  # soo_card
     extra_finetuning_args: list[str] = field(default_factory=list)  # e.g. a tiny model's --soo_layers 2
 
     def __post_init__(self):
@@ -135,8 +138,9 @@ def _train_finetuning_cell(config: ExperimentConfig, organism: dict, condition: 
             write_jsonl_atomic(data, mismatched_pairs(read_pairs_jsonl(source)))
     # The released recipe keeps its own schedule (20 epochs); the others run max_steps.
     schedule = [] if released else ["--max_steps", str(config.max_steps)]
-    argv = [sys.executable, str(REPO_ROOT / "finetuning.py"), "--config",
-            config.released_config if released else config.finetuning_config,
+    recipe = {"soo_card": config.card_config}.get(condition, config.released_config if released
+                                                     else config.finetuning_config)
+    argv = [sys.executable, str(REPO_ROOT / "finetuning.py"), "--config", recipe,
             "--model_name_or_path", organism["merged_model"], "--data_path", data,
             "--eval_data_path", config.heldout_pairs, "--output_dir", str(cell), "--seed", str(seed), *schedule,
             "--report_to", "none", "--disable_tqdm", "true",
@@ -245,7 +249,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, log=print) -
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
         for key in ("finetuning_config", "train_pairs", "heldout_pairs", "max_steps", "honest_sft_steps",
                     "honest_sft_learning_rate", "eval_n", "generation_n", "latent_pairs", "extra_finetuning_args",
-                    "released_config", "released_pairs"):
+                    "released_config", "released_pairs", "card_config"):
             # A folder made before a setting existed has no record of it: nothing to compare.
             if key in previous and previous[key] != getattr(config, key):
                 raise ValueError(f"{root} was run with {key} = {previous.get(key)!r}, not {getattr(config, key)!r}; "

@@ -133,7 +133,8 @@ def _fmt(entry: dict | None, digits: int = 3, signed: bool = False) -> str:
 
 
 def _label(condition: str, entry: dict | None = None) -> str:
-    label = condition if condition in PREREGISTERED else f"{condition} (exploratory)"
+    role = "descriptive" if condition == "soo_card" else "exploratory"
+    label = condition if condition in PREREGISTERED else f"{condition} ({role})"
     return f"{label} (earlier run)" if entry and entry.get("earlier_run") else label
 
 
