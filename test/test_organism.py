@@ -269,6 +269,10 @@ def test_each_condition_trains_with_its_own_loss_weights(tmp_path, monkeypatch):
     assert config.conditions == list(experiment.PREREGISTERED)  # exploratory conditions only on request
 
     # The released recipe's cells: its own config and pairs, its own schedule (no --max_steps).
+    from soo.core.io import write_jsonl_atomic
+    from soo.data.pairs import released_pairs
+
+    config.released_pairs = str(write_jsonl_atomic(tmp_path / "released.jsonl", released_pairs("train", 4)))
     for condition in experiment.RELEASED_CONDITIONS:
         (tmp_path / condition).mkdir()
         experiment._train_finetuning_cell(config, organism, condition, 0, tmp_path / condition / "seed0")
