@@ -172,3 +172,16 @@ def test_bad_config_file_is_one_line_and_exit_2(content, expected, tmp_path, cap
 def test_config_flag_without_a_path(capsys):
     code, err = _run_main(["--config"], capsys)
     assert code == 2 and "--config needs a YAML file path" in err
+
+
+@pytest.mark.parametrize("accelerator", [False, True])
+def test_without_an_accelerator_training_defaults_to_the_cpu_so_bf16_autocast_works(accelerator, monkeypatch):
+    from soo.train import config as config_module
+
+    monkeypatch.setattr(config_module, "_has_accelerator", lambda: accelerator)
+    if accelerator:  # with a GPU the Trainer picks it; nothing is forced
+        _, _, config, _ = config_module.parse_finetuning_args(["--output_dir", "/tmp/unused"])
+        assert config.use_cpu is False
+    else:
+        _, _, config, _ = config_module.parse_finetuning_args(["--bf16", "true", "--output_dir", "/tmp/unused"])
+        assert config.use_cpu is True and config.bf16 is True

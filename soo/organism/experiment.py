@@ -151,6 +151,7 @@ def _train_finetuning_cell(config: ExperimentConfig, organism: dict, condition: 
     elif condition == "soo_only":
         argv += ["--lm_weight", "0"]
     completed = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True)
+    cell.parent.mkdir(parents=True, exist_ok=True)  # a run that fails early makes no folder, and its log tells why
     (cell.parent / f"{cell.name}.log").write_text(completed.stdout + completed.stderr, encoding="utf-8")
     if completed.returncode != 0:
         raise RuntimeError(f"finetuning.py failed for {cell} (exit {completed.returncode}); see {cell}.log")

@@ -198,6 +198,9 @@ def parse_finetuning_args(argv: list[str] | None = None):
     yaml_values = read_yaml_config(config_path, _field_names(parser)) if config_path is not None else {}
     parser.set_defaults(**yaml_values)
     given = _explicit_flags(argv) | set(yaml_values)
+    if "use_cpu" not in given and not _has_accelerator():
+        # The Trainer trains on the CPU here anyway, but refuses --bf16 (CPU autocast) unless told so.
+        parser.set_defaults(use_cpu=True)
     if "output_dir" not in given:
         argv += ["--output_dir", "outputs/soo-run"]
     model_args, data_args, config = parser.parse_args_into_dataclasses(args=argv)
@@ -209,6 +212,13 @@ def parse_finetuning_args(argv: list[str] | None = None):
     if "report_to" not in given and importlib.util.find_spec("tensorboard") is not None:
         config.report_to = ["tensorboard"]
     return model_args, data_args, config, config_path
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available())
 
 
 def read_yaml_config(path: str, known_fields: set[str]) -> dict:
