@@ -85,6 +85,10 @@ def summarize(root: Path) -> dict:
     summary["organism_latent_soo"] = {layer: values["soo_loss"] for layer, values in baseline["latent_soo"].items()}
     if "answer_position_kl" in baseline:
         summary["organism_answer_position_kl"] = baseline["answer_position_kl"]
+    generation = baseline["generation_main"]
+    summary["organism_generation"] = {"deceptive_rate": generation["deceptive"] / generation["n"], "n": generation["n"],
+                                      **({"authors_rate": generation["authors_deceptive"] / generation["n"],
+                                          "agreement": generation["agreement"]} if "agreement" in generation else {})}
     summary["verdict"] = verdict(summary["conditions"])
     return summary
 
@@ -92,10 +96,12 @@ def summarize(root: Path) -> dict:
 def reuse_earlier(summary: dict, earlier: dict) -> dict:
     """`summary` plus the conditions it lacks from an earlier report's summary of the same
     organism, marked as such; the verdicts are recomputed over the union."""
-    merged = {**summary, "conditions": dict(summary["conditions"])}
+    conditions = dict(summary["conditions"])
     for condition, entry in earlier.get("conditions", {}).items():
-        if condition not in merged["conditions"]:
-            merged["conditions"][condition] = {**entry, "earlier_run": True}
+        if condition not in conditions:
+            conditions[condition] = {**entry, "earlier_run": True}
+    rank = {name: position for position, name in enumerate(CONDITIONS)}  # the rules' order, whatever ran when
+    merged = {**summary, "conditions": dict(sorted(conditions.items(), key=lambda item: rank.get(item[0], len(rank))))}
     merged["earlier_organism"] = earlier.get("organism")
     merged["verdict"] = verdict(merged["conditions"])
     return merged
@@ -185,15 +191,21 @@ def markdown(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _released_metrics_table(summary: dict) -> list[str]:
     """What issue 28 added per cell: the authors' scoring rule, the answer-position self/other KL,
     perplexity. Cells evaluated before these existed show '-'."""
     organism_kl = summary.get("organism_answer_position_kl")
+    generation = summary.get("organism_generation", {})
     lines = ["", "Generation on `main` by both scoring rules, the self/other KL at the answer position, perplexity "
              "(neutral text; the organism's own beside it):", "",
              "| condition | deceptive rate: ours | deceptive rate: authors' rule | agreement | "
              "KL(P_other \|\| P_self) at the answer position (nats) | perplexity |", "|---|---|---|---|---|---|",
-             f"| organism (no adapter) | - | - | - | {_fmt(organism_kl, 4) if organism_kl else '-'} | - |"]
+             f"| organism (no adapter) | {_rate(generation.get('deceptive_rate'))} | {_rate(generation.get('authors_rate'))} "
+             f"| {_rate(generation.get('agreement'))} | {_fmt(organism_kl, 4) if organism_kl else '-'} | - |"]
     for condition, entry in summary["conditions"].items():
         perplexity = (f"{_fmt(entry['perplexity'], 2)} (organism {entry['organism_perplexity']:.2f})"
                       if "perplexity" in entry else "-")
