@@ -3,10 +3,11 @@
     python -m benchmarks                 # training steps, efficiency, peak memory, then batched generation
     python -m benchmarks --skip_generation   # the ~12 min without the generation benchmark
 
-Each part prints its table and writes its report: docs/benchmarks-training.md (training steps,
-replaced; efficiency and peak memory appended) and docs/benchmarks-generation.md. Run a part alone
-with `python -m benchmarks.training`, `.efficiency`, `.peak_memory` or `.generation` (see each
-module's docstring for its options).
+Each part prints its table and writes its report: results/benchmarks/training.md (training steps,
+replaced; efficiency and peak memory appended) and results/benchmarks/generation.md (git-ignored;
+docs/benchmarks.md says which --output_file updates the committed reports in docs/). Run a part
+alone with `python -m benchmarks.training`, `.efficiency`, `.peak_memory` or `.generation` (see
+each module's docstring for its options).
 """
 
 from __future__ import annotations

@@ -13,6 +13,17 @@ from pathlib import Path
 
 from soo.core.cli import fail, non_negative_int, positive_int  # noqa: F401  (the benchmarks' imports)
 
+# Where each benchmark's report goes unless --output_file says otherwise: results/ is git-ignored,
+# so a run never touches docs/, which keeps only the reports committed on purpose (docs/benchmarks.md
+# names the --output_file that reproduces each). Training steps, efficiency and peak memory share one.
+REPORT_DIR = "results/benchmarks"
+TRAINING_REPORT = f"{REPORT_DIR}/training.md"
+GENERATION_REPORT = f"{REPORT_DIR}/generation.md"
+EVALUATION_REPORT = f"{REPORT_DIR}/evaluation.md"
+SCORING_REPORT = f"{REPORT_DIR}/scoring.md"
+RL_REPORT = f"{REPORT_DIR}/rl.md"
+GPU_REPORT = f"{REPORT_DIR}/gpu.md"
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of the training-step benchmarks: model, SOO layer, pairs per step."""

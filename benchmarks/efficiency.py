@@ -22,22 +22,12 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._cli import add_model_arguments, check_output_file, fail, non_negative_int, positive_int
-from benchmarks.generation import load_average, machine_info
+from benchmarks._cli import (TRAINING_REPORT, add_model_arguments, check_output_file, fail, non_negative_int,
+                             positive_int)
+from benchmarks._machine import load_average, machine_info, matmul_flops_per_second
 from benchmarks.training import build, make_steps
 
 TARGET = 0.40
-
-
-def matmul_flops_per_second(size: int, repeats: int) -> list[float]:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)  # warm-up
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        rates.append(2 * size**3 / (time.perf_counter() - started))
-    return rates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="n of the n x n fp32 reference matmul (default 2048)")
     parser.add_argument("--top", type=non_negative_int, default=12,
                         help="operators listed from the profile (default 12)")
-    parser.add_argument("--output_file", default="docs/benchmarks-training.md",
-                        help="markdown report, appended to (default docs/benchmarks-training.md; empty to skip)")
+    parser.add_argument("--output_file", default=TRAINING_REPORT,
+                        help=f"markdown report, appended to (default {TRAINING_REPORT}; empty to skip)")
     args = parser.parse_args(argv)
 
     from torch.profiler import ProfilerActivity, profile

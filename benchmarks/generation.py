@@ -20,15 +20,14 @@ one exactly. Prefill-only passes (max_new_tokens=1) at the largest batch size, e
 batching, show how much of the batched time is prompt processing, which batching cannot shrink
 once the matmuls are compute-bound: sequential time / prefill time bounds the achievable ratio.
 
-The table is printed last; a markdown report goes to docs/benchmarks-generation.md (--output_file).
+The table is printed last; a markdown report goes to results/benchmarks/generation.md (--output_file;
+docs/benchmarks-generation.md is the committed one).
 This is a script, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -37,8 +36,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._cli import check_output_file, fail, non_negative_int, positive_int
+from benchmarks._cli import GENERATION_REPORT, check_output_file, fail, non_negative_int, positive_int
+from benchmarks._machine import cpu_snapshot, load_average, machine_info, matmul_flops_per_second, others_cpu_share
 from soo.eval.generation import DecodingConfig, generate_batched, generate_one_at_a_time
+
 
 def neighbour_blocks(keys: list, count: int, block: int) -> list[int]:
     """Indices of `count` items taken as evenly spaced blocks of `block` neighbours in sorted `keys`
@@ -143,61 +144,12 @@ def run_method(method: Method, model, tokenizer, prompts, max_new_tokens, counte
           "of the CPUs meanwhile)", file=sys.stderr, flush=True)
 
 
-def cpu_snapshot() -> tuple[float, float, float] | None:
-    """(wall time, busy CPU seconds of the whole machine incl. hypervisor steal, CPU seconds of this process)."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(value) for value in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    own = os.times()
-    return time.perf_counter(), busy, own.user + own.system
-
-
-def others_cpu_share(before, after) -> float:
-    """Share of all CPUs used by other processes (or stolen by the hypervisor) between two snapshots:
-    on a shared machine this is what slows a pass down (OpenMP threads that lose their core stall)."""
-    if before is None or after is None or after[0] <= before[0]:
-        return float("nan")
-    others = (after[1] - before[1]) - (after[2] - before[2])
-    return max(0.0, others / ((after[0] - before[0]) * (os.cpu_count() or 1)))
-
-
-def machine_info() -> dict:
-    import transformers
-
-    cpu_model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu_model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-
-
 def flops_per_token(model) -> int:
     """~2 x the parameters a token's forward multiplies by (all but the embedding lookup; the LM
     head runs on the last position only, so it is left out too; attention scores are a few %)."""
     skip = {id(module.weight) for module in (model.get_input_embeddings(), model.get_output_embeddings())
             if module is not None}
     return 2 * sum(parameter.numel() for parameter in model.parameters() if id(parameter) not in skip)
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def agreement(reference: list[str], outputs: list[str]) -> tuple[int, list[int]]:
@@ -229,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device to generate on, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--answer_suffix", default=None,
                         help="appended to every prompt (default: the evaluation's room-name suffix)")
-    parser.add_argument("--output_file", default="docs/benchmarks-generation.md",
-                        help="markdown report (default docs/benchmarks-generation.md)")
+    parser.add_argument("--output_file", default=GENERATION_REPORT, help=f"markdown report (default {GENERATION_REPORT})")
     parser.add_argument("--append", action="store_true", help="append this run to the report instead of replacing it")
     parser.add_argument("--progress", action="store_true", help="show tqdm bars")
     args = parser.parse_args(argv)
@@ -313,8 +264,6 @@ def main(argv: list[str] | None = None) -> int:
     if prefills:
         whole = prefills[0]
         achieved = whole.prompt_tokens * flops_per_token(model) / whole.seconds[0] / 1e9
-        from benchmarks.efficiency import matmul_flops_per_second
-
         peak = statistics.median(matmul_flops_per_second(2048, 5)) / 1e9
         prefill_line = (f"Compute: the whole-prompt prefill ran {achieved:.0f} GFLOP/s of model arithmetic "
                         f"(~2 x non-embedding parameters per prompt token), {100 * achieved / peak:.0f}% of this "

@@ -7,7 +7,8 @@ Runs `evaluate.py --protocol P` (every scenario, both orders, base + the adapter
 the capability measures as evaluate.py does them) as a child process per protocol, in a fresh
 output folder each (no generation cache), and reads each child's own peak RSS from `wait4`.
 Targets on a 2-core CPU (the performance issue): forced choice <= 10 min, generation <= 30 min.
-Prints a table; appends it to docs/benchmarks-evaluation.md (--output_file; empty to skip).
+Prints a table; appends it to results/benchmarks/evaluation.md (--output_file; empty to skip;
+docs/benchmarks-evaluation.md is the committed one).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._cli import add_output_file_argument, fail, output_file_error, positive_int
+from benchmarks._cli import EVALUATION_REPORT, add_output_file_argument, fail, output_file_error, positive_int
 
 TARGET_MINUTES = {"forced_choice": 10, "generation": 30, "both": 40}
 TARGET_N = 250  # the targets are for the paper's n; other n get no verdict
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", nargs="+", choices=("forced_choice", "generation", "both"),
                         default=["forced_choice"], help="protocols to time, one evaluate.py run each")
     parser.add_argument("--n", type=positive_int, default=250, help="instances per scenario and order (default 250)")
-    add_output_file_argument(parser, "docs/benchmarks-evaluation.md")
+    add_output_file_argument(parser, EVALUATION_REPORT)
     parser.add_argument("extra", nargs="*", help="extra evaluate.py flags (after --)")
     args = parser.parse_args(argv)
     if output_file_error(args.output_file):

@@ -13,7 +13,8 @@ Methods, each training the honest and the deceptive stage of rl_deception.py fro
 Reports episodes/s per method (median over rounds), the ratio, and a SHA-256 fingerprint of each
 method's learning curves, final weights of every network, and a 50-episode greedy evaluation:
 equal fingerprints mean identical numbers, bit for bit. A script, not a test; the markdown report
-is appended to docs/benchmarks-rl.md (--output_file; empty to skip).
+is appended to results/benchmarks/rl.md (--output_file; empty to skip; docs/benchmarks-rl.md is the
+committed one).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from benchmarks._cli import add_output_file_argument, output_file_error, positive_int
-from benchmarks.generation import machine_info
+from benchmarks._cli import RL_REPORT, add_output_file_argument, output_file_error, positive_int
+from benchmarks._machine import machine_info
 
 
 @contextlib.contextmanager
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.rl_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=positive_int, default=300, help="training episodes per stage (default 300)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="rounds of both methods (default 3)")
-    add_output_file_argument(parser, "docs/benchmarks-rl.md")
+    add_output_file_argument(parser, RL_REPORT)
     args = parser.parse_args(argv)
     if output_file_error(args.output_file):
         return 2

@@ -15,7 +15,8 @@ spaced blocks of --batch_size neighbours in sorted order, as `score_choices` bat
 sample shares as much as the whole protocol does; 0 takes every prompt.
 Reports prompts/s, the speed ratio to the first method (medians of this run) and the largest
 difference of any summed option log-probability from the first method's. A script, not a test;
-the markdown report goes to docs/benchmarks-scoring.md (--output_file; empty to skip).
+the markdown report is appended to results/benchmarks/scoring.md (--output_file; empty to skip;
+docs/benchmarks-scoring.md is the committed one).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._cli import add_output_file_argument, fail, non_negative_int, output_file_error, positive_int
-from benchmarks.generation import (cpu_snapshot, fmt_range, load_average, machine_info, neighbour_blocks,
-                                   others_cpu_share)
+from benchmarks._cli import (SCORING_REPORT, add_output_file_argument, fail, non_negative_int, output_file_error,
+                             positive_int)
+from benchmarks._machine import cpu_snapshot, load_average, machine_info, others_cpu_share
+from benchmarks.generation import fmt_range, neighbour_blocks
 
 
 class AllLogits(torch.nn.Module):
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=positive_int, default=16, help="(default 16, as evaluate.py)")
     parser.add_argument("--repeats", type=positive_int, default=2, help="rounds over the methods (default 2)")
     parser.add_argument("--answer_prefix", default=None, help="({verb}: the scenario's; default 'I would {verb} the')")
-    add_output_file_argument(parser, "docs/benchmarks-scoring.md")
+    add_output_file_argument(parser, SCORING_REPORT)
     args = parser.parse_args(argv)
     if output_file_error(args.output_file):
         return 2

@@ -17,7 +17,8 @@ for every variant; a step = forward + backward + AdamW step on the LoRA paramete
   soo_only_early     lm_weight 0, forward stopped after the SOO layer's module (the default)
 
 Variants are interleaved within each repeat (this machine is noisy): ratios come from the same run.
-The table is printed last; a markdown report goes to docs/benchmarks-training.md (--output_file).
+The table is printed last; a markdown report goes to results/benchmarks/training.md (--output_file;
+docs/benchmarks-training.md is the committed one).
 This is a script, not a test (test/test_benchmarks.py runs it once on a tiny model so it cannot rot).
 """
 
@@ -31,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._cli import add_model_arguments, check_output_file, fail, positive_int
-from benchmarks.generation import load_average, machine_info
+from benchmarks._cli import TRAINING_REPORT, add_model_arguments, check_output_file, fail, positive_int
+from benchmarks._machine import load_average, machine_info
 
 VARIANTS = ("ours_lm_soo", "lora_lm_only", "reference_pad512", "soo_only_full", "soo_only_early")
 # (numerator, denominator, target, how the target reads)
@@ -134,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
                         help=f"variants to time (default: all): {', '.join(VARIANTS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the LoRA init and the pairs (default 0)")
-    parser.add_argument("--output_file", default="docs/benchmarks-training.md",
-                        help="markdown report, replaced (default docs/benchmarks-training.md; empty to skip)")
+    parser.add_argument("--output_file", default=TRAINING_REPORT,
+                        help=f"markdown report, replaced (default {TRAINING_REPORT}; empty to skip)")
     args = parser.parse_args(argv)
 
     from soo.core.modeling import ModelLoadError

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+
+import pytest
+
 from benchmarks import training
 
 
@@ -98,7 +102,7 @@ def test_gpu_check_dry_run_runs_every_section_on_cpu(tmp_path, capsys):
         row = [line for line in text.splitlines() if line.startswith(f"| {model} | bf16 |") and "B |" in line][0]
         cells = [cell.strip() for cell in row.split("|")]
         assert float(cells[7]) > 0, row  # step FLOPs were counted (TFLOPs column)
-        assert float(cells[11]) > 0, row  # soo.memory gave an estimate
+        assert float(cells[11]) > 0, row  # soo.tools.memory gave an estimate
     # Gemma-2's injected outlier stays finite in bf16 (the fp16 half of the guard check needs a GPU).
     assert "| gemma2-2b | bf16 | loss finite" in text
     assert "Skipped: 4-bit loading needs a CUDA GPU" in text
@@ -121,6 +125,49 @@ def test_gpu_check_refuses_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
             assert exit_.code == 2, bad
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+def test_gpu_check_runs_the_registered_sections_in_the_order_asked(tmp_path, monkeypatch):
+    """The dispatcher looks each --sections name up in the registry; a failing section is reported
+    and the run goes on (exit 1)."""
+    from benchmarks import gpu_check
+
+    calls = []
+
+    def broken(check):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(gpu_check.SECTIONS, "scoring", lambda check: calls.append(check.args.sections)
+                        or check.report.add("Scored", ["ok"]))
+    monkeypatch.setitem(gpu_check.SECTIONS, "environment", broken)
+    report = tmp_path / "gpu.md"
+    assert gpu_check.main(["--dry_run", "--sections", "scoring", "environment", "--output_file", str(report)]) == 1
+    text = report.read_text()
+    assert calls == [["scoring", "environment"]]
+    assert text.index("## Scored") < text.index("## environment: FAILED") and "`RuntimeError: boom`" in text
+    assert "FAILED sections: environment" in text
+
+
+class _Defaults(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name, report", [
+    ("training", "training"), ("efficiency", "training"), ("peak_memory", "training"),
+    ("generation", "generation"), ("protocol", "evaluation"), ("scoring", "scoring"), ("rl_speed", "rl"),
+    ("gpu_check", "gpu")])
+def test_reports_go_outside_docs_by_default(name, report, monkeypatch):
+    """docs/ holds only reports committed on purpose: a benchmark run without --output_file writes
+    under the git-ignored results/ folder."""
+    import importlib
+
+    def defaults_only(parser, args=None, namespace=None):
+        raise _Defaults(parser.get_default("output_file"))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", defaults_only)
+    with pytest.raises(_Defaults) as default:
+        importlib.import_module(f"benchmarks.{name}").main([])
+    assert default.value.args[0] == f"results/benchmarks/{report}.md"
 
 
 def test_rl_speed_benchmark_finds_the_same_numbers_both_ways(tmp_path, capsys):
