@@ -1,4 +1,5 @@
-"""soo.tools.memory: exact parameter counts, ZeRO partitioning, offload, DeepSpeed parity, the CLI."""
+"""soo.tools.memory (and its memory_model, memory_estimate): exact parameter counts, ZeRO partitioning,
+offload, DeepSpeed parity, the CLI."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from soo.tools import memory
-from soo.tools.memory import MemoryPlanError, build_meta_model, count_parameters, plan_memory
-from soo.core.modeling import add_lora
+from soo.core.modeling import add_lora, peft_target_modules
+from soo.tools import memory, memory_model
+from soo.tools.memory import plan_memory
+from soo.tools.memory_model import MemoryPlanError, build_meta_model, count_parameters
 from soo.tools.tiny_model import build_tiny_model, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +82,14 @@ def test_lora_count_equals_peft_on_the_real_model(arch, r, targets):
     assert counts.lora_params == trainable
 
 
+def test_one_regex_entry_is_a_pattern_and_names_are_a_list():
+    # The rule add_lora and the planner's counts share: peft gets a str (regex over full names) or a list.
+    assert peft_target_modules(["q_proj", "v_proj"]) == ["q_proj", "v_proj"]
+    assert peft_target_modules((name for name in ["q_proj"])) == ["q_proj"]
+    assert peft_target_modules([r".*layers\.[01]\..*\.(q_proj|v_proj)"]) == r".*layers\.[01]\..*\.(q_proj|v_proj)"
+    assert peft_target_modules(["q_proj", "v_proj|o_proj"]) == ["q_proj", "v_proj|o_proj"]  # two entries: names
+
+
 def test_bundled_architectures_have_the_published_sizes():
     expected = {
         "google/gemma-2-27b-it": 27_227_128_320,
@@ -87,13 +97,13 @@ def test_bundled_architectures_have_the_published_sizes():
         "google/gemma-3-4b-it": 4_300_079_472,
         "meta-llama/Llama-3.2-1B-Instruct": 1_235_814_400,
         "mistralai/Mistral-7B-Instruct-v0.2": 7_241_732_096,
-        memory.EMBEDDED_ARCHITECTURE: 134_515_008,
+        memory_model.EMBEDDED_ARCHITECTURE: 134_515_008,
     }
-    assert sorted(expected) == memory.bundled_hub_ids()
+    assert sorted(expected) == memory_model.bundled_hub_ids()
     # The smaller ones are built here; Gemma-2-27B's count is checked through the CLI below.
     for hub_id in ("google/gemma-2-2b-it", "meta-llama/Llama-3.2-1B-Instruct", "mistralai/Mistral-7B-Instruct-v0.2",
-                   memory.EMBEDDED_ARCHITECTURE):
-        config = memory.load_bundled_config(memory.bundled_config_path(hub_id))
+                   memory_model.EMBEDDED_ARCHITECTURE):
+        config = memory_model.load_bundled_config(memory_model.bundled_config_path(hub_id))
         assert sum(p.numel() for p in build_meta_model(config).parameters()) == expected[hub_id]
 
 
@@ -250,7 +260,7 @@ def test_four_bit_plan_counts_the_unquantized_weights_as_peft_leaves_them():
     must count those bytes (measured on an H200: 1.07x the old 16-bit count, docs/benchmarks-gpu.md)."""
     from peft import prepare_model_for_kbit_training
 
-    from soo.tools.memory import NF4_BYTES_PER_PARAM, base_weight_bytes
+    from soo.tools.memory_estimate import NF4_BYTES_PER_PARAM, base_weight_bytes
 
     model = build_tiny_model("llama", vocab_size=VOCAB).to(torch.bfloat16)
     counts = count_parameters(model, 8, ["q_proj", "v_proj"])

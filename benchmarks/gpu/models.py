@@ -17,7 +17,7 @@ def model_config(name: str, dry_run: bool):
         from soo.tools.tiny_model import tiny_config
 
         return tiny_config(DRY_RUN_ARCHITECTURES[name], TINY_VOCAB)
-    from soo.tools.memory import bundled_config_path, load_bundled_config
+    from soo.tools.memory_model import bundled_config_path, load_bundled_config
 
     return load_bundled_config(bundled_config_path(MODELS[name]))
 

@@ -46,7 +46,8 @@ class TrainingResult:
 def memory_estimate_gib(config, hub_id: str, dtype: str, load_in_4bit: bool, micro_batch: int, seq_len: int) -> float:
     """soo.tools.memory's per-GPU estimate (one GPU, ZeRO-2 layout = plain single-GPU training) without
     its fixed CUDA overhead: what torch.cuda.max_memory_allocated measures."""
-    from soo.tools.memory import GIB, RunSettings, build_meta_model, count_parameters, lora_aware_estimate
+    from soo.tools.memory_estimate import GIB, lora_aware_estimate
+    from soo.tools.memory_model import RunSettings, build_meta_model, count_parameters
 
     settings = RunSettings(model_name_or_path=hub_id, dtype=dtype, load_in_4bit=load_in_4bit,
                            attn_implementation=attention_implementation(config), lora_r=LORA_R,

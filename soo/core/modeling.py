@@ -218,16 +218,11 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str
             use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    # One entry with regex characters is a pattern peft matches against full module names,
-    # e.g. '.*language_model.*\.(q_proj|v_proj)' to leave Gemma-3's vision tower alone.
-    targets = list(target_modules)
-    if len(targets) == 1 and any(char in targets[0] for char in "*|()[]"):
-        targets = targets[0]
     lora_config = LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=targets,
+        target_modules=peft_target_modules(target_modules),
         task_type="CAUSAL_LM",
         init_lora_weights=init_lora_weights,
         layers_to_transform=layers_to_transform,
@@ -243,3 +238,14 @@ def warn_if_fp16_unsafe(model_type: str, fp16: bool) -> None:
             "the run stops at the first non-finite loss.",
             stacklevel=2,
         )
+
+
+def peft_target_modules(target_modules: list[str]) -> list[str] | str:
+    """The LoRA target-module rule, as peft's LoraConfig is given it (add_lora and the memory plan's
+    counts both use it): one entry with regex characters is a pattern peft matches against full
+    module names, e.g. '.*language_model.*\\.(q_proj|v_proj)' to leave Gemma-3's vision tower alone;
+    otherwise the entries are module names, matched as name suffixes."""
+    targets = list(target_modules)
+    if len(targets) == 1 and any(char in targets[0] for char in "*|()[]"):
+        return targets[0]
+    return targets
