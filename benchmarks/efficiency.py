@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from benchmarks._cli import (TRAINING_REPORT, add_model_arguments, check_output_file, fail, non_negative_int,
                              positive_int)
 from benchmarks._machine import load_average, machine_info, matmul_flops_per_second

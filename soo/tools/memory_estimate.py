@@ -1,6 +1,5 @@
 """The memory arithmetic of a plan (bytes per GPU and per node), for one ZeRO stage.
 
-
 Two estimates per stage:
 
 1. DeepSpeed's own estimators (`estimate_zero3_model_states_mem_needs`,
@@ -42,8 +41,6 @@ Two estimates per stage:
    in CPU RAM before DeepSpeed moves it to its GPU (ZeRO-3 loads partitioned through zero.Init,
    which the HF Trainer enables when TrainingArguments with a ZeRO-3 config exist before
    from_pretrained, as in soo/train/run.py).
-
-Every figure is an estimate to plan a job with, not a measurement: leave some headroom.
 """
 
 from __future__ import annotations
