@@ -542,7 +542,7 @@ def run_evaluate(args, device: torch.device, report: Report, workdir: str) -> No
     forced choice, generation, latent SOO and the capability measures run there?"""
     import finetuning
     from soo.core.io import write_jsonl_atomic
-    from soo.data.pairs import generate_pairs
+    from soo.data.pair_generation import generate_pairs
     from soo.eval.engine import EvalConfig, run_evaluation
     from soo.tools.tiny_model import write_tiny_model
 
