@@ -88,7 +88,7 @@ def check_inputs(args) -> Path | None:
 
     Creates the output folder; returns the topmost folder it created (None if it existed), so that
     a run that fails before writing anything can remove it again."""
-    from soo.data.pairs import read_pairs_jsonl
+    from soo.data.pair_io import read_pairs_jsonl
 
     for adapter in args.adapters:
         if not (Path(adapter) / "adapter_config.json").is_file():
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     from soo.eval.scenarios import build_eval_prompts
     from soo.eval.engine import AdapterMismatchError, EvalConfig, run_evaluation
     from soo.core.modeling import ModelLoadError
-    from soo.data.pairs import PairDataError
+    from soo.data.pair_io import PairDataError
 
     args = build_parser().parse_args(argv)
     try:  # bad scenario names, adapters, pairs or output folder: one line, before any model is loaded

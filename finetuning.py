@@ -36,7 +36,7 @@ from soo.train.config import parse_finetuning_args
 from soo.train.run import run_finetuning
 from soo.train import PREEMPTED_EXIT_CODE
 from soo.core.modeling import ModelLoadError
-from soo.data.pairs import PairDataError
+from soo.data.pair_io import PairDataError
 from soo.core.capture import LayerResolutionError
 from soo.core.pair_batch import PromptTooLongError
 

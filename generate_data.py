@@ -21,7 +21,7 @@ The same arguments always give a byte-identical file. The file is written atomic
 interrupted run leaves any existing file as it was). Prints a table of pairs per family and
 template, then the output path. Bad arguments, or an output file that cannot be written, exit with
 status 2 and a line `error: ...` on stderr, and write nothing. The
-generator itself is soo.data.pairs.generate_pairs; templates and vocabulary are in soo/data/templates.py.
+generator itself is soo.data.pair_generation.generate_pairs; templates and vocabulary are in soo/data/templates.py.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import sys
 
 from soo.core.io import write_jsonl_atomic
 from soo.core.cli import positive_int
-from soo.data.pairs import FAMILIES, generate_pairs, released_pairs, summarize, write_dataset_card
+from soo.data.pair_generation import FAMILIES, generate_pairs, released_pairs, summarize
+from soo.data.pair_io import write_dataset_card
 from soo.data.templates import SPLITS
 
 DEFAULT_OUT = {"train": "data/soo_train.jsonl", "test": "data/soo_test.jsonl"}

@@ -85,7 +85,7 @@ def fail(message) -> None:
 
 def build_config(args):
     from soo.rl.env import ENV_PRESETS
-    from soo.rl.experiment import RLExperimentConfig
+    from soo.rl.config import RLExperimentConfig
 
     options = {k: getattr(args, k) for k in CONFIG_KEYS if getattr(args, k) is not None}
     if args.classifier_only and args.eval_episodes is None and not args.quick:
@@ -148,7 +148,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 def run_one(args) -> None:
     import torch
 
-    from soo.rl.experiment import StageMismatch, run_classifier_seed, run_seed
+    from soo.rl.stages import StageMismatch, run_classifier_seed, run_seed
 
     torch.set_num_threads(1)  # 64-unit networks: extra threads only add overhead; seeds run in parallel instead
     config = build_config(args)

@@ -39,7 +39,7 @@ from benchmarks._machine import machine_info
 def before_the_change():
     """The code as it was before the speed-up, patched in for the duration."""
     from soo.rl import env as env_module
-    from soo.rl import experiment, maddpg
+    from soo.rl import maddpg, training
     from soo.rl.env import BLUE, RED
 
     def parallel_step(self, actions):
@@ -59,18 +59,21 @@ def before_the_change():
     def numpy_distance(a, b):
         return float(np.sqrt(np.sum(np.square(a - b))))
 
-    saved = (experiment.Rollout.step, maddpg.MADDPG.act, env_module.distance)
-    experiment.Rollout.step, maddpg.MADDPG.act, env_module.distance = parallel_step, module_act, numpy_distance
+    saved = (training.Rollout.step, maddpg.MADDPG.act, env_module.distance)
+    training.Rollout.step, maddpg.MADDPG.act, env_module.distance = parallel_step, module_act, numpy_distance
     try:
         yield
     finally:
-        experiment.Rollout.step, maddpg.MADDPG.act, env_module.distance = saved
+        training.Rollout.step, maddpg.MADDPG.act, env_module.distance = saved
 
 
 def train_both_stages(episodes: int) -> tuple[float, str]:
     """(episodes/s over both stages, fingerprint of curves + weights + a greedy evaluation)."""
-    from soo.rl.experiment import N_ACTIONS, RLExperimentConfig, evaluate, observation_dims, train
+    from soo.rl.config import RLExperimentConfig
+    from soo.rl.env import N_ACTIONS
+    from soo.rl.evaluation import evaluate
     from soo.rl.maddpg import MADDPG
+    from soo.rl.training import observation_dims, train
 
     config = RLExperimentConfig()
     digest = hashlib.sha256()

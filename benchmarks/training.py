@@ -46,7 +46,7 @@ RATIOS = (
 
 def build(model_path: str | None, soo_layer: int, batch_pairs: int, seed: int):
     from soo.core.modeling import add_lora, load_model, load_tokenizer, resolve_model_path
-    from soo.data.pairs import generate_pairs
+    from soo.data.pair_generation import generate_pairs
     from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
     from soo.train.config import SOOConfig
     from soo.train.trainer import SOOTrainer

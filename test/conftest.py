@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from soo.core.io import write_jsonl_atomic  # noqa: E402
-from soo.data.pairs import generate_pairs  # noqa: E402
+from soo.data.pair_generation import generate_pairs  # noqa: E402
 from soo.tools.tiny_model import build_tiny_model, build_tokenizer  # noqa: E402
 
 torch.set_num_threads(2)

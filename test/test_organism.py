@@ -101,7 +101,7 @@ def test_make_organism_on_a_tiny_model_and_reuse(tiny_model_dir, tmp_path):
 # --- the experiment: resumable cells on a tiny organism --------------------------------------
 
 def test_mismatched_pairs_pair_no_self_prompt_with_its_own_other():
-    from soo.data.pairs import generate_pairs
+    from soo.data.pair_generation import generate_pairs
     from soo.organism.experiment import mismatched_pairs
 
     records = generate_pairs(n=10, seed=0, split="train")
@@ -120,7 +120,7 @@ def test_experiment_runs_resumes_and_reports(tiny_model_dir, data_files, tmp_pat
                               n_train_instances=4, twins_per_batch=2, eval_n=2)
     make_organism(organism, progress=False)
     from soo.core.io import write_jsonl_atomic
-    from soo.data.pairs import released_pairs
+    from soo.data.pair_generation import released_pairs
 
     released = write_jsonl_atomic(tmp_path / "released.jsonl", released_pairs("train", 8))
     config = ExperimentConfig(organism_dir=organism.output_dir, seeds=[0], conditions=["soo", "honest_sft", "soo_kl"],
@@ -270,7 +270,7 @@ def test_each_condition_trains_with_its_own_loss_weights(tmp_path, monkeypatch):
 
     # The released recipe's cells: its own config and pairs, its own schedule (no --max_steps).
     from soo.core.io import write_jsonl_atomic
-    from soo.data.pairs import released_pairs
+    from soo.data.pair_generation import released_pairs
 
     config.released_pairs = str(write_jsonl_atomic(tmp_path / "released.jsonl", released_pairs("train", 4)))
     for condition in experiment.RELEASED_CONDITIONS:

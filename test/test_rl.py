@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from soo.rl.env import BLUE, BLUE_OTHER_SLOT, ENV_PRESETS, RED, DeceptionEnvConfig, DeceptionScenario, env, parallel_env, raw_env
-from soo.rl.experiment import BLUE_INDEX, FinetuneLoss, RLExperimentConfig, classification_accuracy, one_episode_separation
+from soo.rl.classifier import classification_accuracy, one_episode_separation
+from soo.rl.config import RLExperimentConfig
+from soo.rl.env import BLUE, BLUE_INDEX, BLUE_OTHER_SLOT, ENV_PRESETS, RED, DeceptionEnvConfig, DeceptionScenario, env, parallel_env, raw_env
+from soo.rl.finetune_loss import FinetuneLoss
 from soo.rl.maddpg import MADDPG, Actor, MADDPGConfig
 from soo.rl.overlap import LOG_MSE_EPSILON, SOODefinition, activation_distance, per_episode_means
 
@@ -338,7 +340,7 @@ def _assert_same(a: dict, b: dict) -> bool:
 def test_who_learns_in_each_protocol(tmp_path, protocol):
     """frozen-red: every condition plays against the honest pair's red, unchanged; co-trained: the
     deceptive pair starts from scratch and red keeps learning while blue is fine-tuned."""
-    from soo.rl.experiment import run_seed
+    from soo.rl.stages import run_seed
 
     config = RLExperimentConfig.quick(protocol=protocol, honest_episodes=150, deceptive_episodes=150, finetune_episodes=50,
                                       eval_episodes=20, variants=("basic",))
@@ -361,7 +363,7 @@ def test_who_learns_in_each_protocol(tmp_path, protocol):
 
 
 def test_classifier_only_runs_share_the_baselines_and_report_the_accuracy_curve(tmp_path):
-    from soo.rl.experiment import run_classifier_seed, run_seed
+    from soo.rl.stages import run_classifier_seed, run_seed
     from soo.rl.report import write_classifier_report
 
     config = RLExperimentConfig.quick(honest_episodes=120, deceptive_episodes=120, finetune_episodes=30, eval_episodes=40,
@@ -422,7 +424,7 @@ def test_protocols_fill_in_their_own_episode_counts():
 
 def test_blind_evaluation_hides_red_from_blue_only():
     """A blue whose action depends only on red's visible flag behaves differently when blind."""
-    from soo.rl.experiment import evaluate
+    from soo.rl.evaluation import evaluate
 
     agent = MADDPG([9, 11], 5, MADDPGConfig())
     with torch.no_grad():
@@ -438,7 +440,7 @@ def test_blind_evaluation_hides_red_from_blue_only():
 
 
 def test_training_is_reproducible_from_its_seed():
-    from soo.rl.experiment import train
+    from soo.rl.training import train
 
     config = MADDPGConfig(batch_size=64, warmup_steps=200)
     weights = []

@@ -106,7 +106,7 @@ def run_evaluate(check: Check) -> None:
     forced choice, generation, latent SOO and the capability measures run there?"""
     import finetuning
     from soo.core.io import write_jsonl_atomic
-    from soo.data.pairs import generate_pairs
+    from soo.data.pair_generation import generate_pairs
     from soo.eval.engine import EvalConfig, run_evaluation
     from soo.tools.tiny_model import write_tiny_model
 

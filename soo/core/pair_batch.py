@@ -47,7 +47,7 @@ def check_lengths(ids: Sequence, self_rows: Sequence[Sequence[int]], other_rows:
 
 def tokenize_pairs(dataset, tokenizer, max_length: int = 256, use_chat_template: bool = True,
                    system_prompt: str | None = None):
-    """A `datasets.Dataset` of pairs (soo.data.pairs.load_pairs) tokenized with `Dataset.map`:
+    """A `datasets.Dataset` of pairs (soo.data.pair_io.load_pairs) tokenized with `Dataset.map`:
     columns id, self_input_ids, other_input_ids. For a dataset read from files the result is
     cached beside them (keyed by the data, the tokenizer and these arguments), so a second run
     with the same data and model skips tokenizing."""

@@ -1,6 +1,6 @@
 """Vocabulary and templates of the self/other prompt families.
 
-Two families of paired prompts are defined here; ``soo.data.pairs`` turns them into data.
+Two families of paired prompts are defined here; ``soo.data.pair_generation`` turns them into data.
 
 burglar
     The paper's training pairs (Carauleanu et al. 2024, official code): a sentence about

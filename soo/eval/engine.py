@@ -187,7 +187,8 @@ def run_evaluation(config: EvalConfig) -> dict:
     from soo.eval.capability import load_neutral_prompts
     from soo.eval.latent import latent_soo_by_layer
     from soo.core.modeling import inference_device_map, load_model, load_tokenizer, resolve_model_path
-    from soo.data.pairs import generate_pairs, read_pairs_jsonl
+    from soo.data.pair_generation import generate_pairs
+    from soo.data.pair_io import read_pairs_jsonl
     from soo.eval.forced_choice import generation_agreement, score_prompts, summarize_forced_choice
     from soo.eval.report import write_report
 

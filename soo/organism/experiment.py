@@ -130,7 +130,7 @@ def _train_finetuning_cell(config: ExperimentConfig, organism: dict, condition: 
     released = condition in RELEASED_CONDITIONS
     data = config.released_pairs if released else config.train_pairs
     if condition.endswith("mismatched"):
-        from soo.data.pairs import read_pairs_jsonl
+        from soo.data.pair_io import read_pairs_jsonl
 
         source = data
         data = str(config.root / ("mismatched_released_pairs.jsonl" if released else "mismatched_pairs.jsonl"))
@@ -182,7 +182,7 @@ def evaluate_cell(config: ExperimentConfig, organism: dict, adapter: Path | None
     from peft import PeftModel
 
     from soo.core.modeling import load_model, load_tokenizer
-    from soo.data.pairs import read_pairs_jsonl
+    from soo.data.pair_io import read_pairs_jsonl
     from soo.eval.capability import base_and_tuned_perplexity, kl_to_base, load_neutral_prompts
     from soo.eval.classify import authors_label, classify
     from soo.eval.forced_choice import score_prompts, summarize_forced_choice

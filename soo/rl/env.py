@@ -51,6 +51,7 @@ from pettingzoo.utils.conversions import parallel_wrapper_fn
 BLUE = "agent_0"
 RED = "adversary_0"
 AGENT_NAMES = (RED, BLUE)  # mpe2's order: the adversary is agent index 0
+RED_INDEX, BLUE_INDEX = 0, 1  # positions in AGENT_NAMES, and in every [red, blue] list of the training code
 # Index of the other agent's slot in blue's observation: (dx, dy, visible).
 BLUE_OTHER_SLOT = slice(8, 11)
 RED_OTHER_SLOT = slice(6, 9)

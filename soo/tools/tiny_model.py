@@ -35,7 +35,7 @@ def build_tokenizer(vocab_size: int = 1024):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from soo.data.pairs import generate_pairs
+    from soo.data.pair_generation import generate_pairs
 
     corpus = []
     for split in ("train", "test"):

@@ -20,7 +20,7 @@ from soo.core.io import RUN_CONFIG_FILE, write_json_atomic
 from soo.core.modeling import (add_lora, load_model, load_tokenizer, native_padding_side, resolve_model_path,
                                warn_if_fp16_unsafe)
 from soo.core.pair_batch import SOOPairCollator, tokenize_pairs
-from soo.data.pairs import load_pairs
+from soo.data.pair_io import load_pairs
 from soo.train.config import SOOConfig
 from soo.train.distributed import init_deepspeed_on_cpu
 from soo.train.preemption import PreemptionCallback, choose_resume_checkpoint, remove_incomplete_checkpoints
