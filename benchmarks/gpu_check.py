@@ -543,7 +543,8 @@ def run_evaluate(args, device: torch.device, report: Report, workdir: str) -> No
     import finetuning
     from soo.core.io import write_jsonl_atomic
     from soo.data.pairs import generate_pairs
-    from soo.eval.engine import EvalConfig, run_evaluation
+    from soo.eval.config import EvalConfig
+    from soo.eval.engine import run_evaluation
     from soo.tools.tiny_model import write_tiny_model
 
     folder = Path(workdir) / "evaluate"
