@@ -219,7 +219,10 @@ def _item_from_file(action: argparse.Action, item):
     if isinstance(item, dict):
         return item
     text = item if isinstance(item, str) else str(item)
-    converted = action.type(text) if callable(action.type) else text
+    try:
+        converted = action.type(text) if callable(action.type) else text
+    except (TypeError, ValueError):  # what argparse says for a plain type such as int or float
+        raise ValueError(f"invalid {getattr(action.type, '__name__', repr(action.type))} value: {text!r}") from None
     if action.choices is not None and converted not in action.choices:
         raise ValueError(f"invalid choice {converted!r} (choose from {', '.join(map(str, action.choices))})")
     return converted
