@@ -188,14 +188,18 @@ class CommandParser(HfArgumentParser):
 
 
 def _config_path(args: list[str]) -> str | None:
-    """The value of --config in `args`; None when absent or missing (argparse then says so)."""
+    """The value of the last --config in `args` (argparse keeps the last too); None when absent or
+    without a value (argparse then says so)."""
+    path = None
     for position, arg in enumerate(args):
+        if arg == "--":  # what follows is not flags
+            break
         if arg.startswith(CONFIG_FLAG + "="):
-            return arg.split("=", 1)[1]
-        if arg == CONFIG_FLAG:
+            path = arg.split("=", 1)[1]
+        elif arg == CONFIG_FLAG:
             following = args[position + 1] if position + 1 < len(args) else None
-            return following if following is not None and not following.startswith("-") else None
-    return None
+            path = following if following is not None and not following.startswith("-") else None
+    return path
 
 
 def _value_from_file(action: argparse.Action, value):
