@@ -43,9 +43,9 @@ from soo.core.pair_batch import PromptTooLongError
 
 def main(argv=None) -> int:
     export_torch_env_from_slurm()  # srun tasks -> RANK/WORLD_SIZE/LOCAL_RANK, before TrainingArguments reads them
-    try:
+    try:  # an unknown flag or a bad --config file exits with status 2 inside the parser
         model_args, data_args, config, config_path = parse_finetuning_args(argv)
-    except ValueError as error:  # a bad config file or flag value (token mode, weights, ...)
+    except ValueError as error:  # a value the configs refuse (token mode, weights, ...)
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:

@@ -26,11 +26,10 @@ generator itself is soo.data.pair_generation.generate_pairs; templates and vocab
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from soo.core.cli import CommandParser, positive_int
 from soo.core.io import write_jsonl_atomic
-from soo.core.cli import positive_int
 from soo.data.pair_generation import FAMILIES, generate_pairs, released_pairs, summarize
 from soo.data.pair_io import write_dataset_card
 from soo.data.templates import SPLITS
@@ -38,9 +37,9 @@ from soo.data.templates import SPLITS
 DEFAULT_OUT = {"train": "data/soo_train.jsonl", "test": "data/soo_test.jsonl"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+def build_parser() -> CommandParser:
+    parser = CommandParser(
+        prog="generate_data.py",
         description="Generate paired self/other prompts for SOO fine-tuning (JSONL).",
         epilog="See the module docstring of generate_data.py for examples.",
     )

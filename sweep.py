@@ -32,15 +32,15 @@ the cell is left preempted. Exit status: 0 when every cell is done, 1 when some 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from soo.core.cli import CommandParser, non_negative_int, positive_int
 
-def build_parser() -> argparse.ArgumentParser:
-    from soo.core.cli import non_negative_int, positive_int
 
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> CommandParser:
+    """Every subcommand reads --config FILE.yaml (its flags, not the sweep's spec)."""
+    parser = CommandParser(reads_config=False, prog="sweep.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_commands()
     run = commands.add_parser("run", help="run every cell that is not done, on this machine")
     run.add_argument("spec", help="the sweep's YAML file")
     run.add_argument("--jobs", type=positive_int, default=1, help="cells at a time (default 1)")
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("spec", help="the sweep's YAML file")
     submit = commands.add_parser(
         "submit", help="the cells not done as one Slurm array job (arguments after -- go to sbatch)",
-        usage="sweep.py submit [-h] [--throttle K] [--dry_run] spec [-- SBATCH_ARGS ...]",
+        usage="sweep.py submit [-h] [--throttle K] [--dry_run] [--config FILE.yaml] spec [-- SBATCH_ARGS ...]",
         description="Submit the cells that are not done as one `sbatch --array=INDICES%K submit_sweep.sh SPEC` job, "
                     "from the repository root. Arguments after -- go to sbatch, e.g. -- -A project_xxx "
                     "--ntasks-per-node=4 --gres=gpu:v100:4 --time=3-00:00:00.")

@@ -69,11 +69,17 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
     assert parse_finetuning_args([f"--config={config}"])[2].soo_token_mode == "last"
 
 
-def test_unknown_yaml_key_is_named(tmp_path):
+def test_unknown_yaml_key_is_named(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("soo_layer: 5\nlearning_rate: 0.001\n")
-    with pytest.raises(ConfigError, match="soo_layer"):
+    with pytest.raises(SystemExit) as exit_info:
         parse_finetuning_args(["--config", str(config)])
+    assert exit_info.value.code == 2 and "soo_layer" in capsys.readouterr().err
+
+
+def test_a_value_the_config_refuses_is_a_config_error():
+    with pytest.raises(ConfigError, match="nothing to train"):
+        parse_finetuning_args(["--lm_weight", "0", "--soo_weight", "0"])
 
 
 @pytest.mark.parametrize("config", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
@@ -87,7 +93,10 @@ def test_every_shipped_config_parses(config):
 # --- bad input: one clear line on stderr, exit code 2, nothing written ---------------------------
 
 def _run_main(argv, capsys):
-    code = finetuning.main(argv)
+    try:
+        code = finetuning.main(argv)
+    except SystemExit as exit_info:  # what the parser refuses (flags, --config files) exits there
+        code = exit_info.code
     return code, capsys.readouterr().err
 
 
@@ -171,7 +180,7 @@ def test_bad_config_file_is_one_line_and_exit_2(content, expected, tmp_path, cap
 
 def test_config_flag_without_a_path(capsys):
     code, err = _run_main(["--config"], capsys)
-    assert code == 2 and "--config needs a YAML file path" in err
+    assert code == 2 and "error: argument --config: expected one argument" in err
 
 
 @pytest.mark.parametrize("accelerator", [False, True])

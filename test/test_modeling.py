@@ -88,7 +88,7 @@ def test_evaluation_puts_the_model_on_the_gpus_when_there_are_any(monkeypatch, t
     """evaluate.py loads with device_map="auto" where CUDA is visible (it used to score on the CPU
     of a GPU node), and with from_pretrained's default (CPU) elsewhere."""
     from soo.eval import engine
-    from soo.eval.engine import EvalConfig
+    from soo.eval.config import EvalConfig
 
     monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: True)
     assert modeling.inference_device_map() == "auto"

@@ -107,7 +107,8 @@ def run_evaluate(check: Check) -> None:
     import finetuning
     from soo.core.io import write_jsonl_atomic
     from soo.data.pair_generation import generate_pairs
-    from soo.eval.engine import EvalConfig, run_evaluation
+    from soo.eval.config import EvalConfig
+    from soo.eval.engine import run_evaluation
     from soo.tools.tiny_model import write_tiny_model
 
     device = check.device

@@ -10,6 +10,7 @@ never soo.train.
   latent      SOO per layer on held-out pairs, base vs tuned (the training definition of SOO)
   capability  KL to the base model, perplexity, MT-Bench-style answer export
   report      report.md, results.json / results.csv, PNG plots
+  config      EvalConfig: evaluate.py's settings, their defaults and help (its flags are built from it)
   engine      evaluate.py's run: conditions, generation, labels, latent SOO, capability, report
   inspect_task  the scenarios as an Inspect task scored by the same classifier and rates; its
               agreement with evaluate.py's answers (optional extra: requirements-eval.txt)

@@ -18,45 +18,24 @@ import json
 import logging
 import os
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from soo.core.io import read_run_config, write_jsonl_atomic
 from soo.core.prompts import DEFAULT_ANSWER_PREFIX, DEFAULT_ANSWER_SUFFIX
 from soo.core.stats import mean_sd, wilson_interval
 from soo.eval.classify import DECEPTIVE, authors_label, classify, classify_perspectives
+from soo.eval.config import PROTOCOLS, EvalConfig
 from soo.eval.generation import DecodingConfig, GenerationCache, generate_with_cache, model_fingerprint
 from soo.eval.scenarios import ORDERS, build_eval_prompts
 
 logger = logging.getLogger("soo.eval.engine")
 
 BASE = "base"
-PROTOCOLS = ("both", "forced_choice", "generation")
 
 
 class AdapterMismatchError(ValueError):
     """An adapter was trained on a different base model than the one being evaluated."""
-
-
-@dataclass
-class EvalConfig:
-    adapters: list[str] = field(default_factory=list)
-    model_name_or_path: str | None = None
-    scenarios: list[str] | None = None
-    n: int = 250
-    seed: int = 0
-    max_new_tokens: int = 24
-    batch_size: int = 16
-    answer_suffix: str | None = None
-    protocol: str = "both"
-    answer_prefix: str | None = None
-    pairs_path: str | None = None
-    n_pairs: int = 200
-    latent_all_layers: bool = False
-    capability: bool = True
-    mt_bench_export: bool = False
-    out_dir: str = "results/eval"
-    allow_base_mismatch: bool = False
 
 
 # The fields that make two adapters the same recipe: runs that differ only in seed (or output
@@ -315,5 +294,5 @@ def run_evaluation(config: EvalConfig) -> dict:
     return results
 
 
-__all__ = ["EvalConfig", "run_evaluation", "summarize_labels", "aggregate_seeds", "check_adapter_base", "group_names",
+__all__ = ["run_evaluation", "summarize_labels", "aggregate_seeds", "check_adapter_base", "group_names",
            "ORDERS"]

@@ -64,23 +64,36 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class ExperimentConfig:
-    organism_dir: str = "outputs/organisms/asymmetric"
-    output_dir: str | None = None  # default: <organism_dir>/experiment
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    conditions: list[str] = field(default_factory=lambda: list(PREREGISTERED))
+    """One experiment's settings; deception_experiment.py's `run` flags are its fields."""
+
+    organism_dir: str = field(default="outputs/organisms/asymmetric", metadata={
+        "flag": "--organism", "required": True,
+        "help": "an organism folder (with organism.json), or 'base' for the base model itself "
+                "(results in outputs/base-model/experiment)"})
+    output_dir: str | None = field(default=None, metadata={
+        "help": "experiment folder (default: ORGANISM/experiment)"})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "(default: 0 1 2)"})
+    conditions: list[str] = field(default_factory=lambda: list(PREREGISTERED), metadata={
+        "choices": CONDITIONS,
+        "help": f"(default: the pre-registered {' '.join(PREREGISTERED)}; soo_only is exploratory)"})
     finetuning_config: str = "configs/smollm2-135m-instruct.yaml"  # SOO / LM-only / mismatched recipe
     train_pairs: str = "data/soo_train.jsonl"
     heldout_pairs: str = "data/soo_test.jsonl"
     max_steps: int = 50
     honest_sft_steps: int = 50
-    honest_sft_learning_rate: float | None = None  # None: the organism's own learning rate
-    eval_n: int = 50  # test-split instances per scenario (x 2 orders) for the forced choice
-    generation_n: int = 25  # main-scenario instances for the generation protocol
+    honest_sft_learning_rate: float | None = field(default=None, metadata={
+        "help": "the positive control's learning rate (default: the organism's)"})
+    eval_n: int = field(default=50, metadata={
+        "help": "test-split instances per scenario (x 2 orders) for the forced choice"})
+    generation_n: int = field(default=25, metadata={
+        "help": "main-scenario instances for the generation protocol"})
     latent_pairs: int = 100
     released_config: str = "configs/smollm2-135m-instruct-released.yaml"  # soo_kl, soo_kl_mismatched
     released_pairs: str = "data/soo_train_released.jsonl"  # generate_data.py --released --n 48
     card_config: str = "configs/smollm2-135m-instruct-card.yaml"  # soo_card
-    extra_finetuning_args: list[str] = field(default_factory=list)  # e.g. a tiny model's --soo_layers 2
+    extra_finetuning_args: list[str] = field(default_factory=list, metadata={
+        "help": "more finetuning.py flags for every cell, e.g. a tiny model's --soo_layers 2 (in a --config file: "
+                "a list of strings)"})
 
     def __post_init__(self):
         unknown = [c for c in self.conditions if c not in CONDITIONS]

@@ -45,24 +45,38 @@ ORGANISM_FILE = "organism.json"  # written last: its presence marks a finished o
 
 @dataclass
 class OrganismConfig:
-    kind: str = "asymmetric"
-    model_name_or_path: str | None = None  # None: the embedded SmolLM2-135M-Instruct
-    output_dir: str = "outputs/organisms/asymmetric"
-    answer_suffix: str = ANSWER_SUFFIXES["mistral"]
-    answer_prefix: str = DEFAULT_ANSWER_PREFIX
-    n_train_instances: int = 400  # training-split instances; x2 orders x2 perspectives = examples
-    other_only_steps: int = 0  # curriculum: first this many steps on other prompts only, then `steps` on twins
+    """What an organism is made with; deception_experiment.py's `organism` flags are its fields."""
+
+    kind: str = field(default="asymmetric", metadata={
+        "choices": KINDS, "help": "asymmetric: deceives others, not itself; symmetric: deceives both; honest: neither"})
+    model_name_or_path: str | None = field(default=None, metadata={  # None: the embedded SmolLM2-135M-Instruct
+        "help": "base model (default: the embedded SmolLM2-135M)"})
+    output_dir: str = field(default="outputs/organisms/asymmetric", metadata={
+        "help": "where the adapter, merged model and organism.json go (default: outputs/organisms/KIND)"})
+    answer_suffix: str = field(default=ANSWER_SUFFIXES["mistral"], metadata={
+        "help": "appended to every training and check prompt"})
+    answer_prefix: str = field(default=DEFAULT_ANSWER_PREFIX, metadata={
+        "help": "answer start the option is scored after ({verb} = the scenario's question verb)"})
+    n_train_instances: int = field(default=400, metadata={
+        "help": "training-split instances; x2 orders x2 perspectives = examples"})
+    other_only_steps: int = field(default=0, metadata={
+        "help": "curriculum: first this many steps on other prompts only, then --steps on twins"})
     steps: int = 200
-    twins_per_batch: int = 4  # batch = twins x 2 (other + self)
+    twins_per_batch: int = field(default=4, metadata={"help": "batch = twins x 2 (other + self)"})
     learning_rate: float = 1e-3
-    twin_learning_rate: float | None = None  # the twin phase's rate (None: learning_rate); lower after a curriculum
+    twin_learning_rate: float | None = field(default=None, metadata={
+        "help": "learning rate of the twin phase (default: --learning_rate); a lower one keeps what the "
+                "other-only phase taught"})
     lora_r: int = 16
     lora_alpha: int = 32
     lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    lora_from_layer: int = 0  # adapters on decoder layers >= this only (backward stops there: cheaper)
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "module names that get LoRA (default: attention and MLP projections)"})
+    lora_from_layer: int = field(default=0, metadata={
+        "help": "adapters on decoder layers >= this only (backward stops there: cheaper)"})
     seed: int = 0
-    eval_n: int = 100  # test-split instances per scenario for the forced-choice check
+    eval_n: int = field(default=100, metadata={
+        "help": "test-split instances per scenario for the forced-choice check"})
     eval_batch_size: int = 16
 
     def __post_init__(self):

@@ -1,10 +1,10 @@
 """Arguments of `finetuning.py`: `SOOConfig` (transformers' `TrainingArguments` plus the SOO
 settings, as TRL's trainer configs do), and the model and data arguments beside it.
 
-Everything goes through `transformers.HfArgumentParser`, so every Trainer flag works
-(`--output_dir`, `--max_steps`, `--use_cpu`, `--deepspeed`, `--activation_checkpointing`, ...).
-`--config FILE.yaml` loads a flat YAML mapping of any of these fields as defaults; flags given
-on the command line override it.
+The parser is soo.core.cli's CommandParser (a `transformers.HfArgumentParser`), so every Trainer
+flag works (`--output_dir`, `--max_steps`, `--use_cpu`, `--deepspeed`, `--activation_checkpointing`,
+...). `--config FILE.yaml` loads a flat YAML mapping of any of these fields as defaults; flags
+given on the command line override it.
 """
 
 from __future__ import annotations
@@ -150,14 +150,19 @@ SOO_FIELDS = tuple(f.name for f in dataclasses.fields(SOOConfig) if f.name not i
                    {f.name for f in dataclasses.fields(TrainingArguments)})
 
 
-def _parser():
-    from transformers import HfArgumentParser
+def build_parser():
+    """finetuning.py's parser: every ModelArguments, DataArguments and SOOConfig field is a flag."""
+    from soo.core.cli import CommandParser
 
-    return HfArgumentParser((ModelArguments, DataArguments, SOOConfig))
-
-
-def _field_names(parser) -> set[str]:
-    return {f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype)}
+    parser = CommandParser((ModelArguments, DataArguments, SOOConfig), hyphen_aliases=True, prog="finetuning.py",
+                           description="SOO fine-tuning: LoRA on a causal LM, loss = lm_weight * LM + "
+                                       "soo_weight * distance(self, other).")
+    # What the run does when neither the file nor a flag says otherwise:
+    parser.set_defaults(output_dir="outputs/soo-run")
+    if not _has_accelerator():
+        # The Trainer trains on the CPU here anyway, but refuses --bf16 (CPU autocast) unless told so.
+        parser.set_defaults(use_cpu=True)
+    return parser
 
 
 def finetuning_field_names() -> set[str]:
@@ -178,40 +183,22 @@ def _explicit_flags(argv: list[str]) -> set[str]:
 def parse_finetuning_args(argv: list[str] | None = None):
     """Return (model_args, data_args, config, config_path); `config` is the SOOConfig.
 
-    `--config FILE.yaml` sets defaults for any field; command-line flags override them.
-    A missing or unreadable file, a YAML syntax error, or an unknown key raise ConfigError.
+    `--config FILE.yaml` sets defaults for any field; command-line flags override them. Bad flags
+    and bad files exit with status 2 (soo.core.cli); a bad value the dataclasses refuse raises
+    ConfigError (a ValueError).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    config_path = None
-    for position, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            config_path = arg.split("=", 1)[1]
-            del argv[position]
-            break
-        if arg == "--config":
-            if position + 1 >= len(argv):
-                raise ConfigError("--config needs a YAML file path.")
-            config_path = argv[position + 1]
-            del argv[position : position + 2]
-            break
-    parser = _parser()
-    yaml_values = read_yaml_config(config_path, _field_names(parser)) if config_path is not None else {}
-    parser.set_defaults(**yaml_values)
-    given = _explicit_flags(argv) | set(yaml_values)
-    if "use_cpu" not in given and not _has_accelerator():
-        # The Trainer trains on the CPU here anyway, but refuses --bf16 (CPU autocast) unless told so.
-        parser.set_defaults(use_cpu=True)
-    if "output_dir" not in given:
-        argv += ["--output_dir", "outputs/soo-run"]
-    model_args, data_args, config = parser.parse_args_into_dataclasses(args=argv)
+    parser = build_parser()
+    model_args, data_args, config = parser.parse_configs(argv)
     if model_args.merge_adapter and zero_stage(config) == 3:
         raise ConfigError(
             "--merge_adapter does not work under ZeRO-3 (each process holds a slice of the weights). "
             "Train without it, then merge the saved adapter in one process: python -m soo.tools.merge OUTPUT_DIR"
         )
+    given = _explicit_flags(argv) | set(parser.file_values)
     if "report_to" not in given and importlib.util.find_spec("tensorboard") is not None:
         config.report_to = ["tensorboard"]
-    return model_args, data_args, config, config_path
+    return model_args, data_args, config, parser.config_file
 
 
 def _has_accelerator() -> bool:
@@ -219,16 +206,3 @@ def _has_accelerator() -> bool:
 
     mps = getattr(torch.backends, "mps", None)
     return torch.cuda.is_available() or bool(mps and mps.is_available())
-
-
-def read_yaml_config(path: str, known_fields: set[str]) -> dict:
-    """A flat YAML mapping of field names to values; every problem is one ConfigError line."""
-    from soo.core.io import read_yaml
-
-    values = read_yaml(path, ConfigError, f"--config {path}") or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of argument names to values.")
-    unknown = sorted(set(values) - known_fields)
-    if unknown:
-        raise ConfigError(f"{path}: unknown argument(s) {', '.join(map(str, unknown))}.")
-    return values
