@@ -12,14 +12,15 @@ each module's docstring for its options).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from benchmarks import efficiency, generation, peak_memory, training
 
+from soo.core.cli import CommandParser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip_generation", action="store_true",
                         help="skip the batched generation benchmark, the longest part")
     args = parser.parse_args(argv)

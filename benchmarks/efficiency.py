@@ -14,12 +14,12 @@ Target: achieved / matmul >= 40%.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from soo.core.cli import CommandParser
 from benchmarks._cli import (TRAINING_REPORT, add_model_arguments, check_output_file, fail, non_negative_int,
                              positive_int)
 from benchmarks._machine import load_average, machine_info, matmul_flops_per_second
@@ -29,7 +29,7 @@ TARGET = 0.40
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed steps and matmuls (default 5)")
     parser.add_argument("--matmul_size", type=positive_int, default=2048,

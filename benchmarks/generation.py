@@ -27,7 +27,6 @@ This is a script, not a test.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from soo.core.cli import CommandParser
 from benchmarks._cli import GENERATION_REPORT, check_output_file, fail, non_negative_int, positive_int
 from benchmarks._machine import cpu_snapshot, load_average, machine_info, matmul_flops_per_second, others_cpu_share
 from soo.eval.generation import DecodingConfig, generate_batched, generate_one_at_a_time
@@ -162,7 +162,7 @@ def fmt_range(values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=positive_int, default=250, help="number of prompts (default 250)")
     parser.add_argument("--max_new_tokens", type=positive_int, default=16,
                         help="tokens generated per prompt at most (default 16)")

@@ -37,7 +37,6 @@ This file is the command line and the dispatcher; the sections live in benchmark
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ import traceback
 
 import torch
 
+from soo.core.cli import CommandParser
 from benchmarks._cli import GPU_REPORT, check_output_file, fail, positive_int
 from benchmarks.gpu.context import Check, Report
 from benchmarks.gpu.device import datasheet_peak_tflops, library_versions, release
@@ -65,7 +65,7 @@ SECTIONS = {
 
 
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_file", default=GPU_REPORT,
                         help=f"markdown report, replaced (default {GPU_REPORT}; empty to skip)")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), metavar="SECTION",

@@ -13,13 +13,13 @@ own errors (bad extra flags) come from the child, with its exit status.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from soo.core.cli import CommandParser
 from benchmarks._cli import TRAINING_REPORT, add_output_file_argument, output_file_error
 
 README_MAIN_COMMAND = ["finetuning.py", "--config", "configs/smollm2-135m-instruct.yaml"]
@@ -36,7 +36,7 @@ def measure(extra: list[str]) -> tuple[float, float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     add_output_file_argument(parser, TRAINING_REPORT)
     parser.add_argument("extra", nargs="*", help="extra finetuning.py flags (after --)")
     args = parser.parse_args(argv)

@@ -13,7 +13,6 @@ docs/benchmarks-evaluation.md is the committed one).
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from soo.core.cli import CommandParser
 from benchmarks._cli import EVALUATION_REPORT, add_output_file_argument, fail, output_file_error, positive_int
 
 TARGET_MINUTES = {"forced_choice": 10, "generation": 30, "both": 40}
@@ -43,7 +43,7 @@ def run_protocol(protocol: str, adapters: list[str], n: int, extra: list[str]) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--adapters", nargs="*", default=[], help="adapter folders evaluated beside the base model")
     parser.add_argument("--protocols", nargs="+", choices=("forced_choice", "generation", "both"),
                         default=["forced_choice"], help="protocols to time, one evaluate.py run each")

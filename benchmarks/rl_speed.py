@@ -19,7 +19,6 @@ committed one).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -31,6 +30,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from soo.core.cli import CommandParser
 from benchmarks._cli import RL_REPORT, add_output_file_argument, output_file_error, positive_int
 from benchmarks._machine import machine_info
 
@@ -95,7 +95,7 @@ def train_both_stages(episodes: int) -> tuple[float, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.rl_speed", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m benchmarks.rl_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=positive_int, default=300, help="training episodes per stage (default 300)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="rounds of both methods (default 3)")
     add_output_file_argument(parser, RL_REPORT)

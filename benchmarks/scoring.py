@@ -21,7 +21,6 @@ docs/benchmarks-scoring.md is the committed one).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from soo.core.cli import CommandParser
 from benchmarks._cli import (SCORING_REPORT, add_output_file_argument, fail, non_negative_int, output_file_error,
                              positive_int)
 from benchmarks._machine import cpu_snapshot, load_average, machine_info, others_cpu_share
@@ -56,7 +56,7 @@ METHODS = ("whole, all logits", "whole, last logit", "shared prefix", "shared pr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_name_or_path", default=None, help="(default: the embedded SmolLM2-135M)")
     parser.add_argument("--n", type=positive_int, default=250,
                         help="instances per scenario and order of the protocol sampled (default 250, the paper's)")

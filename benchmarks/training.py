@@ -24,7 +24,6 @@ This is a script, not a test (test/test_benchmarks.py runs it once on a tiny mod
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from soo.core.cli import CommandParser
 from benchmarks._cli import TRAINING_REPORT, add_model_arguments, check_output_file, fail, positive_int
 from benchmarks._machine import load_average, machine_info
 
@@ -128,7 +128,7 @@ def time_variant(step, features_list, optimizer, steps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
     parser.add_argument("--steps", type=positive_int, default=3, help="timed steps per variant per repeat (default 3)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds over the variants (default 5)")

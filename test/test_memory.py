@@ -220,7 +220,7 @@ def test_unknown_stage_is_a_clear_error(tiny_config_yaml, capsys):
     (["--gpus", "4", "--nodes", "1", "--micro_batch", "-2"], "--micro_batch: must be at least 1"),
     (["--gpus", "4", "--nodes", "1", "--gpu_memory_gib", "-3"], "--gpu_memory_gib: must be above 0, got -3"),
     (["--gpus", "4", "--nodes", "1", "--node_ram_gib", "0"], "--node_ram_gib: must be above 0"),
-    (["--gpus", "4", "--nodes", "1", "--overhead_gib", "nan"], "--overhead_gib: must be at least 0, got nan"),
+    (["--gpus", "4", "--nodes", "1", "--overhead_gib", "nan"], "--overhead_gib: expected a finite number, got 'nan'"),
 ])
 def test_impossible_sizes_are_refused(tiny_config_yaml, capsys, flags, message):
     with pytest.raises(SystemExit) as raised:

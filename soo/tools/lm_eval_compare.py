@@ -22,6 +22,8 @@ import math
 import sys
 from pathlib import Path
 
+from soo.core.cli import CommandParser
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_TASKS = REPO_ROOT / "soo" / "eval" / "resources" / "lm_eval"  # their data paths are relative to REPO_ROOT
 METRICS = ("acc", "acc_norm")
@@ -74,7 +76,7 @@ def markdown_table(rows: list[dict]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from soo.core.cli import positive_int
 
-    parser = argparse.ArgumentParser(prog="python -m soo.tools.lm_eval_compare", allow_abbrev=False,
+    parser = CommandParser(prog="python -m soo.tools.lm_eval_compare", allow_abbrev=False,
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("adapter", help="an adapter folder from finetuning.py")
     parser.add_argument("--model_name_or_path", default=None,

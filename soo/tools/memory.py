@@ -31,6 +31,7 @@ import json
 import sys
 from pathlib import Path
 
+from soo.core.cli import CommandParser
 from soo.tools.memory_estimate import (CUDA_OVERHEAD_GIB, DTYPE_BYTES, GIB, deepspeed_full_finetune_estimate,
                                        load_peak_bytes_per_node, lora_aware_estimate, to_gib)
 from soo.tools.memory_model import (MemoryPlanError, build_meta_model, count_parameters, read_run_settings,
@@ -215,11 +216,11 @@ def format_plan(plan: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     from soo.core.cli import non_negative_float, positive_float, positive_int
 
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m soo.tools.memory",
         description="Per-GPU and per-node memory of a LoRA + SOO run under DeepSpeed ZeRO-2/3 (no weights needed).",
     )
-    parser.add_argument("config", help="A configs/*.yaml file.")
+    parser.add_argument("training_config", metavar="config", help="A configs/*.yaml file (the training run to plan).")
     parser.add_argument("--gpus", type=positive_int, required=True, help="GPUs per node.")
     parser.add_argument("--nodes", type=positive_int, required=True, help="Number of nodes.")
     parser.add_argument("--stage", choices=STAGES, default="both", help="ZeRO stage (default: both).")
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         plan = plan_memory(
-            args.config, gpus=args.gpus, nodes=args.nodes, stage=args.stage, offload=args.offload,
+            args.training_config, gpus=args.gpus, nodes=args.nodes, stage=args.stage, offload=args.offload,
             gpu_memory_gib=args.gpu_memory_gib, node_ram_gib=args.node_ram_gib, seq_len=args.seq_len,
             micro_batch=args.micro_batch, dtype=args.dtype, load_in_4bit=args.load_in_4bit,
             overhead_gib=args.overhead_gib,

@@ -14,9 +14,10 @@ exits with status 2 and one line `error: ...` on stderr, before the model is loa
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from soo.core.cli import CommandParser
 
 
 class OutputDirError(OSError):
@@ -66,7 +67,7 @@ def merge_adapter(adapter_dir: str, output_dir: str | None = None, model_name_or
 def main(argv=None) -> int:
     from soo.core.modeling import DTYPES, ModelLoadError
 
-    parser = argparse.ArgumentParser(allow_abbrev=False,
+    parser = CommandParser(allow_abbrev=False,
                                      description="Merge a saved SOO LoRA adapter into its base model.")
     parser.add_argument("adapter_dir", help="output directory of finetuning.py (adapter_model.safetensors inside)")
     parser.add_argument("--output_dir", default=None,

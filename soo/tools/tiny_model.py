@@ -14,11 +14,12 @@ Gemma-3's sliding/full attention mix) at a few hundred thousand parameters.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
+
+from soo.core.cli import CommandParser
 
 ARCHITECTURES = ("llama", "mistral", "gemma2", "gemma3", "qwen2")
 TINY_NUM_LAYERS = 4
@@ -115,7 +116,7 @@ def write_tiny_model(out_dir: str | Path, arch: str = "llama", seed: int = 0) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False,
+    parser = CommandParser(allow_abbrev=False,
                                      description="Write a tiny random-weight model and an offline tokenizer.")
     parser.add_argument("out_dir", metavar="OUTPUT_DIR", help="Directory to write (created if missing).")
     parser.add_argument("--arch", choices=ARCHITECTURES, default="llama",
