@@ -1,6 +1,6 @@
 """Short SOO fine-tuning test run: a few steps on 10 pairs, then check that the adapter was saved.
 
-Not a pytest module (pytest.ini collects test_*.py only): a launcher for the short test job
+Not a pytest module (pyproject.toml has pytest collect test_*.py only): a launcher for the short test job
 test/submit_gemma_soo_test.sh, and for trying a setup by hand before a long run. It calls
 finetuning.py's main with
 
