@@ -183,10 +183,10 @@ def run_evaluation(config: EvalConfig) -> dict:
     """Evaluate the base model and every adapter; write the report to config.out_dir; return results."""
     from peft import PeftModel
 
-    from soo.eval.capability import adapter_disabled, base_and_tuned_perplexity, export_mt_bench_style_answers, kl_to_base
+    from soo.eval.capability import base_and_tuned_perplexity, export_mt_bench_style_answers, kl_to_base
     from soo.eval.capability import load_neutral_prompts
     from soo.eval.latent import latent_soo_by_layer
-    from soo.core.modeling import inference_device_map, load_model, load_tokenizer, resolve_model_path
+    from soo.core.modeling import adapter_disabled, inference_device_map, load_model, load_tokenizer, resolve_model_path
     from soo.data.pairs import generate_pairs, read_pairs_jsonl
     from soo.eval.forced_choice import generation_agreement, score_prompts, summarize_forced_choice
     from soo.eval.report import write_report

@@ -9,10 +9,9 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from soo.eval.capability import adapter_disabled
 from soo.core.capture import ActivationCapture, find_decoder_layers
 from soo.core.loss import activation_spread_per_pair, soo_distance_per_pair
-from soo.core.modeling import model_device
+from soo.core.modeling import adapter_disabled, model_device
 from soo.core.stats import mean_ci95
 from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
 
