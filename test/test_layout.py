@@ -109,3 +109,7 @@ def test_the_private_name_checker_sees_one_inside_a_function(tmp_path):
     module.write_text("def f():\n    from soo.eval.generation import DecodingConfig, _greedy_generate\n")
     assert private_names_imported(module) == ["soo.eval.generation._greedy_generate"]
 
+
+def test_the_inspect_task_scores_without_evaluates_engine():
+    # The Inspect task and evaluate.py share the scorer (soo.eval.rates), not evaluate.py's run.
+    assert not any(module.startswith("soo.eval.engine") for module in soo_imports(SOO / "eval" / "inspect_task.py"))

@@ -4,6 +4,8 @@ never soo.train.
   scenarios   the evaluation stimuli: main scenario, generalisation variants, treasure hunt,
               escape room, honesty-prompt and perspectives controls, both option orders
   classify    deceptive / honest / ambiguous (perspectives: correct / incorrect) from a free-text answer
+  rates       the scorer: each answer's label (ours and the authors' rule) and the rates with Wilson
+              intervals, per condition and across seeds (evaluate.py and the Inspect task alike)
   generation  batched greedy generation with a resumable JSONL cache
   prefix_cache  the tokens a batch's prompts share run once (generation and forced choice)
   forced_choice  p(deceptive) from the options' log-probabilities after a fixed answer prefix

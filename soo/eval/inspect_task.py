@@ -2,9 +2,9 @@
 
 One sample per prompt of `soo.eval.scenarios.build_eval_prompts` (every scenario, both room
 orders, n instances each), with its scenario, order, index, kind and options as metadata; the
-model's answer is labelled by the same classifier as evaluate.py (deceptive / honest / ambiguous;
-correct / incorrect / ambiguous for the perspectives control), and the metric is evaluate.py's
-`summarize_labels`: the measured rate per scenario (both orders pooled, and per order), its Wilson
+model's answer is labelled by the same scorer as evaluate.py (`soo.eval.rates.label_response`:
+deceptive / honest / ambiguous; correct / incorrect / ambiguous for the perspectives control), and
+the metric is its `summarize_labels`: the measured rate per scenario (both orders pooled, and per order), its Wilson
 95% interval, and the ambiguous rate. So the same prompts and the same answers give the same
 numbers in both tools.
 
@@ -30,7 +30,7 @@ except ImportError as error:  # an optional extra
 
 from soo.core.prompts import ANSWER_SUFFIXES, DEFAULT_ANSWER_SUFFIX
 from soo.eval.classify import AMBIGUOUS, CORRECT, DECEPTIVE, HONEST, INCORRECT
-from soo.eval.engine import label_response, summarize_labels
+from soo.eval.rates import label_response, summarize_labels
 from soo.eval.scenarios import EvalPrompt, build_eval_prompts
 
 CONDITION = "inspect"  # summarize_labels groups by condition; one model per Inspect run
