@@ -12,7 +12,8 @@ never soo.train.
   latent      SOO per layer on held-out pairs, base vs tuned (the training definition of SOO)
   capability  KL to the base model, perplexity, MT-Bench-style answer export
   report      report.md, results.json / results.csv, PNG plots
-  engine      evaluate.py's run: conditions, generation, labels, latent SOO, capability, report
+  engine      evaluate.py's run as named phases over the conditions (base model, each adapter):
+              forced choice, generation + labels, latent SOO, capability, report
   inspect_task  the scenarios as an Inspect task scored by the same classifier and rates; its
               agreement with evaluate.py's answers (optional extra: requirements-eval.txt)
 

@@ -1,5 +1,10 @@
 """evaluate.py's engine: score, generate, classify, measure and report, base model vs SOO adapters.
 
+The evaluation in Inspect's terms: the scenarios are the dataset (soo.eval.scenarios), forced
+choice and generation are the solvers (soo.eval.forced_choice, soo.eval.generation), labels and
+rates are the scorer (soo.eval.rates). This module only runs the phases in order, each over every
+condition, and `active_condition` is the one place that switches the model between conditions.
+
 Protocols: "forced_choice" (p(deceptive) from the options' log-probabilities, soo.eval.forced_choice),
 "generation" (greedy answers labelled by soo.eval.classify), or "both" (the default; then the
 forced choice's agreement with the generation labels is reported too).
@@ -20,11 +25,20 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from peft import PeftModel
+
 from soo.core.io import read_run_config, write_jsonl_atomic
+from soo.core.modeling import adapter_disabled, inference_device_map, load_model, load_tokenizer, resolve_model_path
 from soo.core.prompts import DEFAULT_ANSWER_PREFIX, DEFAULT_ANSWER_SUFFIX
+from soo.data.pairs import generate_pairs, read_pairs_jsonl
+from soo.eval.capability import (base_and_tuned_perplexity, export_mt_bench_style_answers, kl_to_base,
+                                 load_neutral_prompts)
+from soo.eval.forced_choice import generation_agreement, score_prompts, summarize_forced_choice
 from soo.eval.generation import DecodingConfig, GenerationCache, generate_with_cache, model_fingerprint
+from soo.eval.latent import latent_soo_by_layer
 from soo.eval.rates import aggregate_seeds, authors_response_label, label_response, summarize_labels
-from soo.eval.scenarios import build_eval_prompts
+from soo.eval.report import write_report
+from soo.eval.scenarios import EvalPrompt, build_eval_prompts
 
 logger = logging.getLogger("soo.eval.engine")
 
@@ -111,18 +125,24 @@ def check_adapter_base(adapter_dir: str, model_path: str) -> None:
         )
 
 
-def run_evaluation(config: EvalConfig) -> dict:
-    """Evaluate the base model and every adapter; write the report to config.out_dir; return results."""
-    from peft import PeftModel
+# --------------------------------------------------------------------------------------------
+# The phases of a run (run_evaluation calls them in this order)
+# --------------------------------------------------------------------------------------------
 
-    from soo.eval.capability import base_and_tuned_perplexity, export_mt_bench_style_answers, kl_to_base
-    from soo.eval.capability import load_neutral_prompts
-    from soo.eval.latent import latent_soo_by_layer
-    from soo.core.modeling import adapter_disabled, inference_device_map, load_model, load_tokenizer, resolve_model_path
-    from soo.data.pairs import generate_pairs, read_pairs_jsonl
-    from soo.eval.forced_choice import generation_agreement, score_prompts, summarize_forced_choice
-    from soo.eval.report import write_report
 
+@dataclass(frozen=True)
+class EvalSetup:
+    """What a run needs before any model is loaded, every input already checked."""
+
+    model_path: str
+    run_configs: list[dict]  # one soo_run_config.json per adapter
+    answer_suffix: str
+    answer_prefix: str
+    prompts: list[EvalPrompt]
+
+
+def prepare_run(config: EvalConfig) -> EvalSetup:
+    """Resolve the base model, answer suffix / prefix and prompts; refuse bad input before loading a model."""
     run_configs = [read_run_config(adapter) for adapter in config.adapters]
     first = run_configs[0] if run_configs else {}
     model_name = config.model_name_or_path or first.get("model_path")
@@ -138,14 +158,17 @@ def run_evaluation(config: EvalConfig) -> dict:
     for adapter in config.adapters:
         if not config.allow_base_mismatch:
             check_adapter_base(adapter, model_path)
+    return EvalSetup(model_path, run_configs, answer_suffix, answer_prefix, prompts)
 
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, device_map=inference_device_map())  # the GPUs when there are any
+
+def load_conditions(setup: EvalSetup, adapters: list[str]) -> tuple:
+    """(model, tokenizer, conditions): the base model with every adapter loaded under its condition's
+    name; conditions[0] is the base, then one per adapter with its group, seed and SOO settings."""
+    tokenizer = load_tokenizer(setup.model_path)
+    model = load_model(setup.model_path, device_map=inference_device_map())  # the GPUs when there are any
     conditions = [{"name": BASE, "group": BASE, "adapter": None}]
-    groups = group_names(run_configs)
-    for index, (adapter, run_config) in enumerate(zip(config.adapters, run_configs)):
+    groups = group_names(setup.run_configs)
+    for index, (adapter, run_config) in enumerate(zip(adapters, setup.run_configs)):
         name = f"soo_{index}"
         if index == 0:
             model = PeftModel.from_pretrained(model, adapter, adapter_name=name)
@@ -155,25 +178,40 @@ def run_evaluation(config: EvalConfig) -> dict:
         conditions.append({"name": name, "group": groups[index], "adapter": adapter, "seed": seed,
                            "soo_args": run_config.get("soo_args", {})})
     model.eval()
+    return model, tokenizer, conditions
 
-    forced_rows = []
-    if config.protocol in ("forced_choice", "both"):
-        for condition in conditions:
-            if condition["adapter"] is not None:
-                model.set_adapter(condition["name"])
-            with adapter_disabled(model) if condition["adapter"] is None else contextlib.nullcontext():
-                scored = score_prompts(model, tokenizer, prompts, answer_prefix, batch_size=config.batch_size)
-            forced_rows += [{"condition": condition["name"], "group": condition["group"], **row} for row in scored]
-        write_jsonl_atomic(out_dir / "forced_choice.jsonl", forced_rows)
 
-    decoding = DecodingConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
-    cache = GenerationCache(out_dir / "generations.jsonl")
+@contextlib.contextmanager
+def active_condition(model, condition: dict):
+    """The model computes as `condition` for the duration: the base weights (adapter disabled), or
+    that condition's adapter."""
+    if condition["adapter"] is None:
+        with adapter_disabled(model):
+            yield
+    else:
+        model.set_adapter(condition["name"])
+        yield
+
+
+def score_forced_choice(model, tokenizer, conditions: list[dict], prompts: list[EvalPrompt], answer_prefix: str,
+                        batch_size: int) -> list[dict]:
+    """Forced-choice rows (p(deceptive) per prompt), every condition."""
+    rows = []
+    for condition in conditions:
+        with active_condition(model, condition):
+            scored = score_prompts(model, tokenizer, prompts, answer_prefix, batch_size=batch_size)
+        rows += [{"condition": condition["name"], "group": condition["group"], **row} for row in scored]
+    return rows
+
+
+def generate_and_label(model, tokenizer, conditions: list[dict], prompts: list[EvalPrompt], decoding: DecodingConfig,
+                       cache: GenerationCache, model_path: str) -> list[dict]:
+    """One row per condition and prompt: the greedy answer (from the cache when it is there), its
+    label and the authors' rule's label."""
     texts = [prompt.prompt for prompt in prompts]
     rows = []
-    for condition in conditions if config.protocol in ("generation", "both") else []:
-        if condition["adapter"] is not None:
-            model.set_adapter(condition["name"])
-        with adapter_disabled(model) if condition["adapter"] is None else contextlib.nullcontext():
+    for condition in conditions:
+        with active_condition(model, condition):
             responses = generate_with_cache(model, tokenizer, texts, decoding, cache,
                                             model_key=model_fingerprint(model_path, condition["adapter"]))
         for prompt, response in zip(prompts, responses):
@@ -187,46 +225,68 @@ def run_evaluation(config: EvalConfig) -> dict:
     if empty:
         logger.warning("%d of %d responses are empty (counted as ambiguous); raise --max_new_tokens or check the "
                        "answer suffix if this is many.", empty, len(rows))
-    summary = summarize_labels(rows)
+    return rows
 
-    # Latent SOO on held-out pairs at the trained layers (or all layers), base vs each adapter.
-    pairs = read_pairs_jsonl(config.pairs_path) if config.pairs_path else generate_pairs(config.n_pairs, seed=0,
-                                                                                          split="test")
-    soo_args = conditions[1]["soo_args"] if len(conditions) > 1 else {}
-    latent_kwargs = dict(layers=None if config.latent_all_layers else soo_args.get("soo_layers"),
-                         module_path=soo_args.get("soo_module", "self_attn.o_proj"),
-                         token_mode=soo_args.get("soo_token_mode", "full"))
+
+def heldout_pairs(config: EvalConfig) -> list[dict]:
+    """Latent SOO's pairs: --pairs_path, else n_pairs freshly generated test-split pairs."""
+    return read_pairs_jsonl(config.pairs_path) if config.pairs_path else generate_pairs(config.n_pairs, seed=0,
+                                                                                         split="test")
+
+
+def trained_soo_args(conditions: list[dict]) -> dict:
+    """The first adapter's SOO settings (layers, module, token mode); {} with no adapter."""
+    return conditions[1]["soo_args"] if len(conditions) > 1 else {}
+
+
+def measure_latent_soo(model, tokenizer, conditions: list[dict], pairs: list[dict], all_layers: bool) -> dict:
+    """{condition: {layer: latent SOO}} on held-out pairs at the trained layers (or every layer);
+    {} when no layer is known (no adapter and not all layers)."""
+    soo_args = trained_soo_args(conditions)
+    layers = None if all_layers else soo_args.get("soo_layers")
+    if layers is None and not all_layers:
+        return {}
     latent = {}
-    if latent_kwargs["layers"] is not None or config.latent_all_layers:
-        latent[BASE] = latent_soo_by_layer(model, tokenizer, pairs, use_base=True, **latent_kwargs)
-        for condition in conditions[1:]:
-            model.set_adapter(condition["name"])
-            latent[condition["name"]] = latent_soo_by_layer(model, tokenizer, pairs, **latent_kwargs)
+    for condition in conditions:
+        with active_condition(model, condition):
+            latent[condition["name"]] = latent_soo_by_layer(
+                model, tokenizer, pairs, layers=layers, module_path=soo_args.get("soo_module", "self_attn.o_proj"),
+                token_mode=soo_args.get("soo_token_mode", "full"))
+    return latent
 
+
+def measure_capability(model, tokenizer, conditions: list[dict]) -> dict:
+    """Per adapter: KL to the base model on neutral prompts, and base vs tuned perplexity."""
+    neutral = load_neutral_prompts()
     capability = {}
-    if config.capability:
-        neutral = load_neutral_prompts()
-        for condition in conditions[1:]:
-            model.set_adapter(condition["name"])
+    for condition in conditions[1:]:
+        with active_condition(model, condition):
             capability[condition["name"]] = {"kl_to_base": kl_to_base(model, tokenizer, neutral),
                                              "perplexity": base_and_tuned_perplexity(model, tokenizer)}
-    if config.mt_bench_export:
-        for condition in conditions:
-            if condition["adapter"] is None:
-                with adapter_disabled(model):
-                    export_mt_bench_style_answers(model, tokenizer, out_dir / "mt_bench_answers_base.jsonl", BASE)
-            else:
-                model.set_adapter(condition["name"])
-                export_mt_bench_style_answers(model, tokenizer, out_dir / f"mt_bench_answers_{condition['name']}.jsonl",
-                                              condition["name"])
+    return capability
 
-    results = {
+
+def export_mt_bench_answers(model, tokenizer, conditions: list[dict], out_dir: Path) -> None:
+    """mt_bench_answers_CONDITION.jsonl per condition, for an external judge."""
+    for condition in conditions:
+        with active_condition(model, condition):
+            export_mt_bench_style_answers(model, tokenizer, out_dir / f"mt_bench_answers_{condition['name']}.jsonl",
+                                          condition["name"])
+
+
+def assemble_results(config: EvalConfig, setup: EvalSetup, conditions: list[dict], decoding: DecodingConfig,
+                     forced_rows: list[dict], rows: list[dict], pairs: list[dict], latent: dict,
+                     capability: dict) -> dict:
+    """results.json: the run's settings, the forced-choice summary, the generation rates (per condition
+    and across seeds), latent SOO and capability."""
+    summary = summarize_labels(rows)
+    return {
         "config": asdict(config),
-        "model_path": model_path,
-        "answer_suffix": answer_suffix,
+        "model_path": setup.model_path,
+        "answer_suffix": setup.answer_suffix,
         "protocol": config.protocol,
         "forced_choice": {
-            "answer_prefix": answer_prefix,
+            "answer_prefix": setup.answer_prefix,
             "summary": summarize_forced_choice(forced_rows),
             "agreement_with_generation": generation_agreement(forced_rows, rows),
         } if forced_rows else None,
@@ -237,13 +297,36 @@ def run_evaluation(config: EvalConfig) -> dict:
         "latent_soo": {name: {str(layer): values for layer, values in by_layer.items()}
                        for name, by_layer in latent.items()},
         "latent_pairs": len(pairs),
-        "trained_layers": soo_args.get("soo_layers"),
+        "trained_layers": trained_soo_args(conditions).get("soo_layers"),
         "capability": capability,
     }
+
+
+def run_evaluation(config: EvalConfig) -> dict:
+    """Evaluate the base model and every adapter; write the report to config.out_dir; return results."""
+    setup = prepare_run(config)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer, conditions = load_conditions(setup, config.adapters)
+
+    forced_rows = []
+    if config.protocol in ("forced_choice", "both"):
+        forced_rows = score_forced_choice(model, tokenizer, conditions, setup.prompts, setup.answer_prefix,
+                                          config.batch_size)
+        write_jsonl_atomic(out_dir / "forced_choice.jsonl", forced_rows)
+    decoding = DecodingConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+    rows = []
+    if config.protocol in ("generation", "both"):
+        rows = generate_and_label(model, tokenizer, conditions, setup.prompts, decoding,
+                                  GenerationCache(out_dir / "generations.jsonl"), setup.model_path)
+    pairs = heldout_pairs(config)
+    latent = measure_latent_soo(model, tokenizer, conditions, pairs, config.latent_all_layers)
+    capability = measure_capability(model, tokenizer, conditions) if config.capability else {}
+    if config.mt_bench_export:
+        export_mt_bench_answers(model, tokenizer, conditions, out_dir)
+
+    results = assemble_results(config, setup, conditions, decoding, forced_rows, rows, pairs, latent, capability)
     if rows:
         write_jsonl_atomic(out_dir / "responses.jsonl", rows)
     write_report(results, out_dir)
     return results
-
-
-__all__ = ["EvalConfig", "run_evaluation", "check_adapter_base", "group_names"]
