@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="show tqdm bars")
     args = parser.parse_args(argv)
 
-    from soo.core.modeling import ModelLoadError, load_model, load_tokenizer, resolve_model_path
-    from soo.eval.generation import _eos_token_ids
+    from soo.core.modeling import ModelLoadError, load_model, load_tokenizer, resolve_eos_token_ids, resolve_model_path
 
     try:  # bad input is refused before the model is loaded
         check_output_file(args.output_file)
@@ -216,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {model_path} loaded in {time.perf_counter() - load_start:.1f} s", file=sys.stderr)
 
     prompts, prompt_source = build_prompts(args.n, args.answer_suffix, args.pool_n, max(args.batch_sizes), tokenizer)
-    counter = TokenCounter(model, _eos_token_ids(tokenizer, model))
+    counter = TokenCounter(model, resolve_eos_token_ids(tokenizer, model))
     methods = [Method("one at a time", None)] + [
         Method(f"batched {size}, {kind}", size, share_prefix=share, group_prefixes=group)
         for size in args.batch_sizes for kind, share, group in BATCHINGS]

@@ -146,7 +146,7 @@ def test_seeds_of_one_recipe_aggregate_and_a_control_recipe_stays_apart(tiny_mod
 
 
 def test_aggregate_seeds_gives_mean_and_sample_sd():
-    from soo.eval.engine import aggregate_seeds
+    from soo.eval.rates import aggregate_seeds
 
     summary = [{"group": "soo", "scenario": "main", "order": "both", "measure": "deceptive", "rate": rate,
                 "ambiguous_rate": 0.0} for rate in (0.2, 0.4, 0.9)]
@@ -187,7 +187,7 @@ def test_mt_bench_style_export_writes_two_turn_answers_in_the_judge_layout(make_
 
 
 def test_rates_among_decided_answers_leave_ambiguous_out_of_the_denominator():
-    from soo.eval.engine import summarize_labels
+    from soo.eval.rates import summarize_labels
 
     labels = ["deceptive"] * 3 + ["honest"] * 1 + ["ambiguous"] * 6
     rows = [{"condition": "soo_0", "group": "soo", "scenario": "main", "order": "deceptive_first",

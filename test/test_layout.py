@@ -77,3 +77,39 @@ def test_top_level_docstring_maps_exactly_the_packages():
 
     packages = {path.parent.name for path in SOO.glob("*/__init__.py")}
     assert _mapped_names(soo.__doc__) == packages
+
+
+REPO = SOO.parent
+
+
+def private_names_imported(path: Path) -> list[str]:
+    """`module._name` for each private name that `path` imports from another module (importing a
+    private submodule, e.g. `from pkg import _helpers`, is not counted)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            folder = REPO.joinpath(*node.module.split("."))
+            for alias in node.names:
+                submodule = (folder / f"{alias.name}.py").is_file() or (folder / alias.name).is_dir()
+                if alias.name.startswith("_") and not alias.name.startswith("__") and not submodule:
+                    found.append(f"{node.module}.{alias.name}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    # A private name may change with its module; a second module that needs it needs a public one.
+    sources = sorted([*SOO.rglob("*.py"), *(REPO / "benchmarks").rglob("*.py"), *REPO.glob("*.py")])
+    violations = [f"{path.relative_to(REPO)} imports {name}"
+                  for path in sources for name in private_names_imported(path)]
+    assert not violations, "\n".join(violations)
+
+
+def test_the_private_name_checker_sees_one_inside_a_function(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from soo.eval.generation import DecodingConfig, _greedy_generate\n")
+    assert private_names_imported(module) == ["soo.eval.generation._greedy_generate"]
+
+
+def test_the_inspect_task_scores_without_evaluates_engine():
+    # The Inspect task and evaluate.py share the scorer (soo.eval.rates), not evaluate.py's run.
+    assert not any(module.startswith("soo.eval.engine") for module in soo_imports(SOO / "eval" / "inspect_task.py"))

@@ -101,7 +101,7 @@ def test_evaluation_puts_the_model_on_the_gpus_when_there_are_any(monkeypatch, t
         seen.update(kwargs)
         raise Stop
 
-    monkeypatch.setattr(modeling, "load_model", fake_load_model)
+    monkeypatch.setattr(engine, "load_model", fake_load_model)  # the name the engine calls
     with pytest.raises(Stop):
         engine.run_evaluation(EvalConfig(model_name_or_path=str(tiny_model_dir), scenarios=["main"], n=1,
                                          protocol="forced_choice", out_dir=str(tiny_model_dir.parent / "eval")))

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from soo.eval.engine import aggregate_seeds, summarize_labels
+from soo.eval.rates import aggregate_seeds, summarize_labels
 from soo.core.stats import mean_ci95, mean_sd, wilson_interval
 
 

@@ -28,14 +28,15 @@ def run_environment(check: Check) -> None:
 
 def run_generation(check: Check) -> None:
     from benchmarks.generation import TokenCounter, agreement, build_prompts
-    from soo.eval.generation import DecodingConfig, _eos_token_ids, generate_batched, generate_one_at_a_time
+    from soo.core.modeling import resolve_eos_token_ids
+    from soo.eval.generation import DecodingConfig, generate_batched, generate_one_at_a_time
 
     args, device = check.args, check.device
     model, tokenizer, dtype = throughput_model(args, device)
     prompts, source = build_prompts(args.gen_n, None)
     sequential_prompts = prompts[: args.gen_sequential_n]
     rows, outputs = [], {}
-    with TokenCounter(model, _eos_token_ids(tokenizer, model)) as counter:
+    with TokenCounter(model, resolve_eos_token_ids(tokenizer, model)) as counter:
         generate_batched(model, tokenizer, prompts[:2], DecodingConfig(max_new_tokens=4, batch_size=2), progress=False)
         for batch_size in [None, *args.gen_batch_sizes]:  # None: one prompt at a time
             batch_prompts = sequential_prompts if batch_size is None else prompts

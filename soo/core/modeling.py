@@ -249,3 +249,45 @@ def peft_target_modules(target_modules: list[str]) -> list[str] | str:
     if len(targets) == 1 and any(char in targets[0] for char in "*|()[]"):
         return targets[0]
     return targets
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers of every loop that runs a loaded model (generation, forced choice, capability, latent SOO)
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """model.eval() for the duration, then the caller's train/eval mode back."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def resolve_pad_token_id(tokenizer, model) -> int:
+    """The id to pad a batch with: the tokenizer's pad token, else the model's, else EOS."""
+    for candidate in (
+        tokenizer.pad_token_id,
+        getattr(model.generation_config, "pad_token_id", None),
+        tokenizer.eos_token_id,
+    ):
+        if isinstance(candidate, int):
+            return candidate
+    raise ValueError("Batched generation needs a pad token: the tokenizer has neither a pad nor an EOS token.")
+
+
+def resolve_eos_token_ids(tokenizer, model) -> set[int]:
+    """The ids at which generate stops (the model's generation config, plus the tokenizer's EOS)."""
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(ids) if isinstance(ids, (list, tuple)) else ({ids} if ids is not None else set())
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def adapter_disabled(model):
+    """Context in which a peft model computes with its base weights (no-op for a plain model)."""
+    return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()

@@ -15,7 +15,6 @@ Base and tuned are one peft model: the base is the same weights with the adapter
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from soo.core.io import write_jsonl_atomic
-from soo.core.modeling import model_device
+from soo.core.modeling import adapter_disabled, model_device
 from soo.core.prompts import format_prompt, right_padded
 from soo.core.stats import mean_ci95
 
@@ -44,11 +43,6 @@ def load_heldout_text() -> str:
 def load_mt_bench_style_questions() -> list[dict]:
     with open(RESOURCES / "mt_bench_style_questions.jsonl", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def adapter_disabled(model):
-    """Context in which a peft model computes with its base weights (no-op for a plain model)."""
-    return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
 
 
 @torch.inference_mode()

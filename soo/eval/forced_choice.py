@@ -34,11 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
-from soo.core.prompts import DEFAULT_ANSWER_PREFIX, format_prompt
+from soo.core.modeling import eval_mode, model_device, resolve_pad_token_id
+from soo.core.prompts import DEFAULT_ANSWER_PREFIX, format_prompt, right_padded
 from soo.core.stats import mean_ci95
-from soo.core.modeling import model_device
-from soo.eval.generation import _EvalMode, _pad_token_id, _progress_bar
 from soo.eval.prefix_cache import cache_of, forward_arguments, shared_prefix, split_padded
 from soo.eval.scenarios import ORDERS, SCENARIOS, EvalPrompt
 
@@ -106,12 +106,13 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
         return []
     if any(not item.context or any(not option for option in item.options) for item in items):
         raise ValueError("every choice needs a non-empty context and non-empty options")
-    pad_id = _pad_token_id(tokenizer, model)
+    pad_id = resolve_pad_token_id(tokenizer, model)
     device = model_device(model)
     cache_argument, keep_last = forward_arguments(model)
     key = (lambda index: items[index].context) if share_prefix else (lambda index: -len(items[index].context))
     order = sorted(range(len(items)), key=key)
-    with _EvalMode(model), _progress_bar(len(items), progress, "forced choice") as bar:
+    bar = tqdm(total=len(items), disable=not progress, desc="forced choice", unit="prompt", dynamic_ncols=True)
+    with eval_mode(model), bar:
         for start in range(0, len(order), batch_size):
             batch = [items[index] for index in order[start:start + batch_size]]
             n_options = len(batch[0].options)
@@ -130,13 +131,8 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
             cache = cache_of(out)
             if cache is not None:
                 cache.batch_repeat_interleave(n_options)
-            option_rows = [option for item in batch for option in item.options]
-            width = max(len(row) for row in option_rows)
-            option_ids = torch.full((len(option_rows), width), pad_id, dtype=torch.long)
-            option_mask = torch.zeros((len(option_rows), width), dtype=torch.long)
-            for row, option in enumerate(option_rows):
-                option_ids[row, :len(option)] = torch.tensor(option, dtype=torch.long)
-                option_mask[row, :len(option)] = 1
+            option_ids, option_mask = right_padded([option for item in batch for option in item.options], pad_id)
+            width = option_ids.shape[1]
             mask = torch.cat([context_mask.repeat_interleave(n_options, 0), option_mask], dim=1)
             option_positions = positions[:, -1:].repeat_interleave(n_options, 0) + 1 + torch.arange(width)
             if width > 1:
@@ -145,7 +141,7 @@ def score_choices(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int
                                **{cache_argument: cache}).logits
                 option_logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             else:  # single-token options: the context's last logits are all we need
-                option_logprobs = torch.zeros((len(option_rows), 1, first_logprobs.shape[-1]))
+                option_logprobs = torch.zeros((option_ids.shape[0], 1, first_logprobs.shape[-1]))
             sums = _option_logprobs_from_logits(first_logprobs.cpu(), option_logprobs, option_ids, option_mask.float())
             for offset, index in enumerate(order[start:start + batch_size]):
                 results[index] = sums[offset * n_options:(offset + 1) * n_options].tolist()
@@ -158,7 +154,7 @@ def score_reference(model, tokenizer, items: Sequence[ChoiceItem]) -> list[list[
     """The same sums computed the slow, obvious way: one unpadded forward per (item, option)."""
     device = model_device(model)
     results = []
-    with _EvalMode(model):
+    with eval_mode(model):
         for item in items:
             sums = []
             for option in item.options:

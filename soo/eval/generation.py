@@ -40,8 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from soo.core.modeling import model_device
+from soo.core.modeling import (eval_mode, is_embedded_default, model_device, resolve_eos_token_ids,
+                               resolve_model_path, resolve_pad_token_id)
 from soo.core.prompts import format_prompt
 from soo.eval.prefix_cache import forward_arguments, shared_prefix, split_padded
 
@@ -90,26 +92,6 @@ def format_generation_prompt(tokenizer, prompt: str, decoding: DecodingConfig) -
 # --------------------------------------------------------------------------------------------
 
 
-def _pad_token_id(tokenizer, model) -> int:
-    for candidate in (
-        tokenizer.pad_token_id,
-        getattr(model.generation_config, "pad_token_id", None),
-        tokenizer.eos_token_id,
-    ):
-        if isinstance(candidate, int):
-            return candidate
-    raise ValueError("Batched generation needs a pad token: the tokenizer has neither a pad nor an EOS token.")
-
-
-def _eos_token_ids(tokenizer, model) -> set[int]:
-    """The ids at which generate stops (the model's generation config, plus the tokenizer's EOS)."""
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    ids = set(ids) if isinstance(ids, (list, tuple)) else ({ids} if ids is not None else set())
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
 def _greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoding: DecodingConfig,
                      pad_token_id: int, cache=None) -> torch.Tensor:
     """One `generate` call, greedy; returns only the new tokens ([batch, <= max_new_tokens]).
@@ -156,27 +138,6 @@ def _decode_new_tokens(tokenizer, new_tokens: torch.Tensor, eos_ids: set[int]) -
     return texts
 
 
-class _EvalMode:
-    """model.eval() for the duration, then the caller's train/eval mode back."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-        return False
-
-
-def _progress_bar(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="prompt", dynamic_ncols=True)
-
-
 def generate_batched(
     model,
     tokenizer,
@@ -209,11 +170,11 @@ def generate_batched(
         raise ValueError("An empty prompt formats to zero tokens; generation needs at least one.")
     key = (lambda index: token_ids[index]) if share_prefix else (lambda index: -len(token_ids[index]))
     order = sorted(range(len(prompts)), key=key)
-    pad_token_id = _pad_token_id(tokenizer, model)
-    eos_ids = _eos_token_ids(tokenizer, model)
+    pad_token_id = resolve_pad_token_id(tokenizer, model)
+    eos_ids = resolve_eos_token_ids(tokenizer, model)
     results: list[str | None] = [None] * len(prompts)
-
-    with _EvalMode(model), torch.inference_mode(), _progress_bar(len(prompts), progress, "generating") as bar:
+    bar = tqdm(total=len(prompts), disable=not progress, desc="generating", unit="prompt", dynamic_ncols=True)
+    with eval_mode(model), torch.inference_mode(), bar:
         for start in range(0, len(order), decoding.batch_size):
             batch = order[start : start + decoding.batch_size]
             rows = [token_ids[index] for index in batch]
@@ -237,11 +198,12 @@ def generate_one_at_a_time(model, tokenizer, prompts: Sequence[str], decoding: D
     ``decoding.batch_size`` is ignored. Same formatting, greedy settings and decoding as
     `generate_batched`, so the two differ only in batching.
     """
-    pad_token_id = _pad_token_id(tokenizer, model)
-    eos_ids = _eos_token_ids(tokenizer, model)
+    pad_token_id = resolve_pad_token_id(tokenizer, model)
+    eos_ids = resolve_eos_token_ids(tokenizer, model)
     results = []
-    bar = _progress_bar(len(prompts), progress, "generating (1 at a time)")
-    with _EvalMode(model), torch.inference_mode(), bar:
+    bar = tqdm(total=len(prompts), disable=not progress, desc="generating (1 at a time)", unit="prompt",
+               dynamic_ncols=True)
+    with eval_mode(model), torch.inference_mode(), bar:
         for prompt in prompts:
             ids = torch.tensor([format_generation_prompt(tokenizer, prompt, decoding)], dtype=torch.long)
             new_tokens = _greedy_generate(model, ids, torch.ones_like(ids), decoding, pad_token_id)
@@ -366,8 +328,6 @@ def model_fingerprint(model_path: str | None, adapter_path: str | None = None) -
     directory changes the fingerprint, so stale cached responses are never reused.
     The dtype the model runs in is not included: callers that vary it should append it.
     """
-    from soo.core.modeling import is_embedded_default, resolve_model_path
-
     base_path = resolve_model_path(model_path) if is_embedded_default(model_path) else model_path
     base_dir = Path(os.path.expanduser(base_path))
     if base_dir.is_dir():

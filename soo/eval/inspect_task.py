@@ -2,9 +2,9 @@
 
 One sample per prompt of `soo.eval.scenarios.build_eval_prompts` (every scenario, both room
 orders, n instances each), with its scenario, order, index, kind and options as metadata; the
-model's answer is labelled by the same classifier as evaluate.py (deceptive / honest / ambiguous;
-correct / incorrect / ambiguous for the perspectives control), and the metric is evaluate.py's
-`summarize_labels`: the measured rate per scenario (both orders pooled, and per order), its Wilson
+model's answer is labelled by the same scorer as evaluate.py (`soo.eval.rates.label_response`:
+deceptive / honest / ambiguous; correct / incorrect / ambiguous for the perspectives control), and
+the metric is its `summarize_labels`: the measured rate per scenario (both orders pooled, and per order), its Wilson
 95% interval, and the ambiguous rate. So the same prompts and the same answers give the same
 numbers in both tools.
 
@@ -30,7 +30,7 @@ except ImportError as error:  # an optional extra
 
 from soo.core.prompts import ANSWER_SUFFIXES, DEFAULT_ANSWER_SUFFIX
 from soo.eval.classify import AMBIGUOUS, CORRECT, DECEPTIVE, HONEST, INCORRECT
-from soo.eval.engine import label_response, summarize_labels
+from soo.eval.rates import label_response, summarize_labels
 from soo.eval.scenarios import EvalPrompt, build_eval_prompts
 
 CONDITION = "inspect"  # summarize_labels groups by condition; one model per Inspect run
@@ -150,11 +150,9 @@ def agreement_with_evaluate(log_path: str, responses_path: str, condition: str =
 
 def main(argv: list[str] | None = None) -> int:
     """python -m soo.eval.inspect_task LOG.eval RESPONSES.jsonl [--condition base]"""
-    import argparse
+    from soo.core.cli import CommandParser, fail
 
-    from soo.core.cli import fail
-
-    parser = argparse.ArgumentParser(prog="python -m soo.eval.inspect_task", description=(
+    parser = CommandParser(prog="python -m soo.eval.inspect_task", description=(
         "Compare an Inspect log of inspect_deception.py with evaluate.py's responses.jsonl on the same prompts."))
     parser.add_argument("log", help="the .eval log (inspect eval ... --log-dir DIR)")
     parser.add_argument("responses", help="evaluate.py's OUTPUT_DIR/responses.jsonl (--protocol generation or both)")
