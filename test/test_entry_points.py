@@ -227,8 +227,8 @@ def test_no_command_builds_a_bare_parser():
     assert len(scripts) > 20
     found = [call for path in scripts for call in bare_parsers(path)]
     assert not found, found
-    # A script that parses flags is one of the walked entry points.
-    parsing = {path.name for path in scripts if "parse_args" in path.read_text(encoding="utf-8")
+    # A root script that parses flags is one of the walked entry points.
+    parsing = {path.name for path in REPO.glob("*.py") if "parse_args" in path.read_text(encoding="utf-8")
                or "build_parser" in path.read_text(encoding="utf-8")}
     assert parsing <= set(_parser_factories()), parsing - set(_parser_factories())
 
@@ -237,3 +237,31 @@ def test_the_bare_parser_check_can_fail(tmp_path):
     script = tmp_path / "s.py"
     script.write_text("import argparse\n\ndef main():\n    parser = argparse.ArgumentParser()\n")
     assert bare_parsers(script) == ["s.py:4 ArgumentParser(...)"]
+
+
+# The `python -m` commands: not config-dataclass commands, but the same parser (--config, no prefixes).
+MODULE_COMMANDS = ["benchmarks.__main__", "benchmarks.efficiency", "benchmarks.generation", "benchmarks.gpu_check",
+                   "benchmarks.peak_memory", "benchmarks.protocol", "benchmarks.rl_speed", "benchmarks.scoring",
+                   "benchmarks.training", "soo.tools.lm_eval_compare", "soo.tools.memory", "soo.tools.merge",
+                   "soo.tools.tiny_model", "soo.eval.inspect_task"]
+
+
+def test_the_module_command_list_is_complete():
+    defined = {".".join(path.relative_to(REPO).with_suffix("").parts)
+               for folder in ("benchmarks", "soo") for path in (REPO / folder).rglob("*.py")
+               if "\ndef main(" in path.read_text(encoding="utf-8")}
+    assert defined == set(MODULE_COMMANDS)
+
+
+@pytest.mark.parametrize("module", MODULE_COMMANDS)
+def test_module_commands_take_config_and_refuse_prefixes(module, capsys):
+    import importlib
+
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--config FILE.yaml" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--conf", "x.yaml"])  # a prefix of --config is not --config
+    assert exit_info.value.code == 2
