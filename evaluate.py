@@ -79,11 +79,11 @@ def remove_empty_folders(top: Path | None) -> None:
 
 
 def main(argv=None) -> int:
-    from soo.eval.scenarios import build_eval_prompts
-    from soo.eval.config import EvalConfig
-    from soo.eval.engine import AdapterMismatchError, run_evaluation
     from soo.core.modeling import ModelLoadError
     from soo.data.pair_io import PairDataError
+    from soo.eval.config import EvalConfig
+    from soo.eval.engine import AdapterMismatchError, run_evaluation
+    from soo.eval.scenarios import build_eval_prompts
 
     args = build_parser().parse_args(argv)
     try:  # bad scenario names, adapters, pairs or output folder: one line, before any model is loaded

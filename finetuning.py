@@ -31,14 +31,14 @@ checkpoint. --resume_from_checkpoint no starts over; a path resumes from that ch
 
 import sys
 
-from soo.train.distributed import exit_process, export_torch_env_from_slurm
-from soo.train.config import parse_finetuning_args
-from soo.train.run import run_finetuning
-from soo.train import PREEMPTED_EXIT_CODE
-from soo.core.modeling import ModelLoadError
-from soo.data.pair_io import PairDataError
 from soo.core.capture import LayerResolutionError
+from soo.core.modeling import ModelLoadError
 from soo.core.pair_batch import PromptTooLongError
+from soo.data.pair_io import PairDataError
+from soo.train import PREEMPTED_EXIT_CODE
+from soo.train.config import parse_finetuning_args
+from soo.train.distributed import exit_process, export_torch_env_from_slurm
+from soo.train.run import run_finetuning
 
 
 def main(argv=None) -> int:

@@ -100,8 +100,8 @@ def seed_list(text: str) -> list[int]:
 
 
 def build_config(args):
-    from soo.rl.env import ENV_PRESETS
     from soo.rl.config import RLExperimentConfig
+    from soo.rl.env import ENV_PRESETS
 
     experiment_fields = {f.name for f in dataclasses.fields(RLExperimentConfig)}
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(SeedOptions)

@@ -78,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from soo.core.cli import fail
     from soo.sweep import SweepSpecError, load_sweep
-    from soo.sweep.run import PREEMPTED_EXIT_CODE, cell_commands, forward_stop_signals, run_cell, run_local, status_table
+    from soo.sweep.run import (
+        PREEMPTED_EXIT_CODE,
+        cell_commands,
+        forward_stop_signals,
+        run_cell,
+        run_local,
+        status_table,
+    )
 
     try:
         spec = load_sweep(args.spec)

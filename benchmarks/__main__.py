@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 
 from benchmarks import efficiency, generation, peak_memory, training
-
 from soo.core.cli import CommandParser
 
 

@@ -19,11 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-from soo.core.cli import CommandParser
-from benchmarks._cli import (TRAINING_REPORT, add_model_arguments, check_output_file, fail, non_negative_int,
-                             positive_int)
+from benchmarks._cli import (
+    TRAINING_REPORT,
+    add_model_arguments,
+    check_output_file,
+    fail,
+    non_negative_int,
+    positive_int,
+)
 from benchmarks._machine import load_average, machine_info, matmul_flops_per_second
 from benchmarks.training import build, make_steps
+from soo.core.cli import CommandParser
 
 TARGET = 0.40
 

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from soo.core.cli import CommandParser
 from benchmarks._cli import GENERATION_REPORT, check_output_file, fail, non_negative_int, positive_int
 from benchmarks._machine import cpu_snapshot, load_average, machine_info, matmul_flops_per_second, others_cpu_share
+from soo.core.cli import CommandParser
 from soo.eval.generation import DecodingConfig, generate_batched, generate_one_at_a_time
 
 

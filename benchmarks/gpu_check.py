@@ -44,13 +44,13 @@ import traceback
 
 import torch
 
-from soo.core.cli import CommandParser
 from benchmarks._cli import GPU_REPORT, check_output_file, fail, positive_int
 from benchmarks.gpu.context import Check, Report
 from benchmarks.gpu.device import datasheet_peak_tflops, library_versions, release
 from benchmarks.gpu.models import MODELS
 from benchmarks.gpu.sections import run_environment, run_evaluate, run_generation, run_scoring
 from benchmarks.gpu.training import PRECISIONS, run_qlora, run_training
+from soo.core.cli import CommandParser
 
 # The registry: --sections names, in the default order. The environment section comes first because
 # it measures the matmul peak that the training sections' table compares with.

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from soo.core.cli import CommandParser
 from benchmarks._cli import TRAINING_REPORT, add_output_file_argument, output_file_error
+from soo.core.cli import CommandParser
 
 README_MAIN_COMMAND = ["finetuning.py", "--config", "configs/smollm2-135m-instruct.yaml"]
 TARGET_GB = 3.0

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from soo.core.cli import CommandParser
 from benchmarks._cli import EVALUATION_REPORT, add_output_file_argument, fail, output_file_error, positive_int
+from soo.core.cli import CommandParser
 
 TARGET_MINUTES = {"forced_choice": 10, "generation": 30, "both": 40}
 TARGET_N = 250  # the targets are for the paper's n; other n get no verdict

@@ -30,9 +30,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from soo.core.cli import CommandParser
 from benchmarks._cli import RL_REPORT, add_output_file_argument, output_file_error, positive_int
 from benchmarks._machine import machine_info
+from soo.core.cli import CommandParser
 
 
 @contextlib.contextmanager

@@ -28,11 +28,17 @@ from pathlib import Path
 
 import torch
 
-from soo.core.cli import CommandParser
-from benchmarks._cli import (SCORING_REPORT, add_output_file_argument, fail, non_negative_int, output_file_error,
-                             positive_int)
+from benchmarks._cli import (
+    SCORING_REPORT,
+    add_output_file_argument,
+    fail,
+    non_negative_int,
+    output_file_error,
+    positive_int,
+)
 from benchmarks._machine import cpu_snapshot, load_average, machine_info, others_cpu_share
 from benchmarks.generation import fmt_range, neighbour_blocks
+from soo.core.cli import CommandParser
 
 
 class AllLogits(torch.nn.Module):

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from soo.core.cli import CommandParser
 from benchmarks._cli import TRAINING_REPORT, add_model_arguments, check_output_file, fail, positive_int
 from benchmarks._machine import load_average, machine_info
+from soo.core.cli import CommandParser
 
 VARIANTS = ("ours_lm_soo", "lora_lm_only", "reference_pad512", "soo_only_full", "soo_only_early")
 # (numerator, denominator, target, how the target reads)
@@ -46,8 +46,8 @@ RATIOS = (
 
 def build(model_path: str | None, soo_layer: int, batch_pairs: int, seed: int):
     from soo.core.modeling import add_lora, load_model, load_tokenizer, resolve_model_path
-    from soo.data.pair_generation import generate_pairs
     from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
+    from soo.data.pair_generation import generate_pairs
     from soo.train.config import SOOConfig
     from soo.train.trainer import SOOTrainer
 

@@ -60,8 +60,7 @@ def _text_without_urls(text: str) -> str:
 
 
 def _lines(path: Path):
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        yield number, line
+    yield from enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
 
 
 def module_exists(module: str) -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_trainer import make_trainer, soo_settings
 
 from soo.core.modeling import add_lora
-from test_trainer import make_trainer, soo_settings
 
 
 def _loss_and_grads(model, trainer, batch, seed=0):

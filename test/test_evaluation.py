@@ -9,11 +9,11 @@ import torch
 
 import evaluate
 import finetuning
-from soo.eval.capability import base_and_tuned_perplexity, kl_to_base, load_neutral_prompts
-from soo.eval.latent import latent_soo_by_layer
 from soo.core.loss import soo_distance_per_pair
 from soo.core.modeling import add_lora
 from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
+from soo.eval.capability import base_and_tuned_perplexity, kl_to_base, load_neutral_prompts
+from soo.eval.latent import latent_soo_by_layer
 
 SCENARIOS = ["main", "perspectives", "honesty_prompt"]
 

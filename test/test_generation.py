@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import soo.eval.generation as generation
+from soo.core.prompts import format_prompt
 from soo.eval.generation import (
     DecodingConfig,
     GenerationCache,
@@ -20,7 +21,6 @@ from soo.eval.generation import (
     generate_with_cache,
     model_fingerprint,
 )
-from soo.core.prompts import format_prompt
 
 # Varied lengths (3 to ~45 tokens with the chat template), deliberately not sorted by length.
 PROMPTS = [

@@ -15,8 +15,8 @@ pytest.importorskip("inspect_ai")
 from inspect_ai import eval as inspect_eval  # noqa: E402
 from inspect_ai.model import ModelOutput, ModelUsage  # noqa: E402
 
-from soo.eval.rates import label_response, summarize_labels  # noqa: E402
 from soo.eval.inspect_task import answer_suffix, deception_task, score_label  # noqa: E402
+from soo.eval.rates import label_response, summarize_labels  # noqa: E402
 from soo.eval.scenarios import build_eval_prompts  # noqa: E402
 
 

@@ -85,7 +85,7 @@ def test_lora_count_equals_peft_on_the_real_model(arch, r, targets):
 def test_one_regex_entry_is_a_pattern_and_names_are_a_list():
     # The rule add_lora and the planner's counts share: peft gets a str (regex over full names) or a list.
     assert peft_target_modules(["q_proj", "v_proj"]) == ["q_proj", "v_proj"]
-    assert peft_target_modules((name for name in ["q_proj"])) == ["q_proj"]
+    assert peft_target_modules(name for name in ["q_proj"]) == ["q_proj"]
     assert peft_target_modules([r".*layers\.[01]\..*\.(q_proj|v_proj)"]) == r".*layers\.[01]\..*\.(q_proj|v_proj)"
     assert peft_target_modules(["q_proj", "v_proj|o_proj"]) == ["q_proj", "v_proj|o_proj"]  # two entries: names
 

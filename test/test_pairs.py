@@ -581,9 +581,9 @@ def test_load_pairs_from_a_file_keeps_records_ids_and_line_numbered_errors(tmp_p
 
 
 def test_generate_data_writes_a_folder_load_dataset_reads_with_both_splits(tmp_path):
-    import generate_data
     from datasets import load_dataset
 
+    import generate_data
     from soo.data.pair_io import load_pairs
 
     folder = tmp_path / "soo_pairs"

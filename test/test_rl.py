@@ -11,7 +11,18 @@ import torch
 
 from soo.rl.classifier import classification_accuracy, one_episode_separation
 from soo.rl.config import RLExperimentConfig
-from soo.rl.env import BLUE, BLUE_INDEX, BLUE_OTHER_SLOT, ENV_PRESETS, RED, DeceptionEnvConfig, DeceptionScenario, env, parallel_env, raw_env
+from soo.rl.env import (
+    BLUE,
+    BLUE_INDEX,
+    BLUE_OTHER_SLOT,
+    ENV_PRESETS,
+    RED,
+    DeceptionEnvConfig,
+    DeceptionScenario,
+    env,
+    parallel_env,
+    raw_env,
+)
 from soo.rl.finetune_loss import FinetuneLoss
 from soo.rl.maddpg import MADDPG, Actor, MADDPGConfig
 from soo.rl.overlap import LOG_MSE_EPSILON, SOODefinition, activation_distance, per_episode_means
@@ -363,8 +374,8 @@ def test_who_learns_in_each_protocol(tmp_path, protocol):
 
 
 def test_classifier_only_runs_share_the_baselines_and_report_the_accuracy_curve(tmp_path):
-    from soo.rl.stages import run_classifier_seed, run_seed
     from soo.rl.report import write_classifier_report
+    from soo.rl.stages import run_classifier_seed, run_seed
 
     config = RLExperimentConfig.quick(honest_episodes=120, deceptive_episodes=120, finetune_episodes=30, eval_episodes=40,
                                       variants=("basic",), soo_definitions=("authors", "masked"))
@@ -472,12 +483,12 @@ def test_paper_preset_starts_blue_near_red_and_pays_sparse_rewards():
     world.blue.state.p_pos = world.fake.state.p_pos + np.array([0.0, 0.1])  # near red, away from the goal
     step_noop(e)
     assert e.rewards[BLUE] == pytest.approx(10.0) and e.rewards[RED] == pytest.approx(1.0)
-    for walls, e in ((True, e), (False, placed_env(**{**paper.__dict__, "arena_extent": None}))):
-        e.world.blue.state.p_pos = np.array([0.98, 0.0])
+    for walls, walled in ((True, e), (False, placed_env(**{**paper.__dict__, "arena_extent": None}))):
+        walled.world.blue.state.p_pos = np.array([0.98, 0.0])
         for _ in range(6):
-            for agent in e.agents:
-                e.step(2 if agent == BLUE else 0)  # blue pushes right, into the wall at 1.0
-        assert (e.world.blue.state.p_pos[0] == 1.0) if walls else (e.world.blue.state.p_pos[0] > 1.05)
+            for agent in walled.agents:
+                walled.step(2 if agent == BLUE else 0)  # blue pushes right, into the wall at 1.0
+        assert (walled.world.blue.state.p_pos[0] == 1.0) if walls else (walled.world.blue.state.p_pos[0] > 1.05)
     honest = placed_env(**{**paper.__dict__, "reward_mode": "honest"})
     honest.world.blue.state.p_pos = honest.world.goal.state.p_pos.copy()
     honest.world.red.state.p_pos = honest.world.fake.state.p_pos.copy()

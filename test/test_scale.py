@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from soo.train.distributed import export_torch_env_from_slurm, zero_stage
 from soo.train import PREEMPTED_EXIT_CODE
+from soo.train.distributed import export_torch_env_from_slurm, zero_stage
 from soo.train.preemption import (
     COMPLETE_MARKER,
     choose_resume_checkpoint,
@@ -97,9 +96,8 @@ def test_zero3_two_processes_trains_like_one_and_saves_a_loadable_adapter(
     # partitioned model computed in training.
     from peft import PeftModel
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
-
     from scale_worker import RECORD_INPUT_IDS
+    from transformers import AutoModelForCausalLM
 
     trained = load_file(str(recorded))["logits"]
     with torch.no_grad():

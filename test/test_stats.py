@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from soo.eval.rates import aggregate_seeds, summarize_labels
 from soo.core.stats import mean_ci95, mean_sd, wilson_interval
+from soo.eval.rates import aggregate_seeds, summarize_labels
 
 
 @pytest.mark.parametrize(

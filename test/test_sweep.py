@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-import os
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest

@@ -14,8 +14,14 @@ import torch
 
 from benchmarks.gpu.context import Check
 from benchmarks.gpu.device import release, synchronize
-from benchmarks.gpu.models import (MODELS, THROUGHPUT_MODEL, attention_implementation, model_config, random_model,
-                                   synthetic_pairs)
+from benchmarks.gpu.models import (
+    MODELS,
+    THROUGHPUT_MODEL,
+    attention_implementation,
+    model_config,
+    random_model,
+    synthetic_pairs,
+)
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OUTLIER_SCALE = 1e6  # beyond fp16's range (65504) for any activation above 0.07, far inside bf16's
@@ -164,9 +170,8 @@ def count_step_flops(trainer, model, batch, device: torch.device, precision: str
 
 def injected_outlier_outcome(trainer, model, batch, layer: int, device: torch.device, precision: str) -> str:
     """One loss with the SOO layer's o_proj output scaled by OUTLIER_SCALE: does the guard fire?"""
-    from soo.train.trainer import NonFiniteLossError
-
     from soo.core.capture import find_decoder_layers
+    from soo.train.trainer import NonFiniteLossError
 
     module = find_decoder_layers(model)[1][layer].get_submodule(trainer.args.soo_module)
     handle = module.register_forward_hook(lambda _module, _inputs, output: output * OUTLIER_SCALE)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: importing prompts must not need torch
+    import torch
 
 ANSWER_SUFFIXES: dict[str, str] = {
     # Reference section 3 (2nd-hand): per-model instruction appended to each evaluation prompt.
@@ -41,7 +45,7 @@ def format_prompt(tokenizer, prompt: str, use_chat_template: bool, system_prompt
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) with every row padded on the right to `width` (default: the longest)."""
     import torch  # here, not at the top: pair generation and its CLI need no torch
 
@@ -54,7 +58,7 @@ def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None =
     return input_ids, attention_mask
 
 
-def left_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) with every row padded on the LEFT to `width` (default: the
     longest): the last column is every row's last real token, where generation and forced choice
     continue."""

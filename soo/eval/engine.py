@@ -32,8 +32,12 @@ from soo.core.modeling import adapter_disabled, inference_device_map, load_model
 from soo.core.prompts import DEFAULT_ANSWER_PREFIX, DEFAULT_ANSWER_SUFFIX
 from soo.data.pair_generation import generate_pairs
 from soo.data.pair_io import read_pairs_jsonl
-from soo.eval.capability import (base_and_tuned_perplexity, export_mt_bench_style_answers, kl_to_base,
-                                 load_neutral_prompts)
+from soo.eval.capability import (
+    base_and_tuned_perplexity,
+    export_mt_bench_style_answers,
+    kl_to_base,
+    load_neutral_prompts,
+)
 from soo.eval.config import PROTOCOLS, EvalConfig
 from soo.eval.forced_choice import generation_agreement, score_prompts, summarize_forced_choice
 from soo.eval.generation import DecodingConfig, GenerationCache, generate_with_cache, model_fingerprint

@@ -42,8 +42,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from soo.core.modeling import (eval_mode, is_embedded_default, model_device, resolve_eos_token_ids,
-                               resolve_model_path, resolve_pad_token_id)
+from soo.core.modeling import (
+    eval_mode,
+    is_embedded_default,
+    model_device,
+    resolve_eos_token_ids,
+    resolve_model_path,
+    resolve_pad_token_id,
+)
 from soo.core.prompts import format_prompt
 from soo.eval.prefix_cache import forward_arguments, shared_prefix, split_padded
 

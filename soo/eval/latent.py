@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 from soo.core.capture import ActivationCapture, find_decoder_layers
 from soo.core.loss import activation_spread_per_pair, soo_distance_per_pair
 from soo.core.modeling import model_device
-from soo.core.stats import mean_ci95
 from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
+from soo.core.stats import mean_ci95
 
 
 @torch.inference_mode()

@@ -236,9 +236,9 @@ def plot_latent_soo(results: dict, path: Path) -> None:
     for condition, by_layer in results["latent_soo"].items():
         layers = sorted(by_layer, key=int)
         xs = [int(layer) for layer in layers]
-        raw_axis.errorbar(xs, [by_layer[l]["soo_loss"] for l in layers], yerr=[by_layer[l]["soo_loss_ci95"] for l in layers],
+        raw_axis.errorbar(xs, [by_layer[layer]["soo_loss"] for layer in layers], yerr=[by_layer[layer]["soo_loss_ci95"] for layer in layers],
                           marker="o", capsize=2, label=condition)
-        relative_axis.plot(xs, [by_layer[l]["soo_relative"] for l in layers], marker="o", label=condition)
+        relative_axis.plot(xs, [by_layer[layer]["soo_relative"] for layer in layers], marker="o", label=condition)
     trained = [layer for layer in results.get("trained_layers") or []]
     for axis in (raw_axis, relative_axis):
         for layer in trained:

@@ -173,8 +173,14 @@ def _train_finetuning_cell(config: ExperimentConfig, organism: dict, condition: 
 def _train_honest_sft_cell(config: ExperimentConfig, organism: dict, seed: int, cell: Path) -> None:
     """Positive control: the organism's own SFT recipe, towards the honest room, on top of it."""
     from soo.core.modeling import load_model, load_tokenizer
-    from soo.organism.sft import (OrganismConfig, add_lora_for, sft_example, target_option, train_lora_sft,
-                                  training_twins)
+    from soo.organism.sft import (
+        OrganismConfig,
+        add_lora_for,
+        sft_example,
+        target_option,
+        train_lora_sft,
+        training_twins,
+    )
 
     made = organism["config"]
     sft = OrganismConfig(**{**made, "kind": "honest", "steps": config.honest_sft_steps, "seed": 1000 + seed,

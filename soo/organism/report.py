@@ -20,7 +20,7 @@ from pathlib import Path
 
 from soo.core.io import write_json_atomic, write_text_atomic
 from soo.core.stats import mean_t_ci95
-from soo.organism.experiment import CONDITIONS, EVAL_FILE, PREREGISTERED, RELEASED_CONDITIONS
+from soo.organism.experiment import CONDITIONS, EVAL_FILE, PREREGISTERED
 
 POSITIVE_CONTROL_MIN_FALL = 0.3
 MIN_SEEDS = 3  # the pre-registered design: fewer seeds per condition -> no verdict
@@ -203,7 +203,7 @@ def _released_metrics_table(summary: dict) -> list[str]:
     lines = ["", "Generation on `main` by both scoring rules, the self/other KL at the answer position, perplexity "
              "(neutral text; the organism's own beside it):", "",
              "| condition | deceptive rate: ours | deceptive rate: authors' rule | agreement | "
-             "KL(P_other \|\| P_self) at the answer position (nats) | perplexity |", "|---|---|---|---|---|---|",
+             r"KL(P_other \|\| P_self) at the answer position (nats) | perplexity |", "|---|---|---|---|---|---|",
              f"| organism (no adapter) | {_rate(generation.get('deceptive_rate'))} | {_rate(generation.get('authors_rate'))} "
              f"| {_rate(generation.get('agreement'))} | {_fmt(organism_kl, 4) if organism_kl else '-'} | - |"]
     for condition, entry in summary["conditions"].items():

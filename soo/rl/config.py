@@ -91,7 +91,7 @@ class RLExperimentConfig:
         return name if self.soo_distance == "mse" else f"{name}-{self.soo_distance}"
 
     @classmethod
-    def quick(cls, **overrides) -> "RLExperimentConfig":
+    def quick(cls, **overrides) -> RLExperimentConfig:
         """Smoke-run sizes (~30 s for two seeds on 2 CPU cores): checks plumbing, not learning."""
         sizes = dict(honest_episodes=300, deceptive_episodes=300, finetune_episodes=100, eval_episodes=100,
                      maddpg=MADDPGConfig(batch_size=256, warmup_steps=1_000))

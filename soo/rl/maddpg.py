@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -189,7 +189,7 @@ class MADDPG:
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, path: str | Path, config: MADDPGConfig | None = None, trainable: list[bool] | None = None) -> "MADDPG":
+    def load(cls, path: str | Path, config: MADDPGConfig | None = None, trainable: list[bool] | None = None) -> MADDPG:
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
         agent = cls(meta["obs_dims"], meta["n_actions"], config or MADDPGConfig(**meta["config"]), trainable)

@@ -243,7 +243,7 @@ def run_seed(config: RLExperimentConfig, seed: int, out_dir: str | Path, progres
         plays: dict[Path, dict] = {}  # stage folder -> its evaluation play
         for name, tag in tags.items():
             results[tag]["variants"][variant] = run_definition(config, pairs, mse, name, tag, seed, plays, progress)
-    for name, tag in tags.items():
+    for tag in tags.values():
         results[tag]["wall_seconds"] = round(time.time() - started, 1)
         _keep_other_variants(results[tag], results_path(out_root, protocol, tag))
         results_path(out_root, protocol, tag).write_text(json.dumps(results[tag]))

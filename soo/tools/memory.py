@@ -32,10 +32,22 @@ import sys
 from pathlib import Path
 
 from soo.core.cli import CommandParser
-from soo.tools.memory_estimate import (CUDA_OVERHEAD_GIB, DTYPE_BYTES, GIB, deepspeed_full_finetune_estimate,
-                                       load_peak_bytes_per_node, lora_aware_estimate, to_gib)
-from soo.tools.memory_model import (MemoryPlanError, build_meta_model, count_parameters, read_run_settings,
-                                    resolve_architecture)
+from soo.tools.memory_estimate import (
+    CUDA_OVERHEAD_GIB,
+    DTYPE_BYTES,
+    GIB,
+    deepspeed_full_finetune_estimate,
+    load_peak_bytes_per_node,
+    lora_aware_estimate,
+    to_gib,
+)
+from soo.tools.memory_model import (
+    MemoryPlanError,
+    build_meta_model,
+    count_parameters,
+    read_run_settings,
+    resolve_architecture,
+)
 
 STAGES = ("2", "3", "both")
 OFFLOAD_MODES = ("none", "optimizer", "optimizer+params")

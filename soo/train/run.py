@@ -17,8 +17,14 @@ from transformers import TrainerCallback, set_seed
 
 from soo.core.capture import ActivationCapture, find_decoder_layers
 from soo.core.io import RUN_CONFIG_FILE, write_json_atomic
-from soo.core.modeling import (add_lora, load_model, load_tokenizer, native_padding_side, resolve_model_path,
-                               warn_if_fp16_unsafe)
+from soo.core.modeling import (
+    add_lora,
+    load_model,
+    load_tokenizer,
+    native_padding_side,
+    resolve_model_path,
+    warn_if_fp16_unsafe,
+)
 from soo.core.pair_batch import SOOPairCollator, tokenize_pairs
 from soo.data.pair_io import load_pairs
 from soo.train.config import SOOConfig

@@ -28,7 +28,6 @@ from soo.train.config import SOOConfig
 from soo.train.distributed import zero_stage
 from soo.train.preemption import mark_checkpoint_complete
 
-
 logger = logging.getLogger("soo")
 
 # The logged name of the trained SOO term for each distance ("soo_loss" kept for MSE: earlier runs,
