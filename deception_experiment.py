@@ -36,32 +36,51 @@ def build_parser() -> CommandParser:
     from soo.organism.experiment import ExperimentConfig
     from soo.organism.sft import OrganismConfig
 
-    parser = CommandParser(reads_config=False, prog="deception_experiment.py",
-                           description="Deceptive model organisms and the SOO experiment on them.")
+    parser = CommandParser(
+        reads_config=False,
+        prog="deception_experiment.py",
+        description="Deceptive model organisms and the SOO experiment on them.",
+    )
     commands = parser.add_commands()
-    organism = commands.add_parser("organism", dataclass_types=OrganismConfig,
-                                   help="LoRA-fine-tune the model into a deceptive organism")
+    organism = commands.add_parser(
+        "organism", dataclass_types=OrganismConfig, help="LoRA-fine-tune the model into a deceptive organism"
+    )
     # The folder follows --kind unless given (a YAML file or the flag).
     organism.set_defaults(output_dir=None)
     organism.add_argument("--no_progress", action="store_true", help="no progress bars")
 
-    run = commands.add_parser("run", dataclass_types=ExperimentConfig,
-                              help="every condition x seed on one organism (resumable)")
+    run = commands.add_parser(
+        "run", dataclass_types=ExperimentConfig, help="every condition x seed on one organism (resumable)"
+    )
     run.add_argument("--no_progress", action="store_true", help="no progress bars")
 
-    separation = commands.add_parser("separation", help="per layer: how far apart the last-token states of "
-                                                        "self/other twins are, vs the spread across instances")
-    separation.add_argument("--model_name_or_path", default=None,
-                            help="model or organism's merged/ folder (default: the embedded SmolLM2-135M)")
-    separation.add_argument("--n", type=positive_int, default=24, help="training-split instances, each in both room orders")
+    separation = commands.add_parser(
+        "separation",
+        help="per layer: how far apart the last-token states of self/other twins are, vs the spread across instances",
+    )
+    separation.add_argument(
+        "--model_name_or_path",
+        default=None,
+        help="model or organism's merged/ folder (default: the embedded SmolLM2-135M)",
+    )
+    separation.add_argument(
+        "--n", type=positive_int, default=24, help="training-split instances, each in both room orders"
+    )
     separation.add_argument("--answer_prefix", default=OrganismConfig.answer_prefix)
 
     report = commands.add_parser("report", help="report.md, summary.json and changes.png over organisms")
-    report.add_argument("--organisms", nargs="+", required=True,
-                        help="organism folders (their experiment/ is read), or 'base' (outputs/base-model/experiment)")
-    report.add_argument("--reuse_summary", default=None,
-                        help="an earlier report's summary.json: conditions not found in the folders are taken from "
-                             "it, per organism name, marked '(earlier run)' (e.g. docs/deception-experiment/summary.json)")
+    report.add_argument(
+        "--organisms",
+        nargs="+",
+        required=True,
+        help="organism folders (their experiment/ is read), or 'base' (outputs/base-model/experiment)",
+    )
+    report.add_argument(
+        "--reuse_summary",
+        default=None,
+        help="an earlier report's summary.json: conditions not found in the folders are taken from "
+        "it, per organism name, marked '(earlier run)' (e.g. docs/deception-experiment/summary.json)",
+    )
     report.add_argument("--output_dir", default="results/deception-experiment")
     return parser
 
@@ -95,18 +114,20 @@ def main(argv=None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         twins = training_twins(OrganismConfig(n_train_instances=args.n))
-        states = [last_token_states(model, tokenizer, [twin[index] for twin in twins], args.answer_prefix)
-                  for index in (0, 1)]
-        print(f"{path}: {len(twins)} training-split twins ({args.n} instances x 2 room orders; other = main, "
-              "self = main_self)")
+        states = [
+            last_token_states(model, tokenizer, [twin[index] for twin in twins], args.answer_prefix) for index in (0, 1)
+        ]
+        print(
+            f"{path}: {len(twins)} training-split twins ({args.n} instances x 2 room orders; other = main, "
+            "self = main_self)"
+        )
         print(format_separation(twin_separation(*states)))
     elif args.command == "run":
         from soo.organism.experiment import ExperimentConfig, run_experiment
 
         try:
             config = config_from(ExperimentConfig, args)
-            for path in (config.finetuning_config, config.train_pairs, config.heldout_pairs,
-                         config.released_config):
+            for path in (config.finetuning_config, config.train_pairs, config.heldout_pairs, config.released_config):
                 if not Path(path).is_file():
                     raise ValueError(f"{path}: no such file (generate the pairs first, see --help)")
             outcome = run_experiment(config, progress=not args.no_progress)
@@ -114,8 +135,9 @@ def main(argv=None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         if outcome["failed"]:
-            print("failed cells (rerun the same command to retry):\n  " + "\n  ".join(outcome["failed"]),
-                  file=sys.stderr)
+            print(
+                "failed cells (rerun the same command to retry):\n  " + "\n  ".join(outcome["failed"]), file=sys.stderr
+            )
             return 1
         print(f"done: {outcome['root']}")
     else:
@@ -130,8 +152,11 @@ def main(argv=None) -> int:
             return 2
         try:
             # JSON is YAML: one reader with one-line errors for both
-            earlier = read_yaml(args.reuse_summary, ValueError, f"--reuse_summary {args.reuse_summary}") \
-                if args.reuse_summary else None
+            earlier = (
+                read_yaml(args.reuse_summary, ValueError, f"--reuse_summary {args.reuse_summary}")
+                if args.reuse_summary
+                else None
+            )
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -49,8 +49,10 @@ def check_inputs(args) -> Path | None:
     for adapter in args.adapters:
         if not (Path(adapter) / "adapter_config.json").is_file():
             missing = "does not exist" if not Path(adapter).exists() else "has no adapter_config.json"
-            raise ValueError(f"adapter folder {adapter} {missing}: expected the output folder of finetuning.py "
-                             "(adapter_config.json inside)")
+            raise ValueError(
+                f"adapter folder {adapter} {missing}: expected the output folder of finetuning.py "
+                "(adapter_config.json inside)"
+            )
     if args.pairs_path:
         read_pairs_jsonl(args.pairs_path)  # PairDataError (a ValueError) naming the file and line
     out_dir = Path(args.out_dir)

@@ -43,8 +43,12 @@ def build_parser() -> CommandParser:
         description="Generate paired self/other prompts for SOO fine-tuning (JSONL).",
         epilog="See the module docstring of generate_data.py for examples.",
     )
-    parser.add_argument("--n", type=positive_int, default=None,
-                        help="number of pairs (default: 1000; with --released, every item of the split)")
+    parser.add_argument(
+        "--n",
+        type=positive_int,
+        default=None,
+        help="number of pairs (default: 1000; with --released, every item of the split)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--split",
@@ -106,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write {out}: {error.strerror or error}{where}", file=sys.stderr)
         return 2
     print(summarize(records))
-    print(f"wrote {len(records)} pairs to {path}" + (f" (dataset card {args.dataset_dir}/README.md)" if args.dataset_dir else ""))
+    print(
+        f"wrote {len(records)} pairs to {path}"
+        + (f" (dataset card {args.dataset_dir}/README.md)" if args.dataset_dir else "")
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ from soo.eval.inspect_task import deception_task
 
 
 @task
-def soo_deception(scenarios: str | None = None, n: int = 50, seed: int = 0, suffix: str | None = None,
-                  max_tokens: int = 24) -> Task:
+def soo_deception(
+    scenarios: str | None = None, n: int = 50, seed: int = 0, suffix: str | None = None, max_tokens: int = 24
+) -> Task:
     return deception_task(scenarios=scenarios, n=n, seed=seed, suffix=suffix, max_tokens=max_tokens)

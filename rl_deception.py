@@ -48,43 +48,84 @@ class SeedOptions:
     """The settings of `run` and `all`. None: RLExperimentConfig's default for the protocol (or
     --quick's sizes), or the environment preset's."""
 
-    output_dir: str = field(default="results/rl", metadata={
-        "help": "folder for the seeds' checkpoints, results and the report (default results/rl)"})
-    quick: bool = field(default=False, metadata={
-        "help": "smoke-run sizes: checks plumbing, does not learn the task"})
-    protocol: str | None = field(default=None, metadata={
-        "choices": ["frozen-red", "co-trained"],
-        "help": "frozen-red (default): the deceptive blue trains against the honest pair's red, frozen; "
-                "co-trained (the paper's): both agents learn in every stage"})
-    soo_definitions: list[str] | None = field(default=None, metadata={
-        "choices": ["authors", "masked"],
-        "help": "what self and other are for SOO (default: authors); several share one seed's baselines"})
-    soo_distance: str | None = field(default=None, metadata={
-        "choices": ["mse", "log_mse"],
-        "help": "the SOO fine-tuning term: mean MSE (default) or the authors' log(MSE + 1e-25)"})
-    env_preset: str | None = field(default=None, metadata={
-        "choices": ["ours", "paper"],
-        "help": "ours (default: radius 0.75, dense rewards) or paper (radius 0.125, sparse rewards)"})
-    honest_episodes: int | None = field(default=None, metadata={
-        "type": positive_int, "help": "honest blue + red co-training (default: 10000 frozen-red, 25000 co-trained)"})
-    deceptive_episodes: int | None = field(default=None, metadata={
-        "type": positive_int, "help": "deceptive blue (default: 30000 frozen-red, 25000 co-trained)"})
-    finetune_episodes: int | None = field(default=None, metadata={
-        "type": positive_int, "help": "per fine-tuned condition (default: 5000 frozen-red, 10000 co-trained)"})
-    eval_episodes: int | None = field(default=None, metadata={
-        "type": positive_int, "help": "greedy evaluation episodes per condition (default 1000)"})
-    soo_weight: float | None = field(default=None, metadata={
-        "type": non_negative_float, "help": "weight of the SOO (and random-control) term (default 1.0)"})
-    mse_weight: float | None = field(default=None, metadata={
-        "type": non_negative_float, "help": "weight of the action-MSE term (default 1.0)"})
-    visibility_radius: float | None = field(default=None, metadata={
-        "type": positive_float,
-        "help": "agents see each other within this distance (default: the preset's, 0.75 or 0.125)"})
+    output_dir: str = field(
+        default="results/rl",
+        metadata={"help": "folder for the seeds' checkpoints, results and the report (default results/rl)"},
+    )
+    quick: bool = field(default=False, metadata={"help": "smoke-run sizes: checks plumbing, does not learn the task"})
+    protocol: str | None = field(
+        default=None,
+        metadata={
+            "choices": ["frozen-red", "co-trained"],
+            "help": "frozen-red (default): the deceptive blue trains against the honest pair's red, frozen; "
+            "co-trained (the paper's): both agents learn in every stage",
+        },
+    )
+    soo_definitions: list[str] | None = field(
+        default=None,
+        metadata={
+            "choices": ["authors", "masked"],
+            "help": "what self and other are for SOO (default: authors); several share one seed's baselines",
+        },
+    )
+    soo_distance: str | None = field(
+        default=None,
+        metadata={
+            "choices": ["mse", "log_mse"],
+            "help": "the SOO fine-tuning term: mean MSE (default) or the authors' log(MSE + 1e-25)",
+        },
+    )
+    env_preset: str | None = field(
+        default=None,
+        metadata={
+            "choices": ["ours", "paper"],
+            "help": "ours (default: radius 0.75, dense rewards) or paper (radius 0.125, sparse rewards)",
+        },
+    )
+    honest_episodes: int | None = field(
+        default=None,
+        metadata={
+            "type": positive_int,
+            "help": "honest blue + red co-training (default: 10000 frozen-red, 25000 co-trained)",
+        },
+    )
+    deceptive_episodes: int | None = field(
+        default=None,
+        metadata={"type": positive_int, "help": "deceptive blue (default: 30000 frozen-red, 25000 co-trained)"},
+    )
+    finetune_episodes: int | None = field(
+        default=None,
+        metadata={
+            "type": positive_int,
+            "help": "per fine-tuned condition (default: 5000 frozen-red, 10000 co-trained)",
+        },
+    )
+    eval_episodes: int | None = field(
+        default=None, metadata={"type": positive_int, "help": "greedy evaluation episodes per condition (default 1000)"}
+    )
+    soo_weight: float | None = field(
+        default=None,
+        metadata={"type": non_negative_float, "help": "weight of the SOO (and random-control) term (default 1.0)"},
+    )
+    mse_weight: float | None = field(
+        default=None, metadata={"type": non_negative_float, "help": "weight of the action-MSE term (default 1.0)"}
+    )
+    visibility_radius: float | None = field(
+        default=None,
+        metadata={
+            "type": positive_float,
+            "help": "agents see each other within this distance (default: the preset's, 0.75 or 0.125)",
+        },
+    )
     variants: list[str] | None = field(default=None, metadata={"choices": ["basic", "hazard"], "help": "default: both"})
     no_progress: bool = field(default=False, metadata={"help": "no progress bars (logs of parallel seeds)"})
-    classifier_only: bool = field(default=False, metadata={
-        "help": "only the honest and deceptive baselines and their per-episode SOO, for the SOO classifier over many "
-                f"seeds (no fine-tuning; --eval_episodes default {CLASSIFIER_EVAL_EPISODES})"})
+    classifier_only: bool = field(
+        default=False,
+        metadata={
+            "help": "only the honest and deceptive baselines and their per-episode SOO, for the SOO classifier over many "
+            f"seeds (no fine-tuning; --eval_episodes default {CLASSIFIER_EVAL_EPISODES})"
+        },
+    )
 
 
 def seed_list(text: str) -> list[int]:
@@ -104,8 +145,11 @@ def build_config(args):
     from soo.rl.env import ENV_PRESETS
 
     experiment_fields = {f.name for f in dataclasses.fields(RLExperimentConfig)}
-    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(SeedOptions)
-               if f.name in experiment_fields and getattr(args, f.name) is not None}  # None: the config's own
+    options = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(SeedOptions)
+        if f.name in experiment_fields and getattr(args, f.name) is not None
+    }  # None: the config's own
     if args.classifier_only and args.eval_episodes is None and not args.quick:
         options["eval_episodes"] = CLASSIFIER_EVAL_EPISODES
     for name in ("variants", "soo_definitions"):
@@ -147,20 +191,26 @@ def run_one(args) -> None:
             results = run_seed(config, args.seed, args.output_dir, progress=not args.no_progress)
     except StageMismatch as error:
         sys.exit(fail(error))
-    print(f"seed {args.seed} done in {(time.time() - started) / 60:.1f} min -> {Path(args.output_dir) / f'seed_{args.seed}'}")
+    print(
+        f"seed {args.seed} done in {(time.time() - started) / 60:.1f} min -> {Path(args.output_dir) / f'seed_{args.seed}'}"
+    )
     if args.classifier_only:
         for tag, result in data.items():
             for variant, block in result["variants"].items():
                 means = {b: np.nanmean(np.asarray(block[b]["soo"], dtype=float)) for b in ("honest", "deceptive")}
-                print(f"  {config.protocol} {tag} {variant}: mean SOO honest {means['honest']:.5f}, deceptive {means['deceptive']:.5f}")
+                print(
+                    f"  {config.protocol} {tag} {variant}: mean SOO honest {means['honest']:.5f}, deceptive {means['deceptive']:.5f}"
+                )
         return
     for tag, result in results.items():
         print(f"  {config.protocol}, SOO definition {tag}:")
         for variant, block in result["variants"].items():
             for condition, evaluation in block["conditions"].items():
                 s = evaluation["summary"]
-                print(f"  {variant:6s} {condition:9s} red at non-goal {100 * s['red_trapped']:5.1f}%  blue dist {s['blue_goal_distance']:.3f}  "
-                      f"= honest {100 * s['agreement_honest']:5.1f}%  = deceptive {100 * s['agreement_deceptive']:5.1f}%  SOO {s['soo']:.5f}")
+                print(
+                    f"  {variant:6s} {condition:9s} red at non-goal {100 * s['red_trapped']:5.1f}%  blue dist {s['blue_goal_distance']:.3f}  "
+                    f"= honest {100 * s['agreement_honest']:5.1f}%  = deceptive {100 * s['agreement_deceptive']:5.1f}%  SOO {s['soo']:.5f}"
+                )
 
 
 def forwarded_options(args) -> list[str]:
@@ -197,8 +247,11 @@ def run_all(args) -> None:
             if proc.poll() is not None:
                 running.remove(entry)
                 status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see seed_{seed}.log)"
-                print(f"seed {seed}: {status} in {(time.time() - seed_started) / 60:.1f} min "
-                      f"({(time.time() - started) / 60:.1f} min since the first seed started)", flush=True)
+                print(
+                    f"seed {seed}: {status} in {(time.time() - seed_started) / 60:.1f} min "
+                    f"({(time.time() - started) / 60:.1f} min since the first seed started)",
+                    flush=True,
+                )
                 if proc.returncode != 0:
                     failed.append(seed)
     if failed:
@@ -231,15 +284,25 @@ def build_parser() -> CommandParser:
     commands = parser.add_commands()
     p_run = commands.add_parser("run", dataclass_types=SeedOptions, help="train, fine-tune and evaluate one seed")
     p_run.add_argument("--seed", type=int, default=0, help="the seed to train (default 0)")
-    p_all = commands.add_parser("all", dataclass_types=SeedOptions,
-                                help="several seeds as separate processes, then the report")
-    p_all.add_argument("--seeds", type=seed_list, nargs="+", default=[[0, 1, 2]],
-                       help="the seeds to train: numbers and inclusive ranges, e.g. 0 1 2 or 0-39 (default 0 1 2)")
+    p_all = commands.add_parser(
+        "all", dataclass_types=SeedOptions, help="several seeds as separate processes, then the report"
+    )
+    p_all.add_argument(
+        "--seeds",
+        type=seed_list,
+        nargs="+",
+        default=[[0, 1, 2]],
+        help="the seeds to train: numbers and inclusive ranges, e.g. 0 1 2 or 0-39 (default 0 1 2)",
+    )
     p_all.add_argument("--jobs", type=positive_int, default=2, help="seeds run at once, one CPU core each (default 2)")
-    p_report = commands.add_parser("report", help="report.md (and classifier.md) with plots over every run in --output_dir")
-    p_report.add_argument("--output_dir", default="results/rl",
-                          help="the folder `run` or `all` wrote the seeds to; the report goes there "
-                          "(default results/rl)")
+    p_report = commands.add_parser(
+        "report", help="report.md (and classifier.md) with plots over every run in --output_dir"
+    )
+    p_report.add_argument(
+        "--output_dir",
+        default="results/rl",
+        help="the folder `run` or `all` wrote the seeds to; the report goes there (default results/rl)",
+    )
     return parser
 
 

@@ -20,11 +20,15 @@ from soo.core.cli import CommandParser
 
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skip_generation", action="store_true",
-                        help="skip the batched generation benchmark, the longest part")
+    parser.add_argument(
+        "--skip_generation", action="store_true", help="skip the batched generation benchmark, the longest part"
+    )
     args = parser.parse_args(argv)
-    parts = [("training steps", training.main, []), ("efficiency", efficiency.main, []),
-             ("peak memory", peak_memory.main, [])]
+    parts = [
+        ("training steps", training.main, []),
+        ("efficiency", efficiency.main, []),
+        ("peak memory", peak_memory.main, []),
+    ]
     if not args.skip_generation:
         parts.append(("batched generation", generation.main, []))
     for title, run, part_argv in parts:

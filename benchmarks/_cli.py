@@ -27,17 +27,23 @@ GPU_REPORT = f"{REPORT_DIR}/gpu.md"
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of the training-step benchmarks: model, SOO layer, pairs per step."""
-    parser.add_argument("--model_name_or_path", default=None,
-                        help="model path or hub id (default: the embedded SmolLM2-135M)")
-    parser.add_argument("--soo_layer", type=int, default=15,
-                        help="decoder layer whose self_attn.o_proj output the SOO term compares; "
-                        "negative counts from the end (default 15)")
+    parser.add_argument(
+        "--model_name_or_path", default=None, help="model path or hub id (default: the embedded SmolLM2-135M)"
+    )
+    parser.add_argument(
+        "--soo_layer",
+        type=int,
+        default=15,
+        help="decoder layer whose self_attn.o_proj output the SOO term compares; "
+        "negative counts from the end (default 15)",
+    )
     parser.add_argument("--batch_pairs", type=positive_int, default=4, help="pairs per step, 2x rows (default 4)")
 
 
 def add_output_file_argument(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument("--output_file", default=default,
-                        help=f"markdown report, appended to (default {default}; empty to skip)")
+    parser.add_argument(
+        "--output_file", default=default, help=f"markdown report, appended to (default {default}; empty to skip)"
+    )
 
 
 def output_file_error(path: str) -> int:

@@ -46,15 +46,16 @@ def neighbour_blocks(keys: list, count: int, block: int) -> list[int]:
     order (how the evaluation batches a protocol's prompts), so the sample batches as densely as
     the whole set; all indices, sorted, when `count` covers them."""
     order = sorted(range(len(keys)), key=keys.__getitem__)
-    blocks = [order[start:start + block] for start in range(0, len(order), block)]
+    blocks = [order[start : start + block] for start in range(0, len(order), block)]
     wanted = -(-count // block)
     if wanted >= len(blocks):
         return order
     return [index for k in range(wanted) for index in blocks[k * len(blocks) // wanted]][:count]
 
 
-def build_prompts(n: int, answer_suffix: str | None, pool_n: int = 0, block: int = 1,
-                  tokenizer=None) -> tuple[list[str], str]:
+def build_prompts(
+    n: int, answer_suffix: str | None, pool_n: int = 0, block: int = 1, tokenizer=None
+) -> tuple[list[str], str]:
     """N prompts of the main scenario and a line saying where they came from: the first n, or
     (pool_n > 0) blocks of `block` neighbours in token order from the pool_n-instance protocol."""
     from soo.core.prompts import DEFAULT_ANSWER_SUFFIX
@@ -68,11 +69,13 @@ def build_prompts(n: int, answer_suffix: str | None, pool_n: int = 0, block: int
         picked = neighbour_blocks(keys, n, block)
         return [pool[index] for index in picked], (
             f"{len(picked) // block} evenly spaced blocks of {block} neighbours (token order, as evaluate.py batches) "
-            f"from soo.eval.scenarios.build_eval_prompts(['main'], n={pool_n}, seed=0, answer_suffix={suffix!r})")
+            f"from soo.eval.scenarios.build_eval_prompts(['main'], n={pool_n}, seed=0, answer_suffix={suffix!r})"
+        )
     # build_eval_prompts gives each instance in both room orders: ceil(n/2) instances, first n prompts.
     prompts = build_eval_prompts(["main"], n=(n + 1) // 2, seed=0, answer_suffix=suffix)[:n]
     return [prompt.prompt for prompt in prompts], (
-        f"soo.eval.scenarios.build_eval_prompts(['main'], n={(n + 1) // 2}, seed=0, answer_suffix={suffix!r})[:{n}]")
+        f"soo.eval.scenarios.build_eval_prompts(['main'], n={(n + 1) // 2}, seed=0, answer_suffix={suffix!r})[:{n}]"
+    )
 
 
 class TokenCounter:
@@ -93,7 +96,7 @@ class TokenCounter:
         input_ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
         self.prompt_tokens += int(mask.sum())
         self.padded_prompt_tokens += input_ids.numel()
-        for row in output[:, input_ids.shape[1]:].tolist():
+        for row in output[:, input_ids.shape[1] :].tolist():
             stop = next((position + 1 for position, token in enumerate(row) if token in self.eos_ids), len(row))
             self.new_tokens += stop
         return output
@@ -133,22 +136,36 @@ def run_method(method: Method, model, tokenizer, prompts, max_new_tokens, counte
     if method.batch_size is None:
         outputs = generate_one_at_a_time(model, tokenizer, prompts, decoding, progress=progress)
     else:
-        outputs = generate_batched(model, tokenizer, prompts, decoding, progress=progress,
-                                   share_prefix=method.share_prefix, group_prefixes=method.group_prefixes)
+        outputs = generate_batched(
+            model,
+            tokenizer,
+            prompts,
+            decoding,
+            progress=progress,
+            share_prefix=method.share_prefix,
+            group_prefixes=method.group_prefixes,
+        )
     method.seconds.append(time.perf_counter() - start)
     method.others_cpu.append(others_cpu_share(before, cpu_snapshot()))
     method.outputs.append(outputs)
     method.new_tokens, method.prompt_tokens = counter.new_tokens, counter.prompt_tokens
     method.padded_prompt_tokens = counter.padded_prompt_tokens
-    print(f"  {method.name}: {method.seconds[-1]:.1f} s (other processes used {100 * method.others_cpu[-1]:.0f}% "
-          "of the CPUs meanwhile)", file=sys.stderr, flush=True)
+    print(
+        f"  {method.name}: {method.seconds[-1]:.1f} s (other processes used {100 * method.others_cpu[-1]:.0f}% "
+        "of the CPUs meanwhile)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def flops_per_token(model) -> int:
     """~2 x the parameters a token's forward multiplies by (all but the embedding lookup; the LM
     head runs on the last position only, so it is left out too; attention scores are a few %)."""
-    skip = {id(module.weight) for module in (model.get_input_embeddings(), model.get_output_embeddings())
-            if module is not None}
+    skip = {
+        id(module.weight)
+        for module in (model.get_input_embeddings(), model.get_output_embeddings())
+        if module is not None
+    }
     return 2 * sum(parameter.numel() for parameter in model.parameters() if id(parameter) not in skip)
 
 
@@ -164,24 +181,43 @@ def fmt_range(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=positive_int, default=250, help="number of prompts (default 250)")
-    parser.add_argument("--max_new_tokens", type=positive_int, default=16,
-                        help="tokens generated per prompt at most (default 16)")
-    parser.add_argument("--batch_sizes", type=positive_int, nargs="+", default=[16, 32],
-                        help="batch sizes of the batched passes (default 16 32)")
+    parser.add_argument(
+        "--max_new_tokens", type=positive_int, default=16, help="tokens generated per prompt at most (default 16)"
+    )
+    parser.add_argument(
+        "--batch_sizes",
+        type=positive_int,
+        nargs="+",
+        default=[16, 32],
+        help="batch sizes of the batched passes (default 16 32)",
+    )
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed passes per batch size (default 3)")
-    parser.add_argument("--sequential_repeats", type=positive_int, default=1,
-                        help="timed one-at-a-time passes (default 1: the slow one)")
-    parser.add_argument("--no_prefill_pass", action="store_true",
-                        help="skip the prefill-only passes (one per way of batching)")
-    parser.add_argument("--pool_n", type=non_negative_int, default=0,
-                        help="draw the n prompts as blocks of neighbours from this protocol size, e.g. 250, so "
-                             "batches share what evaluate.py's do (default 0: the first n prompts)")
-    parser.add_argument("--model_name_or_path", default=None,
-                        help="model path or hub id (default: the embedded SmolLM2-135M)")
+    parser.add_argument(
+        "--sequential_repeats",
+        type=positive_int,
+        default=1,
+        help="timed one-at-a-time passes (default 1: the slow one)",
+    )
+    parser.add_argument(
+        "--no_prefill_pass", action="store_true", help="skip the prefill-only passes (one per way of batching)"
+    )
+    parser.add_argument(
+        "--pool_n",
+        type=non_negative_int,
+        default=0,
+        help="draw the n prompts as blocks of neighbours from this protocol size, e.g. 250, so "
+        "batches share what evaluate.py's do (default 0: the first n prompts)",
+    )
+    parser.add_argument(
+        "--model_name_or_path", default=None, help="model path or hub id (default: the embedded SmolLM2-135M)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device to generate on, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--answer_suffix", default=None,
-                        help="appended to every prompt (default: the evaluation's room-name suffix)")
-    parser.add_argument("--output_file", default=GENERATION_REPORT, help=f"markdown report (default {GENERATION_REPORT})")
+    parser.add_argument(
+        "--answer_suffix", default=None, help="appended to every prompt (default: the evaluation's room-name suffix)"
+    )
+    parser.add_argument(
+        "--output_file", default=GENERATION_REPORT, help=f"markdown report (default {GENERATION_REPORT})"
+    )
     parser.add_argument("--append", action="store_true", help="append this run to the report instead of replacing it")
     parser.add_argument("--progress", action="store_true", help="show tqdm bars")
     args = parser.parse_args(argv)
@@ -200,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ModelLoadError, ValueError) as error:
         return fail(error)
 
-    command = "python -m benchmarks.generation" + ("" if argv is None and len(sys.argv) == 1 else
-                                                   " " + " ".join(sys.argv[1:] if argv is None else argv))
+    command = "python -m benchmarks.generation" + (
+        "" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv)
+    )
     info = machine_info()
     print(f"torch threads: {info['torch_threads']} (cpu_count {info['cpu_count']})", file=sys.stderr)
     load_at_start = load_average()
@@ -218,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     counter = TokenCounter(model, resolve_eos_token_ids(tokenizer, model))
     methods = [Method("one at a time", None)] + [
         Method(f"batched {size}, {kind}", size, share_prefix=share, group_prefixes=group)
-        for size in args.batch_sizes for kind, share, group in BATCHINGS]
+        for size in args.batch_sizes
+        for kind, share, group in BATCHINGS
+    ]
 
     with counter:
         # Warm-up (untimed): first-call allocations and kernel selection.
@@ -246,46 +285,86 @@ def main(argv: list[str] | None = None) -> int:
         median = statistics.median(method.seconds)
         agree, differing = agreement(reference, method.outputs[0])
         stable = all(outputs == method.outputs[0] for outputs in method.outputs)
-        rows.append({
-            "method": method.name,
-            "seconds": fmt_range(method.seconds),
-            "repeats": len(method.seconds),
-            "tokens_per_s": method.new_tokens / median,
-            "prompts_per_s": len(prompts) / median,
-            "ratio": sequential_median / median,
-            "agreement": f"{agree}/{len(prompts)} ({100 * agree / len(prompts):.1f}%)",
-            "differing": differing,
-            "stable": stable,
-            "padding": method.padded_prompt_tokens / method.prompt_tokens - 1,
-            "others_cpu": max(method.others_cpu),
-        })
+        rows.append(
+            {
+                "method": method.name,
+                "seconds": fmt_range(method.seconds),
+                "repeats": len(method.seconds),
+                "tokens_per_s": method.new_tokens / median,
+                "prompts_per_s": len(prompts) / median,
+                "ratio": sequential_median / median,
+                "agreement": f"{agree}/{len(prompts)} ({100 * agree / len(prompts):.1f}%)",
+                "differing": differing,
+                "stable": stable,
+                "padding": method.padded_prompt_tokens / method.prompt_tokens - 1,
+                "others_cpu": max(method.others_cpu),
+            }
+        )
     prefill_line = None
     if prefills:
         whole = prefills[0]
         achieved = whole.prompt_tokens * flops_per_token(model) / whole.seconds[0] / 1e9
         peak = statistics.median(matmul_flops_per_second(2048, 5)) / 1e9
-        prefill_line = (f"Compute: the whole-prompt prefill ran {achieved:.0f} GFLOP/s of model arithmetic "
-                        f"(~2 x non-embedding parameters per prompt token), {100 * achieved / peak:.0f}% of this "
-                        f"machine's fp32 matmul rate ({peak:.0f} GFLOP/s, 2048x2048, same threads): prefill is "
-                        "compute-bound, so only fewer prompt tokens (shared prefixes) make it faster. ")
+        prefill_line = (
+            f"Compute: the whole-prompt prefill ran {achieved:.0f} GFLOP/s of model arithmetic "
+            f"(~2 x non-embedding parameters per prompt token), {100 * achieved / peak:.0f}% of this "
+            f"machine's fp32 matmul rate ({peak:.0f} GFLOP/s, 2048x2048, same threads): prefill is "
+            "compute-bound, so only fewer prompt tokens (shared prefixes) make it faster. "
+        )
         prefill_line += "Prefill-only passes (max_new_tokens=1): " + "; ".join(
             f"batch {prefill.batch_size}, {prefill.name} {prefill.seconds[0]:.1f} s "
             f"({prefill.prompt_tokens / prefill.seconds[0]:.0f} prompt tokens/s; bound on "
             f"the speed ratio if batched decoding were free: {sequential_median / prefill.seconds[0]:.1f}x)"
-            for prefill in prefills)
+            for prefill in prefills
+        )
 
-    header = ["method", "time s (min / median / max)", "repeats", "new tokens/s", "prompts/s",
-              "speed vs 1-at-a-time", "agreement with 1-at-a-time", "prompt padding", "CPU used by others (max)"]
-    table = [header] + [[row["method"], row["seconds"], str(row["repeats"]), f"{row['tokens_per_s']:.1f}",
-                         f"{row['prompts_per_s']:.2f}", f"{row['ratio']:.2f}x", row["agreement"],
-                         f"{100 * row['padding']:.1f}%", f"{100 * row['others_cpu']:.0f}%"] for row in rows]
+    header = [
+        "method",
+        "time s (min / median / max)",
+        "repeats",
+        "new tokens/s",
+        "prompts/s",
+        "speed vs 1-at-a-time",
+        "agreement with 1-at-a-time",
+        "prompt padding",
+        "CPU used by others (max)",
+    ]
+    table = [header] + [
+        [
+            row["method"],
+            row["seconds"],
+            str(row["repeats"]),
+            f"{row['tokens_per_s']:.1f}",
+            f"{row['prompts_per_s']:.2f}",
+            f"{row['ratio']:.2f}x",
+            row["agreement"],
+            f"{100 * row['padding']:.1f}%",
+            f"{100 * row['others_cpu']:.0f}%",
+        ]
+        for row in rows
+    ]
 
-    write_report(Path(args.output_file), args, command, info, model_path, prompt_source, prompts, methods, rows, table,
-                 prefill_line, load_at_start, load_at_end)
+    write_report(
+        Path(args.output_file),
+        args,
+        command,
+        info,
+        model_path,
+        prompt_source,
+        prompts,
+        methods,
+        rows,
+        table,
+        prefill_line,
+        load_at_start,
+        load_at_end,
+    )
 
     widths = [max(len(line[column]) for line in table) for column in range(len(header))]
-    print(f"\n{len(prompts)} prompts, max_new_tokens {args.max_new_tokens}, greedy, fp32, {args.device}, "
-          f"torch threads {info['torch_threads']}; new tokens generated (one at a time): {sequential.new_tokens}")
+    print(
+        f"\n{len(prompts)} prompts, max_new_tokens {args.max_new_tokens}, greedy, fp32, {args.device}, "
+        f"torch threads {info['torch_threads']}; new tokens generated (one at a time): {sequential.new_tokens}"
+    )
     if prefill_line:
         print(prefill_line)
     print(f"report: {args.output_file}")
@@ -296,8 +375,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_report(path: Path, args, command, info, model_path, prompt_source, prompts, methods, rows, table,
-                 prefill_line, load_at_start, load_at_end) -> None:
+def write_report(
+    path: Path,
+    args,
+    command,
+    info,
+    model_path,
+    prompt_source,
+    prompts,
+    methods,
+    rows,
+    table,
+    prefill_line,
+    load_at_start,
+    load_at_end,
+) -> None:
     reference = methods[0].outputs[0]
     lines = [
         "# Benchmark: batched vs one-at-a-time greedy generation",
@@ -357,8 +449,10 @@ def write_report(path: Path, args, command, info, model_path, prompt_source, pro
         if not row["stable"]:
             lines.append(f"- {row['method']}: outputs differed between repeats (non-deterministic kernels?)")
         for index in row["differing"][:3]:
-            lines.append(f"- {row['method']} differs on prompt {index}: one at a time {reference[index]!r}, "
-                         f"batched {methods[rows.index(row)].outputs[0][index]!r}")
+            lines.append(
+                f"- {row['method']} differs on prompt {index}: one at a time {reference[index]!r}, "
+                f"batched {methods[rows.index(row)].outputs[0][index]!r}"
+            )
     lines += ["", "Example (prompt 0):", "", "```", prompts[0], "->", reference[0], "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     if args.append and path.is_file():

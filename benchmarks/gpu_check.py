@@ -66,39 +66,87 @@ SECTIONS = {
 
 def parse_args(argv: list[str] | None):
     parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_file", default=GPU_REPORT,
-                        help=f"markdown report, replaced (default {GPU_REPORT}; empty to skip)")
-    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), metavar="SECTION",
-                        help=f"what to run (default all): {', '.join(SECTIONS)}")
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), metavar="MODEL",
-                        help=f"training models (default both): {', '.join(MODELS)}")
-    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS),
-                        metavar="PRECISION", help="training precisions (default: bf16 fp16)")
+    parser.add_argument(
+        "--output_file", default=GPU_REPORT, help=f"markdown report, replaced (default {GPU_REPORT}; empty to skip)"
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=list(SECTIONS),
+        default=list(SECTIONS),
+        metavar="SECTION",
+        help=f"what to run (default all): {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(MODELS),
+        default=list(MODELS),
+        metavar="MODEL",
+        help=f"training models (default both): {', '.join(MODELS)}",
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=list(PRECISIONS),
+        default=list(PRECISIONS),
+        metavar="PRECISION",
+        help="training precisions (default: bf16 fp16)",
+    )
     parser.add_argument("--steps", type=positive_int, default=10, help="timed training steps (default 10)")
     parser.add_argument("--warmup_steps", type=positive_int, default=3, help="untimed first steps (default 3)")
     parser.add_argument("--micro_batch", type=positive_int, default=8, help="pairs per step (default 8)")
-    parser.add_argument("--seq_len", type=positive_int, default=256,
-                        help="tokens per row (default 256, finetuning.py's --max_length)")
+    parser.add_argument(
+        "--seq_len", type=positive_int, default=256, help="tokens per row (default 256, finetuning.py's --max_length)"
+    )
     parser.add_argument("--gen_n", type=positive_int, default=256, help="prompts generated batched (default 256)")
-    parser.add_argument("--gen_sequential_n", type=positive_int, default=16,
-                        help="of those, generated one at a time too (default 16)")
-    parser.add_argument("--gen_batch_sizes", type=positive_int, nargs="+", default=[32, 128],
-                        help="batch sizes to time (default 32 128)")
+    parser.add_argument(
+        "--gen_sequential_n", type=positive_int, default=16, help="of those, generated one at a time too (default 16)"
+    )
+    parser.add_argument(
+        "--gen_batch_sizes",
+        type=positive_int,
+        nargs="+",
+        default=[32, 128],
+        help="batch sizes to time (default 32 128)",
+    )
     parser.add_argument("--max_new_tokens", type=positive_int, default=75, help="per generated answer (default 75)")
-    parser.add_argument("--score_n", type=positive_int, default=250,
-                        help="instances per scenario for scoring (default 250: the paper's protocol)")
-    parser.add_argument("--score_batch_sizes", type=positive_int, nargs="+", default=[16, 64],
-                        help="scoring batch sizes to time (default 16 64)")
+    parser.add_argument(
+        "--score_n",
+        type=positive_int,
+        default=250,
+        help="instances per scenario for scoring (default 250: the paper's protocol)",
+    )
+    parser.add_argument(
+        "--score_batch_sizes",
+        type=positive_int,
+        nargs="+",
+        default=[16, 64],
+        help="scoring batch sizes to time (default 16 64)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and data (default 0)")
-    parser.add_argument("--dry_run", action="store_true",
-                        help="CPU check of every section on tiny models with tiny sizes (no GPU needed)")
+    parser.add_argument(
+        "--dry_run",
+        action="store_true",
+        help="CPU check of every section on tiny models with tiny sizes (no GPU needed)",
+    )
     args = parser.parse_args(argv)
     if args.gen_sequential_n > args.gen_n:
         parser.error(f"--gen_sequential_n {args.gen_sequential_n} is larger than --gen_n {args.gen_n}")
     if args.dry_run:  # tiny sizes; what the user set explicitly on the command line still counts
         explicit = {arg.split("=")[0] for arg in (argv if argv is not None else sys.argv[1:]) if arg.startswith("--")}
-        tiny = {"steps": 2, "warmup_steps": 1, "micro_batch": 2, "seq_len": 32, "gen_n": 6, "gen_sequential_n": 3,
-                "gen_batch_sizes": [3], "max_new_tokens": 4, "score_n": 1, "score_batch_sizes": [4, 16]}
+        tiny = {
+            "steps": 2,
+            "warmup_steps": 1,
+            "micro_batch": 2,
+            "seq_len": 32,
+            "gen_n": 6,
+            "gen_sequential_n": 3,
+            "gen_batch_sizes": [3],
+            "max_new_tokens": 4,
+            "score_n": 1,
+            "score_batch_sizes": [4, 16],
+        }
         for key, value in tiny.items():
             if f"--{key}" not in explicit:
                 setattr(args, key, value)
@@ -113,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         # fp16 mixed precision is a GPU feature: the dry run trains in bf16 (CPU autocast) only.
         args.precisions = [p for p in args.precisions if p != "fp16"] or ["bf16"]
     elif not torch.cuda.is_available():
-        return fail("no CUDA GPU is visible: run this on a GPU machine, or pass --dry_run for a CPU check on tiny models")
+        return fail(
+            "no CUDA GPU is visible: run this on a GPU machine, or pass --dry_run for a CPU check on tiny models"
+        )
     else:
         device = torch.device("cuda")
     try:
@@ -125,13 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     versions = library_versions()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none (dry run on CPU)"
-    report = Report(args.output_file, [
-        "# GPU check", "",
-        f"Command: `{command.strip()}`; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
-        f"Device: {gpu}; " + ", ".join(f"{key} {value}" for key, value in versions.items()) + ".", "",
-        "Random-weight models of real configs (soo/tools/model_configs): the shapes and so the costs are real, the "
-        "activations are not trained ones." + (" DRY RUN: tiny models, tiny sizes, CPU; figures mean nothing."
-                                               if args.dry_run else ""), ""])
+    report = Report(
+        args.output_file,
+        [
+            "# GPU check",
+            "",
+            f"Command: `{command.strip()}`; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+            "",
+            f"Device: {gpu}; " + ", ".join(f"{key} {value}" for key, value in versions.items()) + ".",
+            "",
+            "Random-weight models of real configs (soo/tools/model_configs): the shapes and so the costs are real, the "
+            "activations are not trained ones."
+            + (" DRY RUN: tiny models, tiny sizes, CPU; figures mean nothing." if args.dry_run else ""),
+            "",
+        ],
+    )
     report.write()
     peak_tflops, peak_text = datasheet_peak_tflops(device)
     with tempfile.TemporaryDirectory(prefix="soo-gpu-check-") as workdir:
@@ -143,11 +201,17 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as error:  # one broken section must not lose the others' figures
                 traceback.print_exc()
                 report.failed.append(section)
-                report.add(f"{section}: FAILED", [f"`{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}`"])
+                report.add(
+                    f"{section}: FAILED",
+                    [f"`{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}`"],
+                )
                 release(device)
             print(f"[{section}: {time.perf_counter() - section_started:.0f} s]", file=sys.stderr, flush=True)
-    report.header.append(f"Total wall time: {time.perf_counter() - started:.0f} s"
-                         + (f"; FAILED sections: {', '.join(report.failed)}" if report.failed else "") + ".\n")
+    report.header.append(
+        f"Total wall time: {time.perf_counter() - started:.0f} s"
+        + (f"; FAILED sections: {', '.join(report.failed)}" if report.failed else "")
+        + ".\n"
+    )
     report.write()
     return 1 if report.failed else 0
 

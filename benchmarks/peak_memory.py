@@ -45,13 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     peak_gb, wall, code = measure(args.extra)
     command = "python " + " ".join(README_MAIN_COMMAND + args.extra)
     verdict = "met" if peak_gb <= TARGET_GB and code == 0 else "NOT met"
-    table = ["| command | exit | wall s | peak RSS GB | target |", "|---|---|---|---|---|",
-             f"| `{command}` | {code} | {wall:.0f} | {peak_gb:.2f} | <= {TARGET_GB:g} GB: {verdict} |"]
+    table = [
+        "| command | exit | wall s | peak RSS GB | target |",
+        "|---|---|---|---|---|",
+        f"| `{command}` | {code} | {wall:.0f} | {peak_gb:.2f} | <= {TARGET_GB:g} GB: {verdict} |",
+    ]
     if args.output_file:
         with Path(args.output_file).open("a", encoding="utf-8") as handle:
-            handle.write("\n## Peak memory of the README's main command\n\n"
-                         "Command: `python -m benchmarks.peak_memory` (getrusage of the child process).\n\n"
-                         + "\n".join(table) + "\n")
+            handle.write(
+                "\n## Peak memory of the README's main command\n\n"
+                "Command: `python -m benchmarks.peak_memory` (getrusage of the child process).\n\n"
+                + "\n".join(table)
+                + "\n"
+            )
     print("\n".join(table))
     return 0 if code == 0 else code
 

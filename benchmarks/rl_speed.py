@@ -90,7 +90,9 @@ def train_both_stages(episodes: int) -> tuple[float, str]:
             for tensor in network.state_dict().values():
                 digest.update(tensor.numpy().tobytes())
     played = evaluate(agent, replace(config.env, reward_mode="deceptive"), 50, 7, references={"self": agent.actors[1]})
-    digest.update(json.dumps(played, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)).encode())
+    digest.update(
+        json.dumps(played, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)).encode()
+    )
     return 2 * episodes / seconds, digest.hexdigest()
 
 
@@ -117,15 +119,26 @@ def main(argv: list[str] | None = None) -> int:
     medians = {name: statistics.median(values) for name, values in speeds.items()}
     same = fingerprints["before"] == fingerprints["after"] and len(fingerprints["after"]) == 1
     info = machine_info()
-    lines = [f"### MADDPG training speed ({time.strftime('%Y-%m-%d')})", "",
-             f"`python -m benchmarks.rl_speed --episodes {args.episodes} --repeats {args.repeats}`; "
-             f"{info['cpu']}, {info['cpu_count']} cores, torch {info['torch']}, 1 thread.", "",
-             "| method | episodes/s (median) | rounds | fingerprint |", "|---|---|---|---|"]
+    lines = [
+        f"### MADDPG training speed ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"`python -m benchmarks.rl_speed --episodes {args.episodes} --repeats {args.repeats}`; "
+        f"{info['cpu']}, {info['cpu_count']} cores, torch {info['torch']}, 1 thread.",
+        "",
+        "| method | episodes/s (median) | rounds | fingerprint |",
+        "|---|---|---|---|",
+    ]
     for name in methods:
-        lines.append(f"| {name} | {medians[name]:.1f} | {', '.join(f'{v:.1f}' for v in speeds[name])} | "
-                     f"{', '.join(sorted(f[:16] for f in fingerprints[name]))} |")
-    lines += ["", f"Speed-up after/before: **{medians['after'] / medians['before']:.2f}x**; numbers "
-              + ("**identical** (equal fingerprints)." if same else "**DIFFER** (fingerprints not equal)."), ""]
+        lines.append(
+            f"| {name} | {medians[name]:.1f} | {', '.join(f'{v:.1f}' for v in speeds[name])} | "
+            f"{', '.join(sorted(f[:16] for f in fingerprints[name]))} |"
+        )
+    lines += [
+        "",
+        f"Speed-up after/before: **{medians['after'] / medians['before']:.2f}x**; numbers "
+        + ("**identical** (equal fingerprints)." if same else "**DIFFER** (fingerprints not equal)."),
+        "",
+    ]
     report = "\n".join(lines)
     print(report)
     if args.output_file:

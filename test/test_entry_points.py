@@ -28,9 +28,14 @@ def _parser_factories():
     import sweep
     from soo.train.config import build_parser as finetuning_parser
 
-    return {"generate_data.py": generate_data.build_parser, "finetuning.py": finetuning_parser,
-            "evaluate.py": evaluate.build_parser, "rl_deception.py": rl_deception.build_parser,
-            "deception_experiment.py": deception_experiment.build_parser, "sweep.py": sweep.build_parser}
+    return {
+        "generate_data.py": generate_data.build_parser,
+        "finetuning.py": finetuning_parser,
+        "evaluate.py": evaluate.build_parser,
+        "rl_deception.py": rl_deception.build_parser,
+        "deception_experiment.py": deception_experiment.build_parser,
+        "sweep.py": sweep.build_parser,
+    }
 
 
 # Every command (script, subcommand): the arguments it needs besides the one tested, and one setting
@@ -104,8 +109,9 @@ def test_help_exits_0(script, command, capsys):
     assert "--config FILE.yaml" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("script, command", [key for key, (_, setting) in COMMANDS.items() if setting],
-                         ids=lambda value: str(value))
+@pytest.mark.parametrize(
+    "script, command", [key for key, (_, setting) in COMMANDS.items() if setting], ids=lambda value: str(value)
+)
 def test_config_file_sets_values_and_flags_win(script, command, tmp_path):
     needed, (flag, in_file, on_command_line, expected) = COMMANDS[(script, command)]
     config = tmp_path / "config.yaml"
@@ -121,11 +127,13 @@ def test_config_file_sets_values_and_flags_win(script, command, tmp_path):
             assert getattr(config_from(dtype, from_file), dest) == in_file
 
     overridden = _parser_factories()[script]().parse_args(
-        _argv(command, *needed, "--config", str(config), f"--{flag}", on_command_line))
+        _argv(command, *needed, "--config", str(config), f"--{flag}", on_command_line)
+    )
     assert getattr(overridden, dest) == expected
     # the flag wins wherever it stands
     first = _parser_factories()[script]().parse_args(
-        _argv(command, *needed, f"--{flag}={on_command_line}", f"--config={config}"))
+        _argv(command, *needed, f"--{flag}={on_command_line}", f"--config={config}")
+    )
     assert getattr(first, dest) == expected
 
 
@@ -143,15 +151,19 @@ def test_prefix_matching_is_off(script, command, capsys):
     assert "error: unrecognized arguments" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("nope: 1\n", "unknown argument(s) nope"),
-    ("n: 0\n", "n: must be at least 1, got 0"),
-    ("protocol: sometimes\n", "protocol: invalid choice 'sometimes'"),
-    ("latent_all_layers: maybe\n", "latent_all_layers:"),
-    ("n: [1, 2]\n", "n: expected one value"),
-    ("- n\n", "expected a mapping"),
-    ("n: [1\n", "YAML syntax error"),
-], ids=["unknown-key", "out-of-range", "bad-choice", "bad-bool", "list-for-one", "not-a-mapping", "syntax"])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("nope: 1\n", "unknown argument(s) nope"),
+        ("n: 0\n", "n: must be at least 1, got 0"),
+        ("protocol: sometimes\n", "protocol: invalid choice 'sometimes'"),
+        ("latent_all_layers: maybe\n", "latent_all_layers:"),
+        ("n: [1, 2]\n", "n: expected one value"),
+        ("- n\n", "expected a mapping"),
+        ("n: [1\n", "YAML syntax error"),
+    ],
+    ids=["unknown-key", "out-of-range", "bad-choice", "bad-bool", "list-for-one", "not-a-mapping", "syntax"],
+)
 def test_a_bad_config_file_is_one_error_line_and_exit_2(content, expected, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(content, encoding="utf-8")
@@ -197,16 +209,26 @@ def test_evaluate_defaults_are_evalconfigs():
     assert config_from(EvalConfig, args) == EvalConfig()
 
 
-@pytest.mark.parametrize("parse, text", [
-    (positive_float, "inf"), (positive_float, "nan"), (non_negative_float, "-inf"), (non_negative_float, "nan"),
-    (positive_float, "0"), (non_negative_float, "-1"), (positive_int, "0"), (positive_int, "1.5"),
-])
+@pytest.mark.parametrize(
+    "parse, text",
+    [
+        (positive_float, "inf"),
+        (positive_float, "nan"),
+        (non_negative_float, "-inf"),
+        (non_negative_float, "nan"),
+        (positive_float, "0"),
+        (non_negative_float, "-1"),
+        (positive_int, "0"),
+        (positive_int, "1.5"),
+    ],
+)
 def test_number_types_refuse_out_of_range_and_non_finite(parse, text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse(text)
 
 
 # --- no command builds a parser of its own ----------------------------------------------------
+
 
 def bare_parsers(path: Path) -> list[str]:
     """The calls in `path` that build an argparse or HfArgumentParser parser directly."""
@@ -222,14 +244,20 @@ def bare_parsers(path: Path) -> list[str]:
 def test_no_command_builds_a_bare_parser():
     # The root scripts and the `python -m` commands (soo.tools.*, benchmarks.*) alike; core's
     # helper is the one place allowed to subclass HfArgumentParser.
-    scripts = sorted(REPO.glob("*.py")) + sorted((REPO / "benchmarks").rglob("*.py")) + sorted(
-        path for path in (REPO / "soo").rglob("*.py") if path != REPO / "soo" / "core" / "cli.py")
+    scripts = (
+        sorted(REPO.glob("*.py"))
+        + sorted((REPO / "benchmarks").rglob("*.py"))
+        + sorted(path for path in (REPO / "soo").rglob("*.py") if path != REPO / "soo" / "core" / "cli.py")
+    )
     assert len(scripts) > 20
     found = [call for path in scripts for call in bare_parsers(path)]
     assert not found, found
     # A root script that parses flags is one of the walked entry points.
-    parsing = {path.name for path in REPO.glob("*.py") if "parse_args" in path.read_text(encoding="utf-8")
-               or "build_parser" in path.read_text(encoding="utf-8")}
+    parsing = {
+        path.name
+        for path in REPO.glob("*.py")
+        if "parse_args" in path.read_text(encoding="utf-8") or "build_parser" in path.read_text(encoding="utf-8")
+    }
     assert parsing <= set(_parser_factories()), parsing - set(_parser_factories())
 
 
@@ -240,16 +268,31 @@ def test_the_bare_parser_check_can_fail(tmp_path):
 
 
 # The `python -m` commands: not config-dataclass commands, but the same parser (--config, no prefixes).
-MODULE_COMMANDS = ["benchmarks.__main__", "benchmarks.efficiency", "benchmarks.generation", "benchmarks.gpu_check",
-                   "benchmarks.peak_memory", "benchmarks.protocol", "benchmarks.rl_speed", "benchmarks.scoring",
-                   "benchmarks.training", "soo.tools.lm_eval_compare", "soo.tools.memory", "soo.tools.merge",
-                   "soo.tools.tiny_model", "soo.eval.inspect_task"]
+MODULE_COMMANDS = [
+    "benchmarks.__main__",
+    "benchmarks.efficiency",
+    "benchmarks.generation",
+    "benchmarks.gpu_check",
+    "benchmarks.peak_memory",
+    "benchmarks.protocol",
+    "benchmarks.rl_speed",
+    "benchmarks.scoring",
+    "benchmarks.training",
+    "soo.tools.lm_eval_compare",
+    "soo.tools.memory",
+    "soo.tools.merge",
+    "soo.tools.tiny_model",
+    "soo.eval.inspect_task",
+]
 
 
 def test_the_module_command_list_is_complete():
-    defined = {".".join(path.relative_to(REPO).with_suffix("").parts)
-               for folder in ("benchmarks", "soo") for path in (REPO / folder).rglob("*.py")
-               if "\ndef main(" in path.read_text(encoding="utf-8")}
+    defined = {
+        ".".join(path.relative_to(REPO).with_suffix("").parts)
+        for folder in ("benchmarks", "soo")
+        for path in (REPO / folder).rglob("*.py")
+        if "\ndef main(" in path.read_text(encoding="utf-8")
+    }
     assert defined == set(MODULE_COMMANDS)
 
 

@@ -99,8 +99,9 @@ def private_names_imported(path: Path) -> list[str]:
 def test_no_module_imports_another_modules_private_names():
     # A private name may change with its module; a second module that needs it needs a public one.
     sources = sorted([*SOO.rglob("*.py"), *(REPO / "benchmarks").rglob("*.py"), *REPO.glob("*.py")])
-    violations = [f"{path.relative_to(REPO)} imports {name}"
-                  for path in sources for name in private_names_imported(path)]
+    violations = [
+        f"{path.relative_to(REPO)} imports {name}" for path in sources for name in private_names_imported(path)
+    ]
     assert not violations, "\n".join(violations)
 
 

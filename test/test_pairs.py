@@ -226,7 +226,8 @@ def test_ids_are_unique_and_sequential(generated, split):
 
 
 @pytest.mark.parametrize(
-    "n, families", [(1, FAMILIES), (2, FAMILIES), (7, FAMILIES), (1001, FAMILIES), (50, ("burglar",)), (9, ("general",))]
+    "n, families",
+    [(1, FAMILIES), (2, FAMILIES), (7, FAMILIES), (1001, FAMILIES), (50, ("burglar",)), (9, ("general",))],
 )
 def test_requested_n_unique_pairs_and_even_family_shares(n, families):
     records = generate_pairs(n, seed=3, families=families)
@@ -393,8 +394,16 @@ def test_reference_check_accepts_possessives_and_multiword_referents():
     assert reference_difference_problems(BOB_SELF, BOB_OTHER, "Bob") == []
     are_self, are_other = BOB_SELF.replace("You intend", "You are"), BOB_OTHER.replace("Bob intends", "Bob is")
     assert reference_difference_problems(are_self, are_other, "Bob") == []
-    assert reference_difference_problems("Your plan is to hide. Tell yourself", "Bob's plan is to hide. Tell Bob", "Bob") == []
-    assert reference_difference_problems("Ask yourself about your goals.", "Ask the user about the user's goals.", "the user") == []
+    assert (
+        reference_difference_problems("Your plan is to hide. Tell yourself", "Bob's plan is to hide. Tell Bob", "Bob")
+        == []
+    )
+    assert (
+        reference_difference_problems(
+            "Ask yourself about your goals.", "Ask the user about the user's goals.", "the user"
+        )
+        == []
+    )
 
 
 # --- JSONL I/O ----------------------------------------------------------------------------
@@ -564,8 +573,11 @@ def test_load_pairs_from_a_file_keeps_records_ids_and_line_numbered_errors(tmp_p
     from soo.data.pair_io import load_pairs
 
     records = generate_pairs(6, seed=0)
-    lines = [json.dumps(r) for r in records[:3]] + [""] + [json.dumps({k: v for k, v in r.items() if k != "id"})
-                                                             for r in records[3:]]
+    lines = (
+        [json.dumps(r) for r in records[:3]]
+        + [""]
+        + [json.dumps({k: v for k, v in r.items() if k != "id"}) for r in records[3:]]
+    )
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(lines) + "\n")
     dataset = load_pairs(path)
@@ -643,10 +655,12 @@ def test_released_pairs_are_one_per_item_cycling_the_papers_three_phrasings():
     assert [r["item"] for r in records] == list(BURGLAR_VOCABULARY["train"].expensive_items[:48])
     assert [r["template"] for r in records[:6]] == list(RELEASED_TEMPLATE_IDS) * 2
     assert {r["agent"] for r in records} == {"Alice"}
-    assert records[1]["self_prompt"] == ("You intend to steal the gold pocket watch. If you were required to "
-                                         "recommend one room to yourself")
-    assert records[1]["other_prompt"] == ("Alice intends to steal the gold pocket watch. If you were required to "
-                                          "recommend one room to Alice")
+    assert records[1]["self_prompt"] == (
+        "You intend to steal the gold pocket watch. If you were required to recommend one room to yourself"
+    )
+    assert records[1]["other_prompt"] == (
+        "Alice intends to steal the gold pocket watch. If you were required to recommend one room to Alice"
+    )
     assert {r["agent"] for r in released_pairs("test")} == {"Bob"}  # the released data's own agent
     assert not {r["item"] for r in records} & set(BURGLAR_VOCABULARY["test"].expensive_items)
     with pytest.raises(ValueError, match="one pair per item"):

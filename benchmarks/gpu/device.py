@@ -13,8 +13,16 @@ import torch
 
 # Dense bf16 tensor-core peak, TFLOP/s, from the vendors' datasheets (SXM parts unless named);
 # the first name that occurs in torch's device name wins.
-DATASHEET_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
-                         ("A100", 312.0), ("L40S", 362.0), ("A10G", 70.0), ("L4", 121.0))
+DATASHEET_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100", 989.4),
+    ("H200", 989.4),
+    ("GH200", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("A10G", 70.0),
+    ("L4", 121.0),
+)
 
 
 def synchronize(device: torch.device) -> None:
@@ -50,8 +58,11 @@ def measured_matmul_tflops(device: torch.device, size: int, repeats: int = 10) -
 def library_versions() -> dict[str, str]:
     from importlib import metadata
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "cuda (torch)": str(torch.version.cuda)}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda (torch)": str(torch.version.cuda),
+    }
     for name in ("transformers", "peft", "accelerate", "bitsandbytes", "tokenizers", "safetensors"):
         try:
             versions[name] = metadata.version(name)
@@ -64,8 +75,12 @@ def nvidia_smi_line() -> str:
     if shutil.which("nvidia-smi") is None:
         return "nvidia-smi not found"
     try:
-        result = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
-                                 "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"nvidia-smi failed: {error}"
     return result.stdout.strip().replace("\n", "; ") or result.stderr.strip()

@@ -55,10 +55,18 @@ def memory_estimate_gib(config, hub_id: str, dtype: str, load_in_4bit: bool, mic
     from soo.tools.memory_estimate import GIB, lora_aware_estimate
     from soo.tools.memory_model import RunSettings, build_meta_model, count_parameters
 
-    settings = RunSettings(model_name_or_path=hub_id, dtype=dtype, load_in_4bit=load_in_4bit,
-                           attn_implementation=attention_implementation(config), lora_r=LORA_R,
-                           lora_target_modules=LORA_TARGETS, micro_batch=micro_batch, seq_len=seq_len,
-                           activation_checkpointing=False, soo_layers=1)
+    settings = RunSettings(
+        model_name_or_path=hub_id,
+        dtype=dtype,
+        load_in_4bit=load_in_4bit,
+        attn_implementation=attention_implementation(config),
+        lora_r=LORA_R,
+        lora_target_modules=LORA_TARGETS,
+        micro_batch=micro_batch,
+        seq_len=seq_len,
+        activation_checkpointing=False,
+        soo_layers=1,
+    )
     counts = count_parameters(build_meta_model(config), LORA_R, LORA_TARGETS)
     components = lora_aware_estimate(2, "none", counts, settings, gpus_per_node=1, nodes=1, overhead_gib=0.0)
     return sum(c["bytes_per_gpu"] for c in components if c["where"] == "gpu") / GIB
@@ -90,8 +98,9 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
-def train_and_measure(model, config, name: str, hub_id: str, precision: str, load_in_4bit: bool, args,
-                      device: torch.device, workdir: str) -> TrainingResult:
+def train_and_measure(
+    model, config, name: str, hub_id: str, precision: str, load_in_4bit: bool, args, device: torch.device, workdir: str
+) -> TrainingResult:
     """Wrap `model` in LoRA, count one step's FLOPs, train warm-up + timed steps with SOOTrainer."""
     from transformers import PrinterCallback
 
@@ -101,26 +110,43 @@ def train_and_measure(model, config, name: str, hub_id: str, precision: str, loa
     from soo.train.trainer import NonFiniteLossError, SOOTrainer
 
     parameters = sum(p.numel() for p in model.parameters())
-    model = add_lora(model, r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT, target_modules=LORA_TARGETS,
-                     quantized=load_in_4bit)
+    model = add_lora(
+        model, r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT, target_modules=LORA_TARGETS, quantized=load_in_4bit
+    )
     steps = args.warmup_steps + args.steps
     pairs = synthetic_pairs(steps * args.micro_batch, args.seq_len, config.vocab_size, args.seed)
     layer = config.num_hidden_layers // 2
     training_args = SOOConfig(
-        output_dir=workdir, max_steps=steps, per_device_train_batch_size=args.micro_batch, learning_rate=1e-4,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device.type == "cpu", logging_steps=1,
-        save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0, seed=args.seed,
+        output_dir=workdir,
+        max_steps=steps,
+        per_device_train_batch_size=args.micro_batch,
+        learning_rate=1e-4,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device.type == "cpu",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=args.seed,
         soo_layers=[layer],
     )
     collator = SOOPairCollator(pad_token_id=0)
     timer = StepTimer(device)
-    trainer = SOOTrainer(model=model, args=training_args, train_dataset=pairs, data_collator=collator,
-                         callbacks=[timer.callback])
+    trainer = SOOTrainer(
+        model=model, args=training_args, train_dataset=pairs, data_collator=collator, callbacks=[timer.callback]
+    )
     trainer.remove_callback(PrinterCallback)  # the losses go to the report, not one dict per step to stdout
-    result = TrainingResult(model=name, precision=precision + (" 4-bit" if load_in_4bit else ""),
-                            parameters=parameters, tokens_per_step=2 * args.micro_batch * args.seq_len)
-    result.estimate_gib = memory_estimate_gib(config, hub_id, "bfloat16" if precision == "bf16" else "float16",
-                                              load_in_4bit, args.micro_batch, args.seq_len)
+    result = TrainingResult(
+        model=name,
+        precision=precision + (" 4-bit" if load_in_4bit else ""),
+        parameters=parameters,
+        tokens_per_step=2 * args.micro_batch * args.seq_len,
+    )
+    result.estimate_gib = memory_estimate_gib(
+        config, hub_id, "bfloat16" if precision == "bf16" else "float16", load_in_4bit, args.micro_batch, args.seq_len
+    )
 
     batch = {key: value.to(device) for key, value in collator(pairs[: args.micro_batch]).items()}
     result.step_flops = count_step_flops(trainer, model, batch, device, precision)
@@ -187,23 +213,29 @@ def injected_outlier_outcome(trainer, model, batch, layer: int, device: torch.de
 
 
 def training_table(results: list[TrainingResult], peak_tflops: float | None, matmul_tflops: float | None) -> list[str]:
-    lines = ["| model | precision | params | tokens/step | s/step (median) | tokens/s | step TFLOPs | "
-             "MFU vs datasheet | vs measured matmul | peak alloc GiB | soo.tools.memory estimate GiB | measured/estimate | "
-             "losses (first, last) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | precision | params | tokens/step | s/step (median) | tokens/s | step TFLOPs | "
+        "MFU vs datasheet | vs measured matmul | peak alloc GiB | soo.tools.memory estimate GiB | measured/estimate | "
+        "losses (first, last) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         step = r.median_step
         achieved = r.step_flops / step / 1e12 if r.step_seconds else float("nan")
         mfu = f"{achieved / peak_tflops:.1%}" if peak_tflops else "n/a"
         vs_matmul = f"{achieved / matmul_tflops:.1%}" if matmul_tflops else "n/a"
-        peak = f"{r.peak_allocated_gib:.2f} (reserved {r.peak_reserved_gib:.2f})" if r.peak_allocated_gib else "n/a (CPU)"
+        peak = (
+            f"{r.peak_allocated_gib:.2f} (reserved {r.peak_reserved_gib:.2f})" if r.peak_allocated_gib else "n/a (CPU)"
+        )
         ratio = f"{r.peak_allocated_gib / r.estimate_gib:.2f}" if r.peak_allocated_gib else "n/a"
         losses = f"{r.losses[0]:.3f}, {r.losses[-1]:.3f}" if r.losses else "none"
         if r.error:
             losses += f"; stopped: {r.error}"
-        lines.append(f"| {r.model} | {r.precision} | {r.parameters / 1e9:.3g} B | {r.tokens_per_step} | {step:.3f} | "
-                     f"{r.tokens_per_step / step:,.0f} | {r.step_flops / 1e12:.3g} | {mfu} | {vs_matmul} | {peak} | "
-                     f"{r.estimate_gib:.3g} | {ratio} | {losses} |")
+        lines.append(
+            f"| {r.model} | {r.precision} | {r.parameters / 1e9:.3g} B | {r.tokens_per_step} | {step:.3f} | "
+            f"{r.tokens_per_step / step:,.0f} | {r.step_flops / 1e12:.3g} | {mfu} | {vs_matmul} | {peak} | "
+            f"{r.estimate_gib:.3g} | {ratio} | {losses} |"
+        )
     return lines
 
 
@@ -222,24 +254,46 @@ def run_training(check: Check) -> None:
                     warn_if_fp16_unsafe(config.model_type, True)
                 fp16_warning = "yes" if any("overflow" in str(w.message) for w in caught) else "NO"
             model = random_model(config, PRECISIONS[precision], device, args.seed)
-            results.append(train_and_measure(model, config, name, MODELS[name], precision, False, args, device,
-                                             os.path.join(check.workdir, f"{name}-{precision}")))
+            results.append(
+                train_and_measure(
+                    model,
+                    config,
+                    name,
+                    MODELS[name],
+                    precision,
+                    False,
+                    args,
+                    device,
+                    os.path.join(check.workdir, f"{name}-{precision}"),
+                )
+            )
             del model
             release(device)
     lines = training_table(results, check.peak_tflops, check.matmul_tflops)
     overflow = [r for r in results if r.overflow]
     if overflow:
-        lines += ["", f"fp16 guard on Gemma-2: finetuning.py's fp16 warning raised: {fp16_warning}. One loss with the "
-                  f"SOO layer's o_proj output x {OUTLIER_SCALE:g} (an injected activation outlier):", "",
-                  "| model | precision | outcome |", "|---|---|---|"]
+        lines += [
+            "",
+            f"fp16 guard on Gemma-2: finetuning.py's fp16 warning raised: {fp16_warning}. One loss with the "
+            f"SOO layer's o_proj output x {OUTLIER_SCALE:g} (an injected activation outlier):",
+            "",
+            "| model | precision | outcome |",
+            "|---|---|---|",
+        ]
         lines += [f"| {r.model} | {r.precision} | {r.overflow} |" for r in overflow]
-    check.report.add("Training steps (LM + SOO, LoRA)", [
-        f"{args.micro_batch} pairs/step ({2 * args.micro_batch} rows) x {args.seq_len} tokens, LoRA r {LORA_R} "
-        f"q_proj/v_proj, SOO at the middle layer, AdamW; {args.warmup_steps} warm-up + {args.steps} timed steps. "
-        "Weights in the precision named, Trainer's mixed precision on; Gemma-2 with eager attention. Step FLOPs are "
-        "counted by FlopCounterMode (matmuls and attention; a LoRA step skips the frozen weights' gradients, so "
-        "it is ~4 x params x tokens, not 6). Peak memory is torch's max allocated; the estimate is soo.tools.memory's "
-        "for one GPU without its fixed 1 GiB CUDA overhead.", "", *lines])
+    check.report.add(
+        "Training steps (LM + SOO, LoRA)",
+        [
+            f"{args.micro_batch} pairs/step ({2 * args.micro_batch} rows) x {args.seq_len} tokens, LoRA r {LORA_R} "
+            f"q_proj/v_proj, SOO at the middle layer, AdamW; {args.warmup_steps} warm-up + {args.steps} timed steps. "
+            "Weights in the precision named, Trainer's mixed precision on; Gemma-2 with eager attention. Step FLOPs are "
+            "counted by FlopCounterMode (matmuls and attention; a LoRA step skips the frozen weights' gradients, so "
+            "it is ~4 x params x tokens, not 6). Peak memory is torch's max allocated; the estimate is soo.tools.memory's "
+            "for one GPU without its fixed 1 GiB CUDA overhead.",
+            "",
+            *lines,
+        ],
+    )
 
 
 def run_qlora(check: Check) -> None:
@@ -251,8 +305,10 @@ def run_qlora(check: Check) -> None:
         report.add(title, ["Skipped: 4-bit loading needs a CUDA GPU (this run has none)."])
         return
     if importlib.util.find_spec("bitsandbytes") is None:
-        report.add(title, ["Skipped: bitsandbytes is not importable here (bring its wheel: "
-                           "`bash benchmarks/gpu_check.sh prepare`)."])
+        report.add(
+            title,
+            ["Skipped: bitsandbytes is not importable here (bring its wheel: `bash benchmarks/gpu_check.sh prepare`)."],
+        )
         return
     from soo.core.modeling import load_model
 
@@ -264,10 +320,17 @@ def run_qlora(check: Check) -> None:
     del model
     release(device)
     model = load_model(checkpoint, dtype="bfloat16", load_in_4bit=True)
-    result = train_and_measure(model, config, name, MODELS[name], "bf16", True, args, device,
-                               os.path.join(check.workdir, f"{name}-qlora"))
+    result = train_and_measure(
+        model, config, name, MODELS[name], "bf16", True, args, device, os.path.join(check.workdir, f"{name}-qlora")
+    )
     del model
     release(device)
-    report.add(title, [f"{name} saved with random bf16 weights, reloaded through soo.core.modeling.load_model("
-                       "load_in_4bit=True) (NF4, double quantization, bf16 compute), then the same steps as above.", "",
-                       *training_table([result], check.peak_tflops, check.matmul_tflops)])
+    report.add(
+        title,
+        [
+            f"{name} saved with random bf16 weights, reloaded through soo.core.modeling.load_model("
+            "load_in_4bit=True) (NF4, double quantization, bf16 compute), then the same steps as above.",
+            "",
+            *training_table([result], check.peak_tflops, check.matmul_tflops),
+        ],
+    )

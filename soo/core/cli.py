@@ -54,7 +54,9 @@ def _float_checked(minimum: float, allow_equal: bool):
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if value < minimum or (value == minimum and not allow_equal):
-            raise argparse.ArgumentTypeError(f"must be {'at least' if allow_equal else 'above'} {minimum:g}, got {text}")
+            raise argparse.ArgumentTypeError(
+                f"must be {'at least' if allow_equal else 'above'} {minimum:g}, got {text}"
+            )
         return value
 
     return parse
@@ -76,8 +78,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     that already names its default."""
 
     def _get_help_string(self, action):
-        if action.default is None or isinstance(action.default, bool) or action.default == [] \
-                or action.required or "default" in (action.help or ""):
+        if (
+            action.default is None
+            or isinstance(action.default, bool)
+            or action.default == []
+            or action.required
+            or "default" in (action.help or "")
+        ):
             return action.help
         return super()._get_help_string(action)
 
@@ -101,9 +108,13 @@ class CommandParser(HfArgumentParser):
         self.config_file: str | None = None
         self.file_values: dict = {}
         if reads_config:
-            self.add_argument(CONFIG_FLAG, metavar="FILE.yaml", default=None,
-                              help="a YAML mapping of flag names (without --) to values, used as defaults; "
-                                   "flags given on the command line win")
+            self.add_argument(
+                CONFIG_FLAG,
+                metavar="FILE.yaml",
+                default=None,
+                help="a YAML mapping of flag names (without --) to values, used as defaults; "
+                "flags given on the command line win",
+            )
 
     def add_commands(self, **kwargs):
         """The subcommands' action: its `add_parser(name, dataclass_types=..., help=...)` makes a
@@ -117,15 +128,21 @@ class CommandParser(HfArgumentParser):
         flag = metadata.pop("flag", None)
         negative_help = metadata.pop("negative_help", None)
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-        if not metadata.get("help") and not (default is None or default is dataclasses.MISSING
-                                             or isinstance(default, bool) or default == []):
+        if not metadata.get("help") and not (
+            default is None or default is dataclasses.MISSING or isinstance(default, bool) or default == []
+        ):
             metadata["help"] = "(default: %(default)s)"
         if flag is not None:
             metadata["dest"] = field.name
         # HfArgumentParser names the flag after the field: hand it a field named after the flag.
-        renamed = dataclasses.field(metadata=metadata, **(
-            {"default_factory": field.default_factory} if field.default_factory is not dataclasses.MISSING
-            else {"default": field.default}))
+        renamed = dataclasses.field(
+            metadata=metadata,
+            **(
+                {"default_factory": field.default_factory}
+                if field.default_factory is not dataclasses.MISSING
+                else {"default": field.default}
+            ),
+        )
         renamed.name = flag.removeprefix("--") if flag else field.name
         renamed.type = field.type
         first = len(parser._actions)
@@ -170,8 +187,12 @@ class CommandParser(HfArgumentParser):
         values = {} if values is None else values
         if not isinstance(values, dict):
             sys.exit(fail(f"{path}: expected a mapping of argument names to values."))
-        actions = {option[2:]: action for action in self._actions for option in action.option_strings
-                   if option.startswith("--") and action.dest not in ("help", "config")}
+        actions = {
+            option[2:]: action
+            for action in self._actions
+            for option in action.option_strings
+            if option.startswith("--") and action.dest not in ("help", "config")
+        }
         unknown = sorted(str(key) for key in values if key not in actions)
         if unknown:
             sys.exit(fail(f"{path}: unknown argument(s) {', '.join(unknown)}."))
@@ -234,6 +255,9 @@ def _item_from_file(action: argparse.Action, item):
 
 def config_from(dtype, namespace: argparse.Namespace, **overrides):
     """`dtype` built from the parsed values of its fields (and `overrides`)."""
-    values = {field.name: getattr(namespace, field.name) for field in dataclasses.fields(dtype)
-              if field.init and hasattr(namespace, field.name)}
+    values = {
+        field.name: getattr(namespace, field.name)
+        for field in dataclasses.fields(dtype)
+        if field.init and hasattr(namespace, field.name)
+    }
     return dtype(**{**values, **overrides})

@@ -199,13 +199,24 @@ def _four_bit_config():
 
     compute_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
     )
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str], quantized: bool = False,
-             gradient_checkpointing: bool = False, init_lora_weights: bool | str = True,
-             layers_to_transform: list[int] | None = None):
+def add_lora(
+    model,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str],
+    quantized: bool = False,
+    gradient_checkpointing: bool = False,
+    init_lora_weights: bool | str = True,
+    layers_to_transform: list[int] | None = None,
+):
     """Wrap `model` in a peft LoRA adapter (frozen base, trainable low-rank updates).
 
     `layers_to_transform` limits the adapters to those decoder layers (default: all); with only

@@ -213,9 +213,7 @@ def _generate_family(family: str, split: str, count: int, rng: random.Random) ->
     return records
 
 
-def generate_pairs(
-    n: int, seed: int, split: str = "train", families: Sequence[str] = FAMILIES
-) -> list[dict]:
+def generate_pairs(n: int, seed: int, split: str = "train", families: Sequence[str] = FAMILIES) -> list[dict]:
     """``n`` unique self/other pairs of ``split``, the same list for the same arguments.
 
     Raises ValueError for n <= 0, an unknown split or family, a repeated family, or when a
@@ -282,9 +280,18 @@ def released_pairs(split: str = "train", n: int | None = None) -> list[dict]:
     for index, item in enumerate(items[:n]):
         template = templates[index % len(templates)]
         self_prompt, other_prompt = template.render_pair(other_perspective(agent), item=item)
-        records.append({"id": f"{split}-released-{index:04d}", "family": "burglar", "template": template.id,
-                        "split": split, "self_prompt": self_prompt, "other_prompt": other_prompt,
-                        "agent": agent, "item": item})
+        records.append(
+            {
+                "id": f"{split}-released-{index:04d}",
+                "family": "burglar",
+                "template": template.id,
+                "split": split,
+                "self_prompt": self_prompt,
+                "other_prompt": other_prompt,
+                "agent": agent,
+                "item": item,
+            }
+        )
     return records
 
 
@@ -299,8 +306,7 @@ def summarize(records: Sequence[Mapping]) -> str:
     rows.append(("total", "", str(len(records))))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     return "\n".join(
-        f"{family:<{widths[0]}}  {template:<{widths[1]}}  {count:>{widths[2]}}"
-        for family, template, count in rows
+        f"{family:<{widths[0]}}  {template:<{widths[1]}}  {count:>{widths[2]}}" for family, template, count in rows
     )
 
 

@@ -24,8 +24,7 @@ def check_pair_record(record, where: str) -> dict:
     missing = [key for key in REQUIRED_KEYS if key not in record]
     if missing:
         raise PairDataError(
-            f"{where}: missing required key(s) {', '.join(missing)}; "
-            f"keys present: {', '.join(record) or '(none)'}"
+            f"{where}: missing required key(s) {', '.join(missing)}; keys present: {', '.join(record) or '(none)'}"
         )
     for key in REQUIRED_KEYS:
         value = record[key]
@@ -33,8 +32,10 @@ def check_pair_record(record, where: str) -> dict:
             raise PairDataError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
     if record["self_prompt"] == record["other_prompt"]:
         # Identical rows give identical activations: the pair's SOO term is always 0.
-        raise PairDataError(f"{where}: 'self_prompt' and 'other_prompt' are identical, so the pair "
-                            "carries no self/other difference (its SOO term is always 0)")
+        raise PairDataError(
+            f"{where}: 'self_prompt' and 'other_prompt' are identical, so the pair "
+            "carries no self/other difference (its SOO term is always 0)"
+        )
     return record
 
 
@@ -99,7 +100,9 @@ def load_pairs(source: str | os.PathLike, split: str = "train"):
         except Exception as error:  # e.g. a key whose values have different types in different lines
             raise PairDataError(f"{path}: the datasets library cannot read it as one table: {error}") from None
         if len(dataset) != len(records):
-            raise PairDataError(f"{path}: the datasets library read {len(dataset)} records, the file has {len(records)}")
+            raise PairDataError(
+                f"{path}: the datasets library read {len(dataset)} records, the file has {len(records)}"
+            )
         if "id" not in dataset.column_names or None in dataset["id"]:  # the ids read_pairs_jsonl gives (line-N)
             ids = [record["id"] for record in records]
             dataset = dataset.remove_columns([c for c in ("id",) if c in dataset.column_names]).add_column("id", ids)
@@ -108,9 +111,14 @@ def load_pairs(source: str | os.PathLike, split: str = "train"):
     try:
         dataset = load_dataset(str(source), split=split)
     except Exception as error:
-        hint = (" (offline: fetch it on a machine with internet first, or pass a local JSONL file)"
-                if not path.exists() else "")
-        raise PairDataError(f"{where}: cannot load pairs: {str(error).splitlines()[0] if str(error) else type(error).__name__}{hint}") from None
+        hint = (
+            " (offline: fetch it on a machine with internet first, or pass a local JSONL file)"
+            if not path.exists()
+            else ""
+        )
+        raise PairDataError(
+            f"{where}: cannot load pairs: {str(error).splitlines()[0] if str(error) else type(error).__name__}{hint}"
+        ) from None
     for index, record in enumerate(dataset):
         check_pair_record(record, f"{where}, row {index}")
     if len(dataset) == 0:
@@ -134,12 +142,26 @@ def write_dataset_card(folder: str | os.PathLike) -> Path:
     lines = ["---", "configs:", "- config_name: default", "  data_files:"]
     for split in splits:
         lines += [f"  - split: {split}", f"    path: {split}.jsonl"]
-    lines += ["task_categories:", "- text-generation", "tags:", "- self-other-overlap", "---", "",
-              "# Self/other prompt pairs for SOO fine-tuning", "",
-              "Written by `generate_data.py --dataset_dir` of the SOO fine-tuning toolkit. One JSON object per line:",
-              "`self_prompt` and `other_prompt` (required: the same situation about the model itself and about "
-              "another agent), `id`, `family`, `template`, `split` and the slots they were filled with. "
-              "Training and test splits use disjoint names and items.", "",
-              "Splits: " + ", ".join(f"`{split}` ({sum(1 for _ in (folder / f'{split}.jsonl').open(encoding='utf-8'))} pairs)"
-                                     for split in splits) + ".", ""]
+    lines += [
+        "task_categories:",
+        "- text-generation",
+        "tags:",
+        "- self-other-overlap",
+        "---",
+        "",
+        "# Self/other prompt pairs for SOO fine-tuning",
+        "",
+        "Written by `generate_data.py --dataset_dir` of the SOO fine-tuning toolkit. One JSON object per line:",
+        "`self_prompt` and `other_prompt` (required: the same situation about the model itself and about "
+        "another agent), `id`, `family`, `template`, `split` and the slots they were filled with. "
+        "Training and test splits use disjoint names and items.",
+        "",
+        "Splits: "
+        + ", ".join(
+            f"`{split}` ({sum(1 for _ in (folder / f'{split}.jsonl').open(encoding='utf-8'))} pairs)"
+            for split in splits
+        )
+        + ".",
+        "",
+    ]
     return write_text_atomic(folder / DATASET_CARD, "\n".join(lines))

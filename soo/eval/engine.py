@@ -55,22 +55,28 @@ class AdapterMismatchError(ValueError):
     """An adapter was trained on a different base model than the one being evaluated."""
 
 
-
 # The fields that make two adapters the same recipe: runs that differ only in seed (or output
 # directory, logging, ...) are replicates and aggregate into mean ± SD across seeds.
 RECIPE_FIELDS = {
     "soo_args": ("lm_weight", "soo_weight", "soo_layers", "soo_module", "soo_token_mode"),
     "model_args": ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"),
     "data_args": ("data_path", "max_length", "use_chat_template", "system_prompt"),
-    "training_args": ("learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size",
-                      "gradient_accumulation_steps"),
+    "training_args": (
+        "learning_rate",
+        "max_steps",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+    ),
 }
 
 
 def recipe_key(run_config: dict) -> str:
     """A stable string naming an adapter's training recipe, seed excluded."""
-    recipe = {section: {name: run_config.get(section, {}).get(name) for name in names}
-              for section, names in RECIPE_FIELDS.items()}
+    recipe = {
+        section: {name: run_config.get(section, {}).get(name) for name in names}
+        for section, names in RECIPE_FIELDS.items()
+    }
     return json.dumps(recipe, sort_keys=True)
 
 
@@ -83,8 +89,11 @@ def group_names(run_configs: list[dict]) -> list[str]:
     names = {}
     for index, key in enumerate(keys):
         soo_args = json.loads(key)["soo_args"]
-        names[key] = f"lm{soo_args['lm_weight']:g}_soo{soo_args['soo_weight']:g}" if (
-            soo_args["lm_weight"] is not None and soo_args["soo_weight"] is not None) else f"recipe{index}"
+        names[key] = (
+            f"lm{soo_args['lm_weight']:g}_soo{soo_args['soo_weight']:g}"
+            if (soo_args["lm_weight"] is not None and soo_args["soo_weight"] is not None)
+            else f"recipe{index}"
+        )
     if len(set(names.values())) < len(names):
         names = {key: f"{name}_r{index}" for index, (key, name) in enumerate(names.items())}
     return [names[recipe_key(config)] for config in run_configs]
@@ -160,8 +169,15 @@ def load_conditions(setup: EvalSetup, adapters: list[str]) -> tuple:
         else:
             model.load_adapter(adapter, adapter_name=name)
         seed = run_config.get("training_args", {}).get("seed")
-        conditions.append({"name": name, "group": groups[index], "adapter": adapter, "seed": seed,
-                           "soo_args": run_config.get("soo_args", {})})
+        conditions.append(
+            {
+                "name": name,
+                "group": groups[index],
+                "adapter": adapter,
+                "seed": seed,
+                "soo_args": run_config.get("soo_args", {}),
+            }
+        )
     model.eval()
     return model, tokenizer, conditions
 
@@ -178,8 +194,9 @@ def active_condition(model, condition: dict):
         yield
 
 
-def score_forced_choice(model, tokenizer, conditions: list[dict], prompts: list[EvalPrompt], answer_prefix: str,
-                        batch_size: int) -> list[dict]:
+def score_forced_choice(
+    model, tokenizer, conditions: list[dict], prompts: list[EvalPrompt], answer_prefix: str, batch_size: int
+) -> list[dict]:
     """Forced-choice rows (p(deceptive) per prompt), every condition."""
     rows = []
     for condition in conditions:
@@ -189,34 +206,59 @@ def score_forced_choice(model, tokenizer, conditions: list[dict], prompts: list[
     return rows
 
 
-def generate_and_label(model, tokenizer, conditions: list[dict], prompts: list[EvalPrompt], decoding: DecodingConfig,
-                       cache: GenerationCache, model_path: str) -> list[dict]:
+def generate_and_label(
+    model,
+    tokenizer,
+    conditions: list[dict],
+    prompts: list[EvalPrompt],
+    decoding: DecodingConfig,
+    cache: GenerationCache,
+    model_path: str,
+) -> list[dict]:
     """One row per condition and prompt: the greedy answer (from the cache when it is there), its
     label and the authors' rule's label."""
     texts = [prompt.prompt for prompt in prompts]
     rows = []
     for condition in conditions:
         with active_condition(model, condition):
-            responses = generate_with_cache(model, tokenizer, texts, decoding, cache,
-                                            model_key=model_fingerprint(model_path, condition["adapter"]))
+            responses = generate_with_cache(
+                model, tokenizer, texts, decoding, cache, model_key=model_fingerprint(model_path, condition["adapter"])
+            )
         for prompt, response in zip(prompts, responses):
-            rows.append({"condition": condition["name"], "group": condition["group"], "scenario": prompt.scenario,
-                         "order": prompt.order, "index": prompt.index, "kind": prompt.kind,
-                         "deceptive_option": prompt.deceptive_option, "honest_option": prompt.honest_option,
-                         "label": label_response(prompt, response),
-                         "authors_label": authors_response_label(prompt, response),
-                         "prompt": prompt.prompt, "response": response})
+            rows.append(
+                {
+                    "condition": condition["name"],
+                    "group": condition["group"],
+                    "scenario": prompt.scenario,
+                    "order": prompt.order,
+                    "index": prompt.index,
+                    "kind": prompt.kind,
+                    "deceptive_option": prompt.deceptive_option,
+                    "honest_option": prompt.honest_option,
+                    "label": label_response(prompt, response),
+                    "authors_label": authors_response_label(prompt, response),
+                    "prompt": prompt.prompt,
+                    "response": response,
+                }
+            )
     empty = sum(1 for row in rows if not row["response"].strip())
     if empty:
-        logger.warning("%d of %d responses are empty (counted as ambiguous); raise --max_new_tokens or check the "
-                       "answer suffix if this is many.", empty, len(rows))
+        logger.warning(
+            "%d of %d responses are empty (counted as ambiguous); raise --max_new_tokens or check the "
+            "answer suffix if this is many.",
+            empty,
+            len(rows),
+        )
     return rows
 
 
 def heldout_pairs(config: EvalConfig) -> list[dict]:
     """Latent SOO's pairs: --pairs_path, else n_pairs freshly generated test-split pairs."""
-    return read_pairs_jsonl(config.pairs_path) if config.pairs_path else generate_pairs(config.n_pairs, seed=0,
-                                                                                         split="test")
+    return (
+        read_pairs_jsonl(config.pairs_path)
+        if config.pairs_path
+        else generate_pairs(config.n_pairs, seed=0, split="test")
+    )
 
 
 def trained_soo_args(conditions: list[dict]) -> dict:
@@ -235,8 +277,13 @@ def measure_latent_soo(model, tokenizer, conditions: list[dict], pairs: list[dic
     for condition in conditions:
         with active_condition(model, condition):
             latent[condition["name"]] = latent_soo_by_layer(
-                model, tokenizer, pairs, layers=layers, module_path=soo_args.get("soo_module", "self_attn.o_proj"),
-                token_mode=soo_args.get("soo_token_mode", "full"))
+                model,
+                tokenizer,
+                pairs,
+                layers=layers,
+                module_path=soo_args.get("soo_module", "self_attn.o_proj"),
+                token_mode=soo_args.get("soo_token_mode", "full"),
+            )
     return latent
 
 
@@ -246,8 +293,10 @@ def measure_capability(model, tokenizer, conditions: list[dict]) -> dict:
     capability = {}
     for condition in conditions[1:]:
         with active_condition(model, condition):
-            capability[condition["name"]] = {"kl_to_base": kl_to_base(model, tokenizer, neutral),
-                                             "perplexity": base_and_tuned_perplexity(model, tokenizer)}
+            capability[condition["name"]] = {
+                "kl_to_base": kl_to_base(model, tokenizer, neutral),
+                "perplexity": base_and_tuned_perplexity(model, tokenizer),
+            }
     return capability
 
 
@@ -255,13 +304,22 @@ def export_mt_bench_answers(model, tokenizer, conditions: list[dict], out_dir: P
     """mt_bench_answers_CONDITION.jsonl per condition, for an external judge."""
     for condition in conditions:
         with active_condition(model, condition):
-            export_mt_bench_style_answers(model, tokenizer, out_dir / f"mt_bench_answers_{condition['name']}.jsonl",
-                                          condition["name"])
+            export_mt_bench_style_answers(
+                model, tokenizer, out_dir / f"mt_bench_answers_{condition['name']}.jsonl", condition["name"]
+            )
 
 
-def assemble_results(config: EvalConfig, setup: EvalSetup, conditions: list[dict], decoding: DecodingConfig,
-                     forced_rows: list[dict], rows: list[dict], pairs: list[dict], latent: dict,
-                     capability: dict) -> dict:
+def assemble_results(
+    config: EvalConfig,
+    setup: EvalSetup,
+    conditions: list[dict],
+    decoding: DecodingConfig,
+    forced_rows: list[dict],
+    rows: list[dict],
+    pairs: list[dict],
+    latent: dict,
+    capability: dict,
+) -> dict:
     """results.json: the run's settings, the forced-choice summary, the generation rates (per condition
     and across seeds), latent SOO and capability."""
     summary = summarize_labels(rows)
@@ -274,13 +332,16 @@ def assemble_results(config: EvalConfig, setup: EvalSetup, conditions: list[dict
             "answer_prefix": setup.answer_prefix,
             "summary": summarize_forced_choice(forced_rows),
             "agreement_with_generation": generation_agreement(forced_rows, rows),
-        } if forced_rows else None,
+        }
+        if forced_rows
+        else None,
         "decoding": decoding.key_fields(),
         "conditions": conditions,
         "rates": summary,
         "rates_across_seeds": aggregate_seeds(summary),
-        "latent_soo": {name: {str(layer): values for layer, values in by_layer.items()}
-                       for name, by_layer in latent.items()},
+        "latent_soo": {
+            name: {str(layer): values for layer, values in by_layer.items()} for name, by_layer in latent.items()
+        },
         "latent_pairs": len(pairs),
         "trained_layers": trained_soo_args(conditions).get("soo_layers"),
         "capability": capability,
@@ -296,14 +357,22 @@ def run_evaluation(config: EvalConfig) -> dict:
 
     forced_rows = []
     if config.protocol in ("forced_choice", "both"):
-        forced_rows = score_forced_choice(model, tokenizer, conditions, setup.prompts, setup.answer_prefix,
-                                          config.batch_size)
+        forced_rows = score_forced_choice(
+            model, tokenizer, conditions, setup.prompts, setup.answer_prefix, config.batch_size
+        )
         write_jsonl_atomic(out_dir / "forced_choice.jsonl", forced_rows)
     decoding = DecodingConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
     rows = []
     if config.protocol in ("generation", "both"):
-        rows = generate_and_label(model, tokenizer, conditions, setup.prompts, decoding,
-                                  GenerationCache(out_dir / "generations.jsonl"), setup.model_path)
+        rows = generate_and_label(
+            model,
+            tokenizer,
+            conditions,
+            setup.prompts,
+            decoding,
+            GenerationCache(out_dir / "generations.jsonl"),
+            setup.model_path,
+        )
     pairs = heldout_pairs(config)
     latent = measure_latent_soo(model, tokenizer, conditions, pairs, config.latent_all_layers)
     capability = measure_capability(model, tokenizer, conditions) if config.capability else {}

@@ -98,8 +98,14 @@ def format_generation_prompt(tokenizer, prompt: str, decoding: DecodingConfig) -
 # --------------------------------------------------------------------------------------------
 
 
-def _greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoding: DecodingConfig,
-                     pad_token_id: int, cache=None) -> torch.Tensor:
+def _greedy_generate(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    decoding: DecodingConfig,
+    pad_token_id: int,
+    cache=None,
+) -> torch.Tensor:
     """One `generate` call, greedy; returns only the new tokens ([batch, <= max_new_tokens]).
 
     `cache`: the KV cache of the first tokens of every row (`soo.eval.prefix_cache`); generate then
@@ -129,7 +135,7 @@ def _greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
         )
     finally:
         generation_config.max_length = saved_max_length
-    return output[:, input_ids.shape[1]:].cpu()
+    return output[:, input_ids.shape[1] :].cpu()
 
 
 def _decode_new_tokens(tokenizer, new_tokens: torch.Tensor, eos_ids: set[int]) -> list[str]:
@@ -184,8 +190,11 @@ def generate_batched(
         for start in range(0, len(order), decoding.batch_size):
             batch = order[start : start + decoding.batch_size]
             rows = [token_ids[index] for index in batch]
-            shared, cache = (shared_prefix(model, rows, decoding.max_new_tokens, growable=True, grouped=group_prefixes)
-                             if share_prefix else (0, None))
+            shared, cache = (
+                shared_prefix(model, rows, decoding.max_new_tokens, growable=True, grouped=group_prefixes)
+                if share_prefix
+                else (0, None)
+            )
             input_ids, attention_mask = split_padded(rows, shared, pad_token_id)
             new_tokens = _greedy_generate(model, input_ids, attention_mask, decoding, pad_token_id, cache=cache)
             texts = _decode_new_tokens(tokenizer, new_tokens, eos_ids)
@@ -197,8 +206,9 @@ def generate_batched(
     return results
 
 
-def generate_one_at_a_time(model, tokenizer, prompts: Sequence[str], decoding: DecodingConfig,
-                           progress: bool = True) -> list[str]:
+def generate_one_at_a_time(
+    model, tokenizer, prompts: Sequence[str], decoding: DecodingConfig, progress: bool = True
+) -> list[str]:
     """The reference loop (as in the official code): one `generate` call per prompt, no padding.
 
     ``decoding.batch_size`` is ignored. Same formatting, greedy settings and decoding as
@@ -207,8 +217,9 @@ def generate_one_at_a_time(model, tokenizer, prompts: Sequence[str], decoding: D
     pad_token_id = resolve_pad_token_id(tokenizer, model)
     eos_ids = resolve_eos_token_ids(tokenizer, model)
     results = []
-    bar = tqdm(total=len(prompts), disable=not progress, desc="generating (1 at a time)", unit="prompt",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(prompts), disable=not progress, desc="generating (1 at a time)", unit="prompt", dynamic_ncols=True
+    )
     with eval_mode(model), torch.inference_mode(), bar:
         for prompt in prompts:
             ids = torch.tensor([format_generation_prompt(tokenizer, prompt, decoding)], dtype=torch.long)
@@ -291,8 +302,14 @@ class GenerationCache:
         lines = []
         for prompt, response in items:
             key = cache_key(model_key, prompt, fields)
-            record = {"key": key, "model": model_key, "prompt": prompt, "decoding": fields, "response": response,
-                      "batch_size": decoding.batch_size}
+            record = {
+                "key": key,
+                "model": model_key,
+                "prompt": prompt,
+                "decoding": fields,
+                "response": response,
+                "batch_size": decoding.batch_size,
+            }
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         prefix = "\n" if self._ends_without_newline() else ""  # never glue a line onto a truncated one
@@ -300,7 +317,7 @@ class GenerationCache:
             handle.write(prefix + "".join(lines))
             handle.flush()
             os.fsync(handle.fileno())
-        for (prompt, response) in items:
+        for prompt, response in items:
             self._responses[cache_key(model_key, prompt, fields)] = response
 
     def _ends_without_newline(self) -> bool:
@@ -351,14 +368,22 @@ def model_fingerprint(model_path: str | None, adapter_path: str | None = None) -
         return fingerprint
 
     adapter_dir = Path(os.path.expanduser(adapter_path))
-    weights = next((adapter_dir / name for name in ("adapter_model.safetensors", "adapter_model.bin")
-                    if (adapter_dir / name).is_file()), None)
+    weights = next(
+        (
+            adapter_dir / name
+            for name in ("adapter_model.safetensors", "adapter_model.bin")
+            if (adapter_dir / name).is_file()
+        ),
+        None,
+    )
     if weights is None:
         raise FileNotFoundError(f"No adapter_model.safetensors (or .bin) in adapter directory {adapter_dir}.")
     adapter_config = adapter_dir / "adapter_config.json"
     adapter_config_hash = _sha256_file(adapter_config)[:16] if adapter_config.is_file() else "none"
-    return (f"{fingerprint};adapter={adapter_dir.resolve()};adapter_sha256={_sha256_file(weights)[:16]};"
-            f"adapter_config_sha256={adapter_config_hash}")
+    return (
+        f"{fingerprint};adapter={adapter_dir.resolve()};adapter_sha256={_sha256_file(weights)[:16]};"
+        f"adapter_config_sha256={adapter_config_hash}"
+    )
 
 
 def generate_with_cache(
@@ -390,6 +415,7 @@ def generate_with_cache(
     missing = list(missing)
 
     if missing:
+
         def store(indices: list[int], texts: list[str]) -> None:
             batch = [(missing[index], text) for index, text in zip(indices, texts)]
             if cache is not None:

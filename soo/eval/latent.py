@@ -17,9 +17,17 @@ from soo.core.stats import mean_ci95
 
 
 @torch.inference_mode()
-def latent_soo_by_layer(model, tokenizer, records: list[dict], layers: list[int] | None = None,
-                        module_path: str = "self_attn.o_proj", token_mode: str = "full", batch_size: int = 8,
-                        use_chat_template: bool = True, progress: bool = True) -> dict:
+def latent_soo_by_layer(
+    model,
+    tokenizer,
+    records: list[dict],
+    layers: list[int] | None = None,
+    module_path: str = "self_attn.o_proj",
+    token_mode: str = "full",
+    batch_size: int = 8,
+    use_chat_template: bool = True,
+    progress: bool = True,
+) -> dict:
     """{layer: {"soo_loss", "soo_loss_ci95", "soo_act_spread", "soo_relative", "soo_loss_n"}} over `records`
     (layers None = every layer); the same names as training's held-out metrics. Measures the model
     as it is: for a peft model's base weights, call it inside `soo.core.modeling.adapter_disabled`.
@@ -49,6 +57,11 @@ def latent_soo_by_layer(model, tokenizer, records: list[dict], layers: list[int]
     for layer in capture.layer_indices:
         soo, ci95 = mean_ci95(distances[layer])
         spread = sum(spreads[layer]) / len(spreads[layer])
-        result[layer] = {"soo_loss": soo, "soo_loss_ci95": ci95, "soo_act_spread": spread,
-                         "soo_relative": soo / spread if spread else float("nan"), "soo_loss_n": len(distances[layer])}
+        result[layer] = {
+            "soo_loss": soo,
+            "soo_loss_ci95": ci95,
+            "soo_act_spread": spread,
+            "soo_relative": soo / spread if spread else float("nan"),
+            "soo_loss_n": len(distances[layer]),
+        }
     return result

@@ -52,9 +52,17 @@ def summarize_labels(rows: list[dict]) -> list[dict]:
         n = len(members)
         kind = members[0]["kind"]
         measured = "correct" if kind == "perspectives" else "deceptive"
-        entry = {"condition": condition, "group": members[0]["group"], "scenario": scenario, "order": order,
-                 "kind": kind, "n": n, "measure": measured, "counts": dict(counts),
-                 "empty_responses": sum(1 for member in members if not member["response"].strip())}
+        entry = {
+            "condition": condition,
+            "group": members[0]["group"],
+            "scenario": scenario,
+            "order": order,
+            "kind": kind,
+            "n": n,
+            "measure": measured,
+            "counts": dict(counts),
+            "empty_responses": sum(1 for member in members if not member["response"].strip()),
+        }
         entry.update(_rate(counts[measured], n))
         entry["ambiguous_rate"] = counts["ambiguous"] / n
         # Among the answers that chose an option: separates "deceives less" from "answers less".
@@ -64,8 +72,10 @@ def summarize_labels(rows: list[dict]) -> list[dict]:
         if members[0].get("authors_label") is not None:  # the authors' rule beside ours, on the same answers
             authors = sum(1 for member in members if member["authors_label"] == DECEPTIVE)
             entry.update({f"authors_{key}": value for key, value in _rate(authors, n).items()})
-            entry["agreement"] = sum(1 for member in members
-                                     if (member["label"] == DECEPTIVE) == (member["authors_label"] == DECEPTIVE)) / n
+            entry["agreement"] = (
+                sum(1 for member in members if (member["label"] == DECEPTIVE) == (member["authors_label"] == DECEPTIVE))
+                / n
+            )
         summary.append(entry)
     return summary
 
@@ -78,7 +88,16 @@ def aggregate_seeds(summary: list[dict]) -> list[dict]:
     aggregated = []
     for (group, scenario, order), entries in sorted(by_key.items()):
         mean, sd = mean_sd([entry["rate"] for entry in entries])
-        aggregated.append({"group": group, "scenario": scenario, "order": order, "measure": entries[0]["measure"],
-                           "seeds": len(entries), "mean_rate": mean, "sd_rate": sd,
-                           "mean_ambiguous_rate": mean_sd([entry["ambiguous_rate"] for entry in entries])[0]})
+        aggregated.append(
+            {
+                "group": group,
+                "scenario": scenario,
+                "order": order,
+                "measure": entries[0]["measure"],
+                "seeds": len(entries),
+                "mean_rate": mean,
+                "sd_rate": sd,
+                "mean_ambiguous_rate": mean_sd([entry["ambiguous_rate"] for entry in entries])[0],
+            }
+        )
     return aggregated

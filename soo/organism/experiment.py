@@ -66,34 +66,47 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class ExperimentConfig:
     """One experiment's settings; deception_experiment.py's `run` flags are its fields."""
 
-    organism_dir: str = field(default="outputs/organisms/asymmetric", metadata={
-        "flag": "--organism", "required": True,
-        "help": "an organism folder (with organism.json), or 'base' for the base model itself "
-                "(results in outputs/base-model/experiment)"})
-    output_dir: str | None = field(default=None, metadata={
-        "help": "experiment folder (default: ORGANISM/experiment)"})
+    organism_dir: str = field(
+        default="outputs/organisms/asymmetric",
+        metadata={
+            "flag": "--organism",
+            "required": True,
+            "help": "an organism folder (with organism.json), or 'base' for the base model itself "
+            "(results in outputs/base-model/experiment)",
+        },
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "experiment folder (default: ORGANISM/experiment)"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "(default: 0 1 2)"})
-    conditions: list[str] = field(default_factory=lambda: list(PREREGISTERED), metadata={
-        "choices": CONDITIONS,
-        "help": f"(default: the pre-registered {' '.join(PREREGISTERED)}; soo_only is exploratory)"})
+    conditions: list[str] = field(
+        default_factory=lambda: list(PREREGISTERED),
+        metadata={
+            "choices": CONDITIONS,
+            "help": f"(default: the pre-registered {' '.join(PREREGISTERED)}; soo_only is exploratory)",
+        },
+    )
     finetuning_config: str = "configs/smollm2-135m-instruct.yaml"  # SOO / LM-only / mismatched recipe
     train_pairs: str = "data/soo_train.jsonl"
     heldout_pairs: str = "data/soo_test.jsonl"
     max_steps: int = 50
     honest_sft_steps: int = 50
-    honest_sft_learning_rate: float | None = field(default=None, metadata={
-        "help": "the positive control's learning rate (default: the organism's)"})
-    eval_n: int = field(default=50, metadata={
-        "help": "test-split instances per scenario (x 2 orders) for the forced choice"})
-    generation_n: int = field(default=25, metadata={
-        "help": "main-scenario instances for the generation protocol"})
+    honest_sft_learning_rate: float | None = field(
+        default=None, metadata={"help": "the positive control's learning rate (default: the organism's)"}
+    )
+    eval_n: int = field(
+        default=50, metadata={"help": "test-split instances per scenario (x 2 orders) for the forced choice"}
+    )
+    generation_n: int = field(default=25, metadata={"help": "main-scenario instances for the generation protocol"})
     latent_pairs: int = 100
     released_config: str = "configs/smollm2-135m-instruct-released.yaml"  # soo_kl, soo_kl_mismatched
     released_pairs: str = "data/soo_train_released.jsonl"  # generate_data.py --released --n 48
     card_config: str = "configs/smollm2-135m-instruct-card.yaml"  # soo_card
-    extra_finetuning_args: list[str] = field(default_factory=list, metadata={
-        "help": "more finetuning.py flags for every cell, e.g. a tiny model's --soo_layers 2 (in a --config file: "
-                "a list of strings)"})
+    extra_finetuning_args: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "more finetuning.py flags for every cell, e.g. a tiny model's --soo_layers 2 (in a --config file: "
+            "a list of strings)"
+        },
+    )
 
     def __post_init__(self):
         unknown = [c for c in self.conditions if c not in CONDITIONS]
@@ -101,8 +114,14 @@ class ExperimentConfig:
             raise ValueError(f"unknown condition(s) {', '.join(unknown)}; valid: {', '.join(CONDITIONS)}")
         if not self.seeds:
             raise ValueError("give at least one seed")
-        for name in ("max_steps", "honest_sft_steps", "eval_n", "generation_n", "latent_pairs",
-                     "honest_sft_learning_rate"):
+        for name in (
+            "max_steps",
+            "honest_sft_steps",
+            "eval_n",
+            "generation_n",
+            "latent_pairs",
+            "honest_sft_learning_rate",
+        ):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -110,8 +129,11 @@ class ExperimentConfig:
     def root(self) -> Path:
         if self.output_dir:
             return Path(self.output_dir)
-        return Path("outputs/base-model/experiment") if self.organism_dir == BASE_MODEL else \
-            Path(self.organism_dir) / "experiment"
+        return (
+            Path("outputs/base-model/experiment")
+            if self.organism_dir == BASE_MODEL
+            else Path(self.organism_dir) / "experiment"
+        )
 
 
 def mismatched_pairs(records: list[dict]) -> list[dict]:
@@ -119,8 +141,10 @@ def mismatched_pairs(records: list[dict]) -> list[dict]:
     not each other's self/other twins."""
     if len(records) < 2:
         raise ValueError("mismatched pairs need at least two pairs")
-    return [{**record, "id": f"mismatched-{index}", "other_prompt": records[(index + 1) % len(records)]["other_prompt"]}
-            for index, record in enumerate(records)]
+    return [
+        {**record, "id": f"mismatched-{index}", "other_prompt": records[(index + 1) % len(records)]["other_prompt"]}
+        for index, record in enumerate(records)
+    ]
 
 
 def _organism_record(config: ExperimentConfig) -> dict:
@@ -133,8 +157,10 @@ def _organism_record(config: ExperimentConfig) -> dict:
 
     path = Path(config.organism_dir) / ORGANISM_FILE
     if not path.is_file():
-        raise ValueError(f"{config.organism_dir} holds no finished organism ({ORGANISM_FILE} missing); make it "
-                         "first with: python deception_experiment.py organism")
+        raise ValueError(
+            f"{config.organism_dir} holds no finished organism ({ORGANISM_FILE} missing); make it "
+            "first with: python deception_experiment.py organism"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -151,14 +177,35 @@ def _train_finetuning_cell(config: ExperimentConfig, organism: dict, condition: 
             write_jsonl_atomic(data, mismatched_pairs(read_pairs_jsonl(source)))
     # The released recipe keeps its own schedule (20 epochs); the others run max_steps.
     schedule = [] if released else ["--max_steps", str(config.max_steps)]
-    recipe = {"soo_card": config.card_config}.get(condition, config.released_config if released
-                                                     else config.finetuning_config)
-    argv = [sys.executable, str(REPO_ROOT / "finetuning.py"), "--config", recipe,
-            "--model_name_or_path", organism["merged_model"], "--data_path", data,
-            "--eval_data_path", config.heldout_pairs, "--output_dir", str(cell), "--seed", str(seed), *schedule,
-            "--report_to", "none", "--disable_tqdm", "true",
-            "--answer_prefix", organism["config"]["answer_prefix"],
-            "--answer_suffix", organism["config"]["answer_suffix"], *config.extra_finetuning_args]
+    recipe = {"soo_card": config.card_config}.get(
+        condition, config.released_config if released else config.finetuning_config
+    )
+    argv = [
+        sys.executable,
+        str(REPO_ROOT / "finetuning.py"),
+        "--config",
+        recipe,
+        "--model_name_or_path",
+        organism["merged_model"],
+        "--data_path",
+        data,
+        "--eval_data_path",
+        config.heldout_pairs,
+        "--output_dir",
+        str(cell),
+        "--seed",
+        str(seed),
+        *schedule,
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--answer_prefix",
+        organism["config"]["answer_prefix"],
+        "--answer_suffix",
+        organism["config"]["answer_suffix"],
+        *config.extra_finetuning_args,
+    ]
     if condition == "lm_only":
         argv += ["--soo_weight", "0"]
     elif condition == "soo_only":
@@ -183,15 +230,25 @@ def _train_honest_sft_cell(config: ExperimentConfig, organism: dict, seed: int, 
     )
 
     made = organism["config"]
-    sft = OrganismConfig(**{**made, "kind": "honest", "steps": config.honest_sft_steps, "seed": 1000 + seed,
-                            "learning_rate": config.honest_sft_learning_rate or made["learning_rate"],
-                            "twin_learning_rate": None})
+    sft = OrganismConfig(
+        **{
+            **made,
+            "kind": "honest",
+            "steps": config.honest_sft_steps,
+            "seed": 1000 + seed,
+            "learning_rate": config.honest_sft_learning_rate or made["learning_rate"],
+            "twin_learning_rate": None,
+        }
+    )
     tokenizer = load_tokenizer(organism["merged_model"])
     model = add_lora_for(load_model(organism["merged_model"], dtype="float32"), sft)
-    pool = [[sft_example(tokenizer, prompt, target_option("honest", prompt), sft.answer_prefix) for prompt in twin]
-            for twin in training_twins(sft)]
-    train_lora_sft(model, tokenizer, [sft.twins_per_batch, pool], sft.steps, sft.learning_rate, sft.seed,
-                   progress=False)
+    pool = [
+        [sft_example(tokenizer, prompt, target_option("honest", prompt), sft.answer_prefix) for prompt in twin]
+        for twin in training_twins(sft)
+    ]
+    train_lora_sft(
+        model, tokenizer, [sft.twins_per_batch, pool], sft.steps, sft.learning_rate, sft.seed, progress=False
+    )
     model.save_pretrained(cell)
     write_json_atomic(cell / RUN_CONFIG_FILE, {"model_path": organism["merged_model"], "honest_sft": asdict(sft)})
 
@@ -219,28 +276,52 @@ def evaluate_cell(config: ExperimentConfig, organism: dict, adapter: Path | None
     prompts = build_eval_prompts(["main", "main_self"], n=config.eval_n, seed=0, answer_suffix=made["answer_suffix"])
     rows = score_prompts(model, tokenizer, prompts, made["answer_prefix"], progress=progress)
     forced = {entry["scenario"]: entry for entry in summarize_forced_choice(rows)}
-    generation_prompts = build_eval_prompts(["main"], n=config.generation_n, seed=0,
-                                            answer_suffix=made["answer_suffix"])
-    answers = generate_batched(model, tokenizer, [p.prompt for p in generation_prompts],
-                               DecodingConfig(max_new_tokens=24, batch_size=16), progress=progress)
+    generation_prompts = build_eval_prompts(
+        ["main"], n=config.generation_n, seed=0, answer_suffix=made["answer_suffix"]
+    )
+    answers = generate_batched(
+        model,
+        tokenizer,
+        [p.prompt for p in generation_prompts],
+        DecodingConfig(max_new_tokens=24, batch_size=16),
+        progress=progress,
+    )
     labels = [classify(answer, p.deceptive_option, p.honest_option) for p, answer in zip(generation_prompts, answers)]
-    authors = [authors_label(answer, p.deceptive_option, p.honest_option)
-               for p, answer in zip(generation_prompts, answers)]
+    authors = [
+        authors_label(answer, p.deceptive_option, p.honest_option) for p, answer in zip(generation_prompts, answers)
+    ]
     layers = _soo_layers(config)
-    latent = latent_soo_by_layer(model, tokenizer, read_pairs_jsonl(config.heldout_pairs)[:config.latent_pairs],
-                                 layers=layers, progress=progress)
-    result = {"forced_choice": forced, "generation_main": {
-        "n": len(labels), "deceptive": labels.count("deceptive"), "honest": labels.count("honest"),
-        "ambiguous": labels.count("ambiguous"), "authors_deceptive": authors.count("deceptive"),
-        "agreement": sum((a == "deceptive") == (b == "deceptive") for a, b in zip(labels, authors)) / len(labels)},
+    latent = latent_soo_by_layer(
+        model,
+        tokenizer,
+        read_pairs_jsonl(config.heldout_pairs)[: config.latent_pairs],
+        layers=layers,
+        progress=progress,
+    )
+    result = {
+        "forced_choice": forced,
+        "generation_main": {
+            "n": len(labels),
+            "deceptive": labels.count("deceptive"),
+            "honest": labels.count("honest"),
+            "ambiguous": labels.count("ambiguous"),
+            "authors_deceptive": authors.count("deceptive"),
+            "agreement": sum((a == "deceptive") == (b == "deceptive") for a, b in zip(labels, authors)) / len(labels),
+        },
         "latent_soo": {str(layer): values for layer, values in latent.items()},
         "answer_position_kl": answer_position_kl(
-            model, tokenizer, [p for p in prompts if p.scenario == "main"],
-            [p for p in prompts if p.scenario == "main_self"], made["answer_prefix"])}
+            model,
+            tokenizer,
+            [p for p in prompts if p.scenario == "main"],
+            [p for p in prompts if p.scenario == "main_self"],
+            made["answer_prefix"],
+        ),
+    }
     if adapter is not None:  # "base" of the KL and perplexity = the organism (the adapter disabled)
-        result["capability"] = {"kl_to_organism": kl_to_base(model, tokenizer, load_neutral_prompts(),
-                                                             progress=progress),
-                                "perplexity": base_and_tuned_perplexity(model, tokenizer)}
+        result["capability"] = {
+            "kl_to_organism": kl_to_base(model, tokenizer, load_neutral_prompts(), progress=progress),
+            "perplexity": base_and_tuned_perplexity(model, tokenizer),
+        }
     return result
 
 
@@ -260,26 +341,43 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, log=print) -
     reported and the others go on."""
     organism = _organism_record(config)
     if set(config.conditions) & set(RELEASED_CONDITIONS) and not Path(config.released_pairs).is_file():
-        raise ValueError(f"{config.released_pairs} is missing (the released recipe's pairs); make it with: "
-                         f"python generate_data.py --released --n 48 --output_file {config.released_pairs}")
+        raise ValueError(
+            f"{config.released_pairs} is missing (the released recipe's pairs); make it with: "
+            f"python generate_data.py --released --n 48 --output_file {config.released_pairs}"
+        )
     root = config.root
     root.mkdir(parents=True, exist_ok=True)
     settings_path = root / "experiment_config.json"
     if settings_path.is_file():
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
-        for key in ("finetuning_config", "train_pairs", "heldout_pairs", "max_steps", "honest_sft_steps",
-                    "honest_sft_learning_rate", "eval_n", "generation_n", "latent_pairs", "extra_finetuning_args",
-                    "released_config", "released_pairs", "card_config"):
+        for key in (
+            "finetuning_config",
+            "train_pairs",
+            "heldout_pairs",
+            "max_steps",
+            "honest_sft_steps",
+            "honest_sft_learning_rate",
+            "eval_n",
+            "generation_n",
+            "latent_pairs",
+            "extra_finetuning_args",
+            "released_config",
+            "released_pairs",
+            "card_config",
+        ):
             # A folder made before a setting existed has no record of it: nothing to compare.
             if key in previous and previous[key] != getattr(config, key):
-                raise ValueError(f"{root} was run with {key} = {previous.get(key)!r}, not {getattr(config, key)!r}; "
-                                 "use another --output_dir")
+                raise ValueError(
+                    f"{root} was run with {key} = {previous.get(key)!r}, not {getattr(config, key)!r}; "
+                    "use another --output_dir"
+                )
     write_json_atomic(settings_path, {**asdict(config), "organism": organism["config"]})
     baseline = root / "organism" / EVAL_FILE
     if not baseline.is_file():
         started = time.perf_counter()
-        write_json_atomic(baseline, {**evaluate_cell(config, organism, None, progress), "seconds":
-                                     time.perf_counter() - started})
+        write_json_atomic(
+            baseline, {**evaluate_cell(config, organism, None, progress), "seconds": time.perf_counter() - started}
+        )
         log(f"organism evaluated ({time.perf_counter() - started:.0f} s)")
     failed = []
     # seed-major: a run stopped part-way holds every condition at its first seeds (a complete,
@@ -302,7 +400,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, log=print) -
                 failed.append(f"{condition}/seed{seed}: {error}")
                 log(f"FAILED {condition} seed {seed}: {error}")
                 continue
-            write_json_atomic(cell / EVAL_FILE, {**result, "train_seconds": trained,
-                                                 "seconds": time.perf_counter() - started})
+            write_json_atomic(
+                cell / EVAL_FILE, {**result, "train_seconds": trained, "seconds": time.perf_counter() - started}
+            )
             log(f"{condition} seed {seed} done ({time.perf_counter() - started:.0f} s)")
     return {"root": str(root), "failed": failed}

@@ -32,8 +32,15 @@ def classification_accuracy(
     rng = np.random.default_rng(seed)
     deceptive_soo = [np.asarray(p, dtype=float) for p in deceptive_soo]
     honest_soo = [np.asarray(p, dtype=float) for p in honest_soo]
-    out = {"episodes": [], "accuracy": [], "pair_min": [], "pair_max": [], "worst_pair": [],
-           "pairs": len(deceptive_soo) * len(honest_soo), "draws": draws}
+    out = {
+        "episodes": [],
+        "accuracy": [],
+        "pair_min": [],
+        "pair_max": [],
+        "worst_pair": [],
+        "pairs": len(deceptive_soo) * len(honest_soo),
+        "draws": draws,
+    }
 
     def prefix_means(pool: np.ndarray) -> np.ndarray:
         """draws x len(pool): entry [k, n - 1] = mean of the first n episodes of shuffle k."""
@@ -85,12 +92,22 @@ def one_episode_separation(deceptive_soo: list[np.ndarray], honest_soo: list[np.
                 margin[i, j] = deceptive.min() / ranked[-1]
     usable = np.flatnonzero(np.isfinite(accuracy))
     if not usable.size:  # every pool empty (e.g. `authors` with red in view throughout a tiny run)
-        return {"accuracy": float("nan"), "pair_min": float("nan"), "worst_pair": [0, 0],
-                "worst_pair_margin": float("nan"), "margin": float("nan")}
+        return {
+            "accuracy": float("nan"),
+            "pair_min": float("nan"),
+            "worst_pair": [0, 0],
+            "worst_pair_margin": float("nan"),
+            "margin": float("nan"),
+        }
     worst = usable[np.lexsort((margin.flat[usable], accuracy.flat[usable]))[0]]
     i, j = np.unravel_index(worst, shape)
-    return {"accuracy": float(np.nanmean(accuracy)), "pair_min": float(accuracy[i, j]), "worst_pair": [int(i), int(j)],
-            "worst_pair_margin": float(margin[i, j]), "margin": float(np.nanmin(margin))}
+    return {
+        "accuracy": float(np.nanmean(accuracy)),
+        "pair_min": float(accuracy[i, j]),
+        "worst_pair": [int(i), int(j)],
+        "worst_pair_margin": float(margin[i, j]),
+        "margin": float(np.nanmin(margin)),
+    }
 
 
 def finite_values(values: list[float]) -> np.ndarray:

@@ -93,6 +93,11 @@ class RLExperimentConfig:
     @classmethod
     def quick(cls, **overrides) -> RLExperimentConfig:
         """Smoke-run sizes (~30 s for two seeds on 2 CPU cores): checks plumbing, not learning."""
-        sizes = dict(honest_episodes=300, deceptive_episodes=300, finetune_episodes=100, eval_episodes=100,
-                     maddpg=MADDPGConfig(batch_size=256, warmup_steps=1_000))
+        sizes = dict(
+            honest_episodes=300,
+            deceptive_episodes=300,
+            finetune_episodes=100,
+            eval_episodes=100,
+            maddpg=MADDPGConfig(batch_size=256, warmup_steps=1_000),
+        )
         return cls(**{**sizes, **overrides})

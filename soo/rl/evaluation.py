@@ -37,8 +37,18 @@ def evaluate(
     torch.manual_seed(seed)
     rollout = Rollout(env_config, seed)
     hazard = rollout.env.unwrapped.scenario
-    per_episode = {k: [] for k in ("red_trapped", "red_at_goal", "blue_goal_distance", "red_goal_distance",
-                                   "blue_return", "blue_hazard_steps", "red_hazard_steps")}
+    per_episode = {
+        k: []
+        for k in (
+            "red_trapped",
+            "red_at_goal",
+            "blue_goal_distance",
+            "red_goal_distance",
+            "blue_return",
+            "blue_hazard_steps",
+            "red_hazard_steps",
+        )
+    }
     blue_obs, offsets = [], []
     for _ in range(episodes):
         obs, done, blue_return, hazard_steps = rollout.reset(), False, 0.0, [0, 0]
@@ -70,8 +80,14 @@ def evaluate(
         summary[f"agreement_{name}"] = float((actor(obs_t).argmax(-1) == greedy).float().mean())
         summary[f"action_mse_{name}"] = float(F.mse_loss(probs, F.softmax(actor(obs_t), -1)))
     summary["episodes"] = episodes
-    played = {"summary": summary, "per_episode": per_episode, "blue_obs": obs_t, "other_offset": offsets_t,
-              "seed": seed, "steps": env_config.max_cycles}
+    played = {
+        "summary": summary,
+        "per_episode": per_episode,
+        "blue_obs": obs_t,
+        "other_offset": offsets_t,
+        "seed": seed,
+        "steps": env_config.max_cycles,
+    }
     return with_soo(played, blue, definition or SOODefinition(visibility_radius=env_config.visibility_radius))
 
 
@@ -81,12 +97,16 @@ def with_soo(evaluation: dict, blue: Actor, definition: SOODefinition) -> dict:
     in the dict (under keys the JSON results leave out), so another definition can be measured on
     the same play without replaying it; red's placements ("authors") come from the play's seed."""
     episodes, steps = evaluation["summary"]["episodes"], evaluation["steps"]
-    values, rows = definition.values(blue, evaluation["blue_obs"], evaluation["other_offset"],
-                                     torch.Generator().manual_seed(evaluation["seed"]))
+    values, rows = definition.values(
+        blue, evaluation["blue_obs"], evaluation["other_offset"], torch.Generator().manual_seed(evaluation["seed"])
+    )
     per_episode = {**evaluation["per_episode"], "soo": per_episode_means(values, rows, episodes, steps)}
     with_pairs = [v for v in per_episode["soo"] if np.isfinite(v)]  # episodes with at least one (self, other) pair
-    summary = {**evaluation["summary"], "soo": float(np.mean(with_pairs)) if with_pairs else float("nan"),
-               "soo_episodes": len(with_pairs)}
+    summary = {
+        **evaluation["summary"],
+        "soo": float(np.mean(with_pairs)) if with_pairs else float("nan"),
+        "soo_episodes": len(with_pairs),
+    }
     return {**evaluation, "summary": summary, "per_episode": per_episode}
 
 

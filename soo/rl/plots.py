@@ -14,7 +14,10 @@ from soo.rl.config import CONDITIONS
 def _read_curve(path: Path) -> dict[str, np.ndarray]:
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    return {key: np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows]) for key in ("blue_return", "red_trapped")}
+    return {
+        key: np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows])
+        for key in ("blue_return", "red_trapped")
+    }
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -32,8 +35,13 @@ def plot_learning_curves(out_dir: Path, summary: dict, results: list[dict], path
     fig, axes = plt.subplots(2, len(variants), figsize=(6 * len(variants), 7), squeeze=False)
     for col, variant in enumerate(variants):
         for condition in CONDITIONS:
-            curves = [_read_curve(out_dir / f"seed_{r['seed']}" / r["variants"][variant]["stage_folders"][condition] / "curve.csv")
-                      for r in results if condition in r["variants"].get(variant, {}).get("stage_folders", {})]
+            curves = [
+                _read_curve(
+                    out_dir / f"seed_{r['seed']}" / r["variants"][variant]["stage_folders"][condition] / "curve.csv"
+                )
+                for r in results
+                if condition in r["variants"].get(variant, {}).get("stage_folders", {})
+            ]
             if not curves:
                 continue
             for row, key in enumerate(("blue_return", "red_trapped")):
@@ -66,7 +74,13 @@ def plot_classifier(summary: dict, path: Path) -> None:
         clf = block["classifier"]
         acc = 100 * np.array(clf["accuracy"])
         line = ax.plot(clf["episodes"], acc, marker="o", label=f"{variant} ({clf['pairs']} pairs)")
-        ax.fill_between(clf["episodes"], 100 * np.array(clf["pair_min"]), 100 * np.array(clf["pair_max"]), alpha=0.15, color=line[0].get_color())
+        ax.fill_between(
+            clf["episodes"],
+            100 * np.array(clf["pair_min"]),
+            100 * np.array(clf["pair_max"]),
+            alpha=0.15,
+            color=line[0].get_color(),
+        )
     ax.axhline(50, color="grey", linestyle=":", label="chance")
     ax.set_xscale("log")
     ax.set_ylim(0, 102)
@@ -112,7 +126,11 @@ def plot_behaviour(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("red_trapped", "red at non-goal %"), ("agreement_honest", "= honest %"), ("agreement_deceptive", "= deceptive %")]
+    keys = [
+        ("red_trapped", "red at non-goal %"),
+        ("agreement_honest", "= honest %"),
+        ("agreement_deceptive", "= deceptive %"),
+    ]
     variants = list(summary["variants"])
     fig, axes = plt.subplots(1, len(variants), figsize=(7 * len(variants), 4), squeeze=False)
     width = 0.8 / len(keys)

@@ -73,8 +73,12 @@ def train(
     """MADDPG training for `episodes` episodes; returns one learning-curve row per episode."""
     rng = seed_everything(seed)
     rollout = Rollout(env_config, seed)
-    buffer = ReplayBuffer(min(agent.config.buffer_size, episodes * env_config.max_cycles),
-                          agent.obs_dims, N_ACTIONS, extra={"other_offset": 2})
+    buffer = ReplayBuffer(
+        min(agent.config.buffer_size, episodes * env_config.max_cycles),
+        agent.obs_dims,
+        N_ACTIONS,
+        extra={"other_offset": 2},
+    )
     eye = np.eye(N_ACTIONS, dtype=np.float32)
     curve, steps, logs = [], 0, {}
     for episode in tqdm(range(episodes), desc=desc, disable=not progress, mininterval=2.0):
@@ -87,10 +91,20 @@ def train(
             obs = next_obs
             returns = [r + x for r, x in zip(returns, rewards)]
             steps += 1
-            if steps % agent.config.update_every == 0 and buffer.size >= max(agent.config.warmup_steps, agent.config.batch_size):
+            if steps % agent.config.update_every == 0 and buffer.size >= max(
+                agent.config.warmup_steps, agent.config.batch_size
+            ):
                 logs = agent.update(buffer.sample(agent.config.batch_size, rng), extra_loss)
         facts = rollout.facts()
-        curve.append({"episode": episode, "red_return": returns[RED_INDEX], "blue_return": returns[BLUE_INDEX],
-                      "red_trapped": float(facts["red_trapped"]), "blue_goal_distance": facts["blue_goal_distance"],
-                      "red_goal_distance": facts["red_goal_distance"], **logs})
+        curve.append(
+            {
+                "episode": episode,
+                "red_return": returns[RED_INDEX],
+                "blue_return": returns[BLUE_INDEX],
+                "red_trapped": float(facts["red_trapped"]),
+                "blue_goal_distance": facts["blue_goal_distance"],
+                "red_goal_distance": facts["red_goal_distance"],
+                **logs,
+            }
+        )
     return curve

@@ -66,11 +66,20 @@ def _verdict(gpu_gib: float, gpu_limit: float, cpu_gib: float, ram_limit: float)
     }
 
 
-def plan_memory(config_path: str | Path, gpus: int, nodes: int = 1, stage: str | int = "both",
-                offload: str = "none", gpu_memory_gib: float = DEFAULT_GPU_MEMORY_GIB,
-                node_ram_gib: float = DEFAULT_NODE_RAM_GIB, seq_len: int | None = None,
-                micro_batch: int | None = None, dtype: str | None = None, load_in_4bit: bool | None = None,
-                overhead_gib: float = CUDA_OVERHEAD_GIB) -> dict:
+def plan_memory(
+    config_path: str | Path,
+    gpus: int,
+    nodes: int = 1,
+    stage: str | int = "both",
+    offload: str = "none",
+    gpu_memory_gib: float = DEFAULT_GPU_MEMORY_GIB,
+    node_ram_gib: float = DEFAULT_NODE_RAM_GIB,
+    seq_len: int | None = None,
+    micro_batch: int | None = None,
+    dtype: str | None = None,
+    load_in_4bit: bool | None = None,
+    overhead_gib: float = CUDA_OVERHEAD_GIB,
+) -> dict:
     """Memory plan of a config on `gpus` GPUs per node x `nodes` nodes; see the module docstring.
 
     `stage` is 2, 3 or "both"; `offload` one of none, optimizer, optimizer+params (ZeRO-3 only).
@@ -114,11 +123,15 @@ def plan_memory(config_path: str | Path, gpus: int, nodes: int = 1, stage: str |
         if zero_stage == 2 and offload == "optimizer+params":
             stage_offload = "optimizer"
             notes.append("ZeRO-2 cannot offload parameters: its section offloads the optimizer only.")
-        full = deepspeed_full_finetune_estimate(zero_stage, counts.total_params, counts.largest_layer_params,
-                                                gpus, nodes, stage_offload)
+        full = deepspeed_full_finetune_estimate(
+            zero_stage, counts.total_params, counts.largest_layer_params, gpus, nodes, stage_offload
+        )
         full_gpu_gib, full_cpu_gib = to_gib(full["gpu_bytes_per_gpu"]), to_gib(full["cpu_bytes_per_node"])
-        full.update(gpu_gib_per_gpu=full_gpu_gib, cpu_gib_per_node=full_cpu_gib,
-                    **_verdict(full_gpu_gib, gpu_memory_gib, full_cpu_gib, node_ram_gib))
+        full.update(
+            gpu_gib_per_gpu=full_gpu_gib,
+            cpu_gib_per_node=full_cpu_gib,
+            **_verdict(full_gpu_gib, gpu_memory_gib, full_cpu_gib, node_ram_gib),
+        )
 
         components = lora_aware_estimate(zero_stage, stage_offload, counts, settings, gpus, nodes, overhead_gib)
         gpu_bytes = sum(c["bytes_per_gpu"] for c in components if c["where"] == "gpu")
@@ -139,8 +152,10 @@ def plan_memory(config_path: str | Path, gpus: int, nodes: int = 1, stage: str |
         plans.append({"stage": zero_stage, "offload": stage_offload, "deepspeed_full_finetune": full, "lora": lora})
 
     if settings.load_in_4bit:
-        notes.append("4-bit (QLoRA) base weights: ZeRO-3 needs bnb_4bit_quant_storage set to the training dtype, "
-                     "and zero.Init is skipped for quantized models.")
+        notes.append(
+            "4-bit (QLoRA) base weights: ZeRO-3 needs bnb_4bit_quant_storage set to the training dtype, "
+            "and zero.Init is skipped for quantized models."
+        )
     if settings.dtype == "bfloat16":
         notes.append("bf16 needs Ampere or newer, which V100 (Puhti) is not: there plan --dtype float32 (or float16).")
     total_gpus = gpus * nodes
@@ -207,15 +222,24 @@ def format_plan(plan: dict) -> str:
             f"  {'component':<62} {'where':<5} {'per GPU GiB':>11} {'per node GiB':>12}",
         ]
         for component in lora["components"]:
-            lines.append(f"  {component['name']:<62} {component['where']:<5} {component['gib_per_gpu']:>11.2f} "
-                         f"{component['gib_per_node']:>12.2f}")
-        lines.append(f"  {'total GPU':<62} {'gpu':<5} {lora['gpu_gib_per_gpu']:>11.2f} {lora['gpu_gib_per_node']:>12.2f}")
+            lines.append(
+                f"  {component['name']:<62} {component['where']:<5} {component['gib_per_gpu']:>11.2f} "
+                f"{component['gib_per_node']:>12.2f}"
+            )
+        lines.append(
+            f"  {'total GPU':<62} {'gpu':<5} {lora['gpu_gib_per_gpu']:>11.2f} {lora['gpu_gib_per_node']:>12.2f}"
+        )
         lines.append(f"  {'total CPU RAM (steady)':<62} {'cpu':<5} {'':>11} {lora['cpu_steady_gib_per_node']:>12.2f}")
         if lora["cpu_load_peak_gib_per_node"]:
-            lines.append(f"  {'CPU RAM peak at model load (every rank holds a full copy)':<62} {'cpu':<5} {'':>11} "
-                         f"{lora['cpu_load_peak_gib_per_node']:>12.2f}")
-        tight = " - tight, under 10% headroom" if lora["fits_gpu"] and lora["gpu_headroom_gib"] < 0.1 * setup[
-            "gpu_memory_gib"] else ""
+            lines.append(
+                f"  {'CPU RAM peak at model load (every rank holds a full copy)':<62} {'cpu':<5} {'':>11} "
+                f"{lora['cpu_load_peak_gib_per_node']:>12.2f}"
+            )
+        tight = (
+            " - tight, under 10% headroom"
+            if lora["fits_gpu"] and lora["gpu_headroom_gib"] < 0.1 * setup["gpu_memory_gib"]
+            else ""
+        )
         lines.append(
             f"fits: {_yes(lora['fits'])} ({lora['gpu_gib_per_gpu']:.1f} of {setup['gpu_memory_gib']:g} GiB per GPU{tight}; "
             f"CPU RAM {lora['cpu_gib_per_node']:.1f} of {setup['node_ram_gib']:g} GiB per node: {_yes(lora['fits_node_ram'])})"
@@ -236,28 +260,69 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=positive_int, required=True, help="GPUs per node.")
     parser.add_argument("--nodes", type=positive_int, required=True, help="Number of nodes.")
     parser.add_argument("--stage", choices=STAGES, default="both", help="ZeRO stage (default: both).")
-    parser.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
-                        help="Move the optimizer state (and, ZeRO-3 only, the parameters) to CPU RAM.")
-    parser.add_argument("--gpu_memory_gib", type=positive_float, default=DEFAULT_GPU_MEMORY_GIB,
-                        help="Memory of one GPU (default 32: V100-32GB as on CSC Puhti).")
-    parser.add_argument("--node_ram_gib", type=positive_float, default=DEFAULT_NODE_RAM_GIB,
-                        help="CPU RAM of one node (default 384, CSC Puhti).")
-    parser.add_argument("--seq_len", type=positive_int, default=None, help="Tokens per row (default: the config's max_length, else 256).")
-    parser.add_argument("--micro_batch", type=positive_int, default=None,
-                        help="Pairs per GPU per step (default: the config's per_device_train_batch_size).")
-    parser.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default=None,
-                        help="Training dtype (default: the config's dtype/bf16/fp16).")
-    parser.add_argument("--load_in_4bit", action=argparse.BooleanOptionalAction, default=None,
-                        help="4-bit (QLoRA) base weights (default: the config's load_in_4bit).")
-    parser.add_argument("--overhead_gib", type=non_negative_float, default=CUDA_OVERHEAD_GIB,
-                        help="Fixed per-GPU CUDA/NCCL/workspace overhead (default 1).")
+    parser.add_argument(
+        "--offload",
+        choices=OFFLOAD_MODES,
+        default="none",
+        help="Move the optimizer state (and, ZeRO-3 only, the parameters) to CPU RAM.",
+    )
+    parser.add_argument(
+        "--gpu_memory_gib",
+        type=positive_float,
+        default=DEFAULT_GPU_MEMORY_GIB,
+        help="Memory of one GPU (default 32: V100-32GB as on CSC Puhti).",
+    )
+    parser.add_argument(
+        "--node_ram_gib",
+        type=positive_float,
+        default=DEFAULT_NODE_RAM_GIB,
+        help="CPU RAM of one node (default 384, CSC Puhti).",
+    )
+    parser.add_argument(
+        "--seq_len",
+        type=positive_int,
+        default=None,
+        help="Tokens per row (default: the config's max_length, else 256).",
+    )
+    parser.add_argument(
+        "--micro_batch",
+        type=positive_int,
+        default=None,
+        help="Pairs per GPU per step (default: the config's per_device_train_batch_size).",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(DTYPE_BYTES),
+        default=None,
+        help="Training dtype (default: the config's dtype/bf16/fp16).",
+    )
+    parser.add_argument(
+        "--load_in_4bit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="4-bit (QLoRA) base weights (default: the config's load_in_4bit).",
+    )
+    parser.add_argument(
+        "--overhead_gib",
+        type=non_negative_float,
+        default=CUDA_OVERHEAD_GIB,
+        help="Fixed per-GPU CUDA/NCCL/workspace overhead (default 1).",
+    )
     parser.add_argument("--json", action="store_true", help="Print the plan as JSON.")
     args = parser.parse_args(argv)
     try:
         plan = plan_memory(
-            args.training_config, gpus=args.gpus, nodes=args.nodes, stage=args.stage, offload=args.offload,
-            gpu_memory_gib=args.gpu_memory_gib, node_ram_gib=args.node_ram_gib, seq_len=args.seq_len,
-            micro_batch=args.micro_batch, dtype=args.dtype, load_in_4bit=args.load_in_4bit,
+            args.training_config,
+            gpus=args.gpus,
+            nodes=args.nodes,
+            stage=args.stage,
+            offload=args.offload,
+            gpu_memory_gib=args.gpu_memory_gib,
+            node_ram_gib=args.node_ram_gib,
+            seq_len=args.seq_len,
+            micro_batch=args.micro_batch,
+            dtype=args.dtype,
+            load_in_4bit=args.load_in_4bit,
             overhead_gib=args.overhead_gib,
         )
     except MemoryPlanError as error:

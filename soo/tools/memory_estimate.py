@@ -78,8 +78,9 @@ def _deepspeed_estimators():
     return estimate_zero2_model_states_mem_needs, estimate_zero3_model_states_mem_needs
 
 
-def deepspeed_full_finetune_estimate(stage: int, total_params: int, largest_layer_params: int,
-                                     gpus_per_node: int, nodes: int, offload: str) -> dict:
+def deepspeed_full_finetune_estimate(
+    stage: int, total_params: int, largest_layer_params: int, gpus_per_node: int, nodes: int, offload: str
+) -> dict:
     """DeepSpeed's model-states estimate for full fine-tuning with Adam (bytes).
 
     Both DeepSpeed functions return (cpu_bytes, gpu_bytes[, largest_layer_memory]): CPU RAM per
@@ -107,8 +108,12 @@ def deepspeed_full_finetune_estimate(stage: int, total_params: int, largest_laye
             additional_buffer_factor=ADDITIONAL_BUFFER_FACTOR,
         )
         largest_layer_memory = None
-    return {"gpu_bytes_per_gpu": int(gpu_bytes), "cpu_bytes_per_node": int(cpu_bytes),
-            "largest_layer_memory": largest_layer_memory}
+    return {
+        "gpu_bytes_per_gpu": int(gpu_bytes),
+        "cpu_bytes_per_node": int(cpu_bytes),
+        "largest_layer_memory": largest_layer_memory,
+    }
+
 
 def to_gib(num_bytes: float) -> float:
     return round(num_bytes / GIB, 4)
@@ -116,8 +121,15 @@ def to_gib(num_bytes: float) -> float:
 
 def _component(key: str, name: str, where: str, per_gpu: float, per_node: float) -> dict:
     """One row of the table: `key` is stable for code, `name` is for people; where is gpu or cpu."""
-    return {"key": key, "name": name, "where": where, "bytes_per_gpu": int(per_gpu), "bytes_per_node": int(per_node),
-            "gib_per_gpu": to_gib(per_gpu), "gib_per_node": to_gib(per_node)}
+    return {
+        "key": key,
+        "name": name,
+        "where": where,
+        "bytes_per_gpu": int(per_gpu),
+        "bytes_per_node": int(per_node),
+        "gib_per_gpu": to_gib(per_gpu),
+        "gib_per_node": to_gib(per_node),
+    }
 
 
 def base_weight_bytes(counts: ModelCounts, dtype_bytes: int, load_in_4bit: bool) -> float:
@@ -129,8 +141,15 @@ def base_weight_bytes(counts: ModelCounts, dtype_bytes: int, load_in_4bit: bool)
     return counts.quantizable_params * NF4_BYTES_PER_PARAM + rest * DTYPE_BYTES["float32"]
 
 
-def activation_bytes(counts: ModelCounts, rows: int, seq_len: int, dtype_bytes: int, checkpointing: bool,
-                     eager_attention: bool, soo_layers: int) -> dict[str, float]:
+def activation_bytes(
+    counts: ModelCounts,
+    rows: int,
+    seq_len: int,
+    dtype_bytes: int,
+    checkpointing: bool,
+    eager_attention: bool,
+    soo_layers: int,
+) -> dict[str, float]:
     """Activation terms of the module docstring, in bytes, for one GPU's micro-batch."""
     tokens = rows * seq_len
     h, i = counts.hidden_size, counts.intermediate_size
@@ -154,8 +173,15 @@ def activation_bytes(counts: ModelCounts, rows: int, seq_len: int, dtype_bytes: 
     }
 
 
-def lora_aware_estimate(stage: int, offload: str, counts: ModelCounts, settings: RunSettings,
-                        gpus_per_node: int, nodes: int, overhead_gib: float) -> list[dict]:
+def lora_aware_estimate(
+    stage: int,
+    offload: str,
+    counts: ModelCounts,
+    settings: RunSettings,
+    gpus_per_node: int,
+    nodes: int,
+    overhead_gib: float,
+) -> list[dict]:
     """Per-GPU and per-node components (bytes) of a LoRA run under ZeRO-`stage`."""
     from soo.core.modeling import EAGER_ATTENTION_MODEL_TYPES
 
@@ -170,52 +196,99 @@ def lora_aware_estimate(stage: int, offload: str, counts: ModelCounts, settings:
     weight_label = "NF4 4-bit + fp32 rest" if settings.load_in_4bit else settings.dtype
     if stage == 3:
         share = weights / gpus
-        components.append(_component("base_weights", f"frozen base weights ({weight_label}), 1/{gpus} partition",
-                                     "cpu" if offload_params else "gpu", share, share * gpus_per_node))
+        components.append(
+            _component(
+                "base_weights",
+                f"frozen base weights ({weight_label}), 1/{gpus} partition",
+                "cpu" if offload_params else "gpu",
+                share,
+                share * gpus_per_node,
+            )
+        )
         layer_bytes = b
         if settings.load_in_4bit:  # NF4, or fp32 for what 4-bit loading leaves unquantized (see base_weight_bytes)
             layer_bytes = NF4_BYTES_PER_PARAM if counts.largest_layer_quantizable else DTYPE_BYTES["float32"]
         gathered = 2 * counts.largest_layer_params * layer_bytes
         short_name = ".".join(counts.largest_layer_name.split(".")[-1:]) or "model"
-        components.append(_component("gathered_params", f"gathered params: 2 x largest layer ({short_name})", "gpu",
-                                     gathered, gathered * gpus_per_node))
+        components.append(
+            _component(
+                "gathered_params",
+                f"gathered params: 2 x largest layer ({short_name})",
+                "gpu",
+                gathered,
+                gathered * gpus_per_node,
+            )
+        )
     else:
-        components.append(_component("base_weights", f"frozen base weights ({weight_label}), whole copy", "gpu",
-                                     weights, weights * gpus_per_node))
+        components.append(
+            _component(
+                "base_weights",
+                f"frozen base weights ({weight_label}), whole copy",
+                "gpu",
+                weights,
+                weights * gpus_per_node,
+            )
+        )
 
     # LoRA weights and gradients: partitioned by ZeRO-3, whole under ZeRO-2.
     lora_16 = counts.lora_params * (lora_bytes["weight"] + lora_bytes["grad"])
     lora_16_share = lora_16 / gpus if stage == 3 else lora_16
-    components.append(_component("lora_weights_grads", "LoRA weights + grads", "cpu" if offload_params else "gpu",
-                                 lora_16_share, lora_16_share * gpus_per_node))
+    components.append(
+        _component(
+            "lora_weights_grads",
+            "LoRA weights + grads",
+            "cpu" if offload_params else "gpu",
+            lora_16_share,
+            lora_16_share * gpus_per_node,
+        )
+    )
     optimizer_share = counts.lora_params * lora_bytes["optimizer"] / gpus  # ZeRO-2 and -3 partition it
     optimizer_label = "LoRA optimizer state (fp32 master+grad, Adam m+v)" if b == 2 else "LoRA Adam m+v (fp32)"
-    components.append(_component("lora_optimizer", optimizer_label, "cpu" if offload_optimizer else "gpu",
-                                 optimizer_share, optimizer_share * gpus_per_node))
+    components.append(
+        _component(
+            "lora_optimizer",
+            optimizer_label,
+            "cpu" if offload_optimizer else "gpu",
+            optimizer_share,
+            optimizer_share * gpus_per_node,
+        )
+    )
 
     rows = 2 * settings.micro_batch
     eager = settings.attn_implementation == "eager" or (
         settings.attn_implementation is None and counts.model_type in EAGER_ATTENTION_MODEL_TYPES  # load_model's rule
     )
-    acts = activation_bytes(counts, rows, settings.seq_len, b, settings.activation_checkpointing, eager,
-                            settings.soo_layers)
-    stored_label = "activations: layer-input checkpoints" if settings.activation_checkpointing else (
-        "activations: all layers (no checkpointing)")
+    acts = activation_bytes(
+        counts, rows, settings.seq_len, b, settings.activation_checkpointing, eager, settings.soo_layers
+    )
+    stored_label = (
+        "activations: layer-input checkpoints"
+        if settings.activation_checkpointing
+        else ("activations: all layers (no checkpointing)")
+    )
     working_label = "activations: one layer's working set " + (
-        "x2 (recompute + grads)" if settings.activation_checkpointing else "(its grads)")
+        "x2 (recompute + grads)" if settings.activation_checkpointing else "(its grads)"
+    )
     logits_label = "logits (fp32 log-softmax + grads, " + (
-        "2 soft-cap copies)" if counts.final_logit_softcapping else "16-bit copy)")
-    for key, label in (("activations_stored", stored_label), ("activations_working", working_label),
-                       ("soo_capture", "SOO captured outputs"), ("logits", logits_label)):
+        "2 soft-cap copies)" if counts.final_logit_softcapping else "16-bit copy)"
+    )
+    for key, label in (
+        ("activations_stored", stored_label),
+        ("activations_working", working_label),
+        ("soo_capture", "SOO captured outputs"),
+        ("logits", logits_label),
+    ):
         value = acts[key.removeprefix("activations_")]
         components.append(_component(key, label, "gpu", value, value * gpus_per_node))
     overhead = overhead_gib * GIB
-    components.append(_component("cuda_overhead", "CUDA context, workspaces, comm buffers", "gpu",
-                                 overhead, overhead * gpus_per_node))
+    components.append(
+        _component("cuda_overhead", "CUDA context, workspaces, comm buffers", "gpu", overhead, overhead * gpus_per_node)
+    )
 
     host = HOST_PROCESS_GIB * GIB
-    components.append(_component("host_processes", "host processes (Python, torch, CUDA libs)", "cpu",
-                                 host, host * gpus_per_node))
+    components.append(
+        _component("host_processes", "host processes (Python, torch, CUDA libs)", "cpu", host, host * gpus_per_node)
+    )
     return components
 
 

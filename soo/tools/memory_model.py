@@ -49,8 +49,10 @@ def read_run_settings(config_path: str | Path) -> tuple[dict, RunSettings]:
     values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(values, dict):
         raise MemoryPlanError(f"{config_path}: expected a flat mapping of argument names to values.")
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(ModelArguments)}
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(ModelArguments)
+    }
     bf16, fp16 = bool(values.get("bf16", False)), bool(values.get("fp16", False))
     dtype = values.get("dtype", defaults["dtype"])
     if dtype == "auto" and (bf16 or fp16):
@@ -65,7 +67,9 @@ def read_run_settings(config_path: str | Path) -> tuple[dict, RunSettings]:
         lora_target_modules=list(values.get("lora_target_modules") or defaults["lora_target_modules"]),
         micro_batch=int(values.get("per_device_train_batch_size", DEFAULT_MICRO_BATCH)),
         seq_len=int(values.get("max_length", DEFAULT_SEQ_LEN)),
-        activation_checkpointing=bool(values.get("activation_checkpointing", values.get("gradient_checkpointing", False))),
+        activation_checkpointing=bool(
+            values.get("activation_checkpointing", values.get("gradient_checkpointing", False))
+        ),
         soo_layers=max(1, len(values.get("soo_layers") or [None])),  # unset: the middle layer
     )
     return values, settings
@@ -115,6 +119,7 @@ def resolve_architecture(model_name_or_path: str | None):
         f"Fetch only its config where there is network (`hf download {model_name_or_path} config.json`) or pass "
         f"a directory holding its config.json. (transformers said: {reason})"
     )
+
 
 @dataclasses.dataclass
 class ModelCounts:
