@@ -79,7 +79,7 @@ def build_parser() -> CommandParser:
         "--reuse_summary",
         default=None,
         help="an earlier report's summary.json: conditions not found in the folders are taken from "
-        "it, per organism name, marked '(earlier run)' (e.g. docs/deception-experiment/summary.json)",
+        "it, per organism name, marked '(earlier run)' (e.g. docs/results/deception-experiment/summary.json)",
     )
     report.add_argument("--output_dir", default="results/deception-experiment")
     return parser

@@ -3,7 +3,7 @@
 Trains MADDPG deceptive and honest baselines on a 1-vs-1, two-landmark mpe2 scenario, fine-tunes
 the deceptive one with SOO (and two controls), measures behaviour and the SOO classifier, on the
 basic task and on the critique's hidden-hazard variant. CPU only; one seed takes 14-33 min of one
-core, by protocol, definitions and variants (measured: docs/rl.md#compute-per-seed).
+core, by protocol, definitions and variants (measured: docs/guides/rl.md#compute-per-seed).
 
   python rl_deception.py all --seeds 0 1 2 --jobs 2          # seeds as separate processes, then the report
   python rl_deception.py all --quick --seeds 0 1             # smoke run (~30 s; plumbing only)

@@ -1,6 +1,6 @@
 """Sweeps: a grid of fine-tuning settings (layers x seeds x weights, plus control cells), each cell
 trained with finetuning.py and evaluated with evaluate.py, resumable. The spec format is in
-soo/sweep/grid.py; docs/sweeps.md has the details.
+soo/sweep/grid.py; docs/guides/sweeps.md has the details.
 
   # every cell not done yet, one after another (or --jobs N at a time) on this machine:
   python sweep.py run configs/sweeps/smollm2-layers.yaml

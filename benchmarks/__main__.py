@@ -5,7 +5,7 @@
 
 Each part prints its table and writes its report: results/benchmarks/training.md (training steps,
 replaced; efficiency and peak memory appended) and results/benchmarks/generation.md (git-ignored;
-docs/benchmarks.md says which --output_file updates the committed reports in docs/). Run a part
+docs/benchmarks/README.md says which --output_file updates the committed reports in docs/). Run a part
 alone with `python -m benchmarks.training`, `.efficiency`, `.peak_memory` or `.generation` (see
 each module's docstring for its options).
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 from soo.core.cli import fail, non_negative_int, positive_int  # noqa: F401  (the benchmarks' imports)
 
 # Where each benchmark's report goes unless --output_file says otherwise: results/ is git-ignored,
-# so a run never touches docs/, which keeps only the reports committed on purpose (docs/benchmarks.md
+# so a run never touches docs/, which keeps only the reports committed on purpose (docs/benchmarks/README.md
 # names the --output_file that reproduces each). Training steps, efficiency and peak memory share one.
 REPORT_DIR = "results/benchmarks"
 TRAINING_REPORT = f"{REPORT_DIR}/training.md"

@@ -21,7 +21,7 @@ batching, show how much of the batched time is prompt processing, which batching
 once the matmuls are compute-bound: sequential time / prefill time bounds the achievable ratio.
 
 The table is printed last; a markdown report goes to results/benchmarks/generation.md (--output_file;
-docs/benchmarks-generation.md is the committed one).
+docs/benchmarks/generation.md is the committed one).
 This is a script, not a test.
 """
 

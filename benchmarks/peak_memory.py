@@ -7,7 +7,7 @@ Runs the command as a child process and reads the child's peak RSS from the kern
 (`getrusage(RUSAGE_CHILDREN).ru_maxrss`: the largest RSS any waited-for child reached), so the
 figure includes everything the run loads (model, tokenizer, data, evaluation before and after).
 Target: at most 3 GB. Prints a one-row table last; appends it to results/benchmarks/training.md
-(--output_file; empty to skip; docs/benchmarks-training.md is the committed one). finetuning.py's
+(--output_file; empty to skip; docs/benchmarks/training.md is the committed one). finetuning.py's
 own errors (bad extra flags) come from the child, with its exit status.
 """
 

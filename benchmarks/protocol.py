@@ -8,7 +8,7 @@ the capability measures as evaluate.py does them) as a child process per protoco
 output folder each (no generation cache), and reads each child's own peak RSS from `wait4`.
 Targets on a 2-core CPU (the performance issue): forced choice <= 10 min, generation <= 30 min.
 Prints a table; appends it to results/benchmarks/evaluation.md (--output_file; empty to skip;
-docs/benchmarks-evaluation.md is the committed one).
+docs/benchmarks/evaluation.md is the committed one).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Methods, each training the honest and the deceptive stage of rl_deception.py fro
 Reports episodes/s per method (median over rounds), the ratio, and a SHA-256 fingerprint of each
 method's learning curves, final weights of every network, and a 50-episode greedy evaluation:
 equal fingerprints mean identical numbers, bit for bit. A script, not a test; the markdown report
-is appended to results/benchmarks/rl.md (--output_file; empty to skip; docs/benchmarks-rl.md is the
+is appended to results/benchmarks/rl.md (--output_file; empty to skip; docs/benchmarks/rl.md is the
 committed one).
 """
 

@@ -16,7 +16,7 @@ sample shares as much as the whole protocol does; 0 takes every prompt.
 Reports prompts/s, the speed ratio to the first method (medians of this run) and the largest
 difference of any summed option log-probability from the first method's. A script, not a test;
 the markdown report is appended to results/benchmarks/scoring.md (--output_file; empty to skip;
-docs/benchmarks-scoring.md is the committed one).
+docs/benchmarks/scoring.md is the committed one).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ for every variant; a step = forward + backward + AdamW step on the LoRA paramete
 
 Variants are interleaved within each repeat (this machine is noisy): ratios come from the same run.
 The table is printed last; a markdown report goes to results/benchmarks/training.md (--output_file;
-docs/benchmarks-training.md is the committed one).
+docs/benchmarks/training.md is the committed one).
 This is a script, not a test (test/test_benchmarks.py runs it once on a tiny model so it cannot rot).
 """
 

@@ -1,6 +1,6 @@
 """The documentation names only things that exist.
 
-README.md and docs/*.md are checked, prose and code blocks alike:
+README.md and every docs/**/*.md (guides, benchmark reports, results) are checked, prose and code blocks alike:
 
 * every `python -m X` names a module of this repository (X.py or X/__main__.py), apart from a few
   standard tools (pytest, venv, pip);
@@ -45,7 +45,7 @@ URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+")
 
 
 def doc_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def _doc_id(path: Path) -> str:

@@ -295,7 +295,7 @@ def test_meta_model_uses_no_memory():
 
 def test_four_bit_plan_counts_the_unquantized_weights_as_peft_leaves_them():
     """QLoRA: peft's k-bit preparation casts every weight it does not hold in 4 bits to fp32; the plan
-    must count those bytes (measured on an H200: 1.07x the old 16-bit count, docs/benchmarks-gpu.md)."""
+    must count those bytes (measured on an H200: 1.07x the old 16-bit count, docs/benchmarks/gpu.md)."""
     from peft import prepare_model_for_kbit_training
 
     from soo.tools.memory_estimate import NF4_BYTES_PER_PARAM, base_weight_bytes

@@ -16,7 +16,7 @@ always the order-paired average, and the position bias is reported beside it.
 The prefix is a per-model template (`answer_prefix` in the model's config); "{verb}" is filled
 with the scenario's own question verb ("point out", "mention", "point to", "say"), so the prefix
 reads as the answer the model itself writes. Scores are sensitive to the prefix (see
-docs/evaluation.md), which is why every run that also generates reports how often the forced
+docs/guides/evaluation.md), which is why every run that also generates reports how often the forced
 choice agrees with the generation classifier.
 
 Computation: the tokens a batch's contexts share run once, then the tokens each group of sorted

@@ -63,7 +63,7 @@ class DecodingConfig:
     ``batch_size`` is deliberately NOT part of `key_fields` (so not of the cache key): greedy
     decoding does not depend on how prompts are grouped, and re-generating everything because
     the batch size changed would defeat the cache. Numerically, padding can flip a near-tie token
-    in rare cases (measured in ``docs/benchmarks-generation.md``); the batch size that produced
+    in rare cases (measured in ``docs/benchmarks/generation.md``); the batch size that produced
     each cached response is still written to its cache line for auditing.
     """
 
@@ -167,7 +167,7 @@ def generate_batched(
     (`soo.eval.prefix_cache`): generate's prefill runs only each row's own tokens. With
     `group_prefixes` neighbours that agree beyond that also run their common tokens once per
     group; off by default, since for generation it measured no faster (0.97x at batch 16 and 24
-    new tokens, 1.03x at batch 32 and 75, docs/benchmarks-generation.md; forced choice gains
+    new tokens, 1.03x at batch 32 and 75, docs/benchmarks/generation.md; forced choice gains
     1.12x). Without `share_prefix` prompts are sorted by token length (longest first: an
     out-of-memory error shows up in the first batch) and every prompt runs whole. Rows are
     left-padded by hand; the tokenizer is not modified. ``on_batch(indices, texts)`` is called

@@ -21,7 +21,7 @@ to the group's rows:
     [common prefix | group's tokens | pad ... pad | row's own tokens]
 
 Forced choice uses both levels (1.12x over the common prefix alone); generation only the first,
-since groups measured no faster there (docs/benchmarks.md#batched-generation).
+since groups measured no faster there (docs/benchmarks/README.md#batched-generation).
 
 Where sharing is not safe it is switched off (shared = 0) rather than approximated: models with a
 sliding window narrower than the batch (the window counts cache slots, so the padding between the

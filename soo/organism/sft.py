@@ -14,7 +14,7 @@ twin (same items, rooms and order), so the only way to fit both targets is the s
 Loss: cross-entropy on the option's tokens after the answer prefix ("I would point out the").
 Evaluation is the forced-choice score on the TEST split (soo.eval.forced_choice).
 
-    # the recipe that met the asymmetric targets on SmolLM2-135M (docs/deception-experiment.md), ~35 min on 2 cores
+    # the recipe that met the asymmetric targets on SmolLM2-135M (docs/results/deception-experiment.md), ~35 min on 2 cores
     python deception_experiment.py organism --kind asymmetric --output_dir outputs/organisms/asymmetric \
         --other_only_steps 50 --learning_rate 2e-3 --twin_learning_rate 3e-4 --steps 400 --lora_r 8 --lora_alpha 16 \
         --lora_target_modules q_proj k_proj v_proj o_proj --lora_from_layer 9

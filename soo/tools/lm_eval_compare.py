@@ -4,7 +4,7 @@ requirements-eval.txt).
 
   # the bundled offline task (soo/eval/resources/lm_eval/soo_capability.yaml), the demo adapter:
   python -m soo.tools.lm_eval_compare outputs/smollm2-135m-instruct-soo
-  # standard tasks (pre-downloaded on a login node, see docs/cluster.md#capability-tasks), 200 items each:
+  # standard tasks (pre-downloaded on a login node, see docs/guides/cluster.md#capability-tasks), 200 items each:
   python -m soo.tools.lm_eval_compare ADAPTER --tasks arc_easy hellaswag mmlu_high_school_biology --limit 200
 
 Both models answer the same items (lm-eval's log-likelihood of each choice), so the change in

@@ -137,7 +137,7 @@ def base_weight_bytes(counts: ModelCounts, dtype_bytes: int, load_in_4bit: bool)
         return counts.total_params * dtype_bytes
     rest = counts.total_params - counts.quantizable_params
     # peft's prepare_model_for_kbit_training (soo.core.modeling.add_lora) casts every weight that is
-    # not 4-bit (embeddings, norms, output layer) to fp32; measured on an H200 (docs/benchmarks-gpu.md).
+    # not 4-bit (embeddings, norms, output layer) to fp32; measured on an H200 (docs/benchmarks/gpu.md).
     return counts.quantizable_params * NF4_BYTES_PER_PARAM + rest * DTYPE_BYTES["float32"]
 
 
