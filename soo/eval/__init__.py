@@ -6,7 +6,8 @@ never soo.train.
   classify    deceptive / honest / ambiguous (perspectives: correct / incorrect) from a free-text answer
   rates       the scorer: each answer's label (ours and the authors' rule) and the rates with Wilson
               intervals, per condition and across seeds (evaluate.py and the Inspect task alike)
-  generation  batched greedy generation with a resumable JSONL cache
+  generation  batched greedy generation (left padding, shared prefix run once)
+  generation_cache  the resumable JSONL cache of responses, keyed by model fingerprint, prompt, decoding
   prefix_cache  the tokens a batch's prompts share run once (generation and forced choice)
   forced_choice  p(deceptive) from the options' log-probabilities after a fixed answer prefix
   latent      SOO per layer on held-out pairs, base vs tuned (the training definition of SOO)
