@@ -12,7 +12,8 @@ never soo.train.
   forced_choice  p(deceptive) from the options' log-probabilities after a fixed answer prefix
   latent      SOO per layer on held-out pairs, base vs tuned (the training definition of SOO)
   capability  KL to the base model, perplexity, MT-Bench-style answer export
-  report      report.md, results.json / results.csv, PNG plots
+  report      report.md, results.json / results.csv, and the plots written beside them
+  plots       the PNG plots: deception rates, forced choice, latent SOO by layer
   config      EvalConfig: evaluate.py's settings, their defaults and help (its flags are built from it)
   engine      evaluate.py's run as named phases over the conditions (base model, each adapter):
               forced choice, generation + labels, latent SOO, capability, report
