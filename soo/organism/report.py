@@ -21,7 +21,7 @@ from pathlib import Path
 from soo.core.io import write_json_atomic, write_text_atomic
 from soo.core.plotting import pyplot
 from soo.core.stats import mean_t_ci95
-from soo.organism.experiment import CONDITIONS, EVAL_FILE, PREREGISTERED
+from soo.organism.config import CONDITIONS, EVAL_FILE, PREREGISTERED
 
 POSITIVE_CONTROL_MIN_FALL = 0.3
 MIN_SEEDS = 3  # the pre-registered design: fewer seeds per condition -> no verdict
