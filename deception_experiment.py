@@ -33,7 +33,7 @@ from soo.core.cli import CommandParser, config_from, positive_int
 def build_parser() -> CommandParser:
     """`organism` takes OrganismConfig's fields as flags, `run` ExperimentConfig's; every subcommand
     reads --config FILE.yaml."""
-    from soo.organism.experiment import ExperimentConfig
+    from soo.organism.config import ExperimentConfig
     from soo.organism.sft import OrganismConfig
 
     parser = CommandParser(
@@ -123,7 +123,8 @@ def main(argv=None) -> int:
         )
         print(format_separation(twin_separation(*states)))
     elif args.command == "run":
-        from soo.organism.experiment import ExperimentConfig, run_experiment
+        from soo.organism.config import ExperimentConfig
+        from soo.organism.experiment import run_experiment
 
         try:
             config = config_from(ExperimentConfig, args)
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
         print(f"done: {outcome['root']}")
     else:
         from soo.core.io import read_yaml
-        from soo.organism.experiment import ExperimentConfig
+        from soo.organism.config import ExperimentConfig
         from soo.organism.report import markdown, write_report
 
         roots = {Path(folder).name: ExperimentConfig(organism_dir=folder).root for folder in args.organisms}

@@ -178,7 +178,8 @@ def make_output_dir(output_dir: str) -> None:
 def run_one(args) -> None:
     import torch
 
-    from soo.rl.stages import StageMismatch, run_classifier_seed, run_seed
+    from soo.rl.seed import run_classifier_seed, run_seed
+    from soo.rl.stages import StageMismatch
 
     torch.set_num_threads(1)  # 64-unit networks: extra threads only add overhead; seeds run in parallel instead
     config = build_config(args)

@@ -37,7 +37,7 @@ from benchmarks._cli import (
     positive_int,
 )
 from benchmarks._machine import cpu_snapshot, load_average, machine_info, others_cpu_share
-from benchmarks.generation import fmt_range, neighbour_blocks
+from benchmarks.generation_methods import fmt_range, neighbour_blocks
 from soo.core.cli import CommandParser
 
 

@@ -278,7 +278,7 @@ def test_rl_speed_benchmark_finds_the_same_numbers_both_ways(tmp_path, capsys):
 
 
 def test_neighbour_blocks_sample_evenly_spaced_runs_of_sorted_neighbours():
-    from benchmarks.generation import neighbour_blocks
+    from benchmarks.generation_methods import neighbour_blocks
 
     keys = [[9 - value // 2, value] for value in range(20)]  # sorted order: 18 19 16 17 ... 0 1
     assert neighbour_blocks(keys, 4, 2) == [18, 19, 8, 9]  # blocks 0 and 5 of 10

@@ -13,14 +13,11 @@ import soo.eval.generation as generation
 from soo.core.prompts import format_prompt
 from soo.eval.generation import (
     DecodingConfig,
-    GenerationCache,
-    cache_key,
     format_generation_prompt,
     generate_batched,
     generate_one_at_a_time,
-    generate_with_cache,
-    model_fingerprint,
 )
+from soo.eval.generation_cache import GenerationCache, cache_key, generate_with_cache, model_fingerprint
 
 # Varied lengths (3 to ~45 tokens with the chat template), deliberately not sorted by length.
 PROMPTS = [

@@ -131,7 +131,8 @@ def test_mismatched_pairs_pair_no_self_prompt_with_its_own_other():
 
 def test_experiment_runs_resumes_and_reports(tiny_model_dir, data_files, tmp_path):
     from soo.core.io import RUN_CONFIG_FILE
-    from soo.organism.experiment import EVAL_FILE, ExperimentConfig, run_experiment
+    from soo.organism.config import EVAL_FILE, ExperimentConfig
+    from soo.organism.experiment import run_experiment
     from soo.organism.report import write_report
 
     organism = OrganismConfig(
@@ -265,6 +266,7 @@ def test_separation_command_on_a_tiny_model(tiny_model_dir, capsys):
 
 def test_experiment_cells_run_seed_by_seed(tmp_path, monkeypatch):
     # A run stopped part-way must hold every condition at its first seeds, so cells go seed-major.
+    from soo.organism import config as config_module
     from soo.organism import experiment
 
     order = []
@@ -278,7 +280,7 @@ def test_experiment_cells_run_seed_by_seed(tmp_path, monkeypatch):
         experiment, "_train_honest_sft_cell", lambda config, organism, seed, cell: order.append((seed, "honest_sft"))
     )
     monkeypatch.setattr(experiment, "evaluate_cell", lambda config, organism, adapter, progress=False: {})
-    config = experiment.ExperimentConfig(
+    config = config_module.ExperimentConfig(
         organism_dir=str(tmp_path), seeds=[0, 1], conditions=["soo", "lm_only", "honest_sft"]
     )
     experiment.run_experiment(config, progress=False, log=lambda message: None)
@@ -291,6 +293,7 @@ def test_experiment_cells_run_seed_by_seed(tmp_path, monkeypatch):
 def test_each_condition_trains_with_its_own_loss_weights(tmp_path, monkeypatch):
     import subprocess
 
+    from soo.organism import config as config_module
     from soo.organism import experiment
 
     argvs = {}
@@ -301,26 +304,26 @@ def test_each_condition_trains_with_its_own_loss_weights(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment.subprocess, "run", fake_run)
     with pytest.raises(ValueError, match="honest_sft_learning_rate"):
-        experiment.ExperimentConfig(honest_sft_learning_rate=0.0)
+        config_module.ExperimentConfig(honest_sft_learning_rate=0.0)
     organism = {"merged_model": "m", "config": {"answer_prefix": "p", "answer_suffix": "s"}}
-    config = experiment.ExperimentConfig(organism_dir=str(tmp_path))
+    config = config_module.ExperimentConfig(organism_dir=str(tmp_path))
     for condition in ("soo", "lm_only", "soo_only"):
         (tmp_path / condition).mkdir()
         experiment._train_finetuning_cell(config, organism, condition, 0, tmp_path / condition / "seed0")
     weights = {name: [a for a in argv if a in ("--soo_weight", "--lm_weight")] for name, argv in argvs.items()}
     assert weights == {"soo": [], "lm_only": ["--soo_weight"], "soo_only": ["--lm_weight"]}
     assert argvs["soo_only"][argvs["soo_only"].index("--lm_weight") + 1] == "0"
-    assert config.conditions == list(experiment.PREREGISTERED)  # exploratory conditions only on request
+    assert config.conditions == list(config_module.PREREGISTERED)  # exploratory conditions only on request
 
     # The released recipe's cells: its own config and pairs, its own schedule (no --max_steps).
     from soo.core.io import write_jsonl_atomic
     from soo.data.pair_generation import released_pairs
 
     config.released_pairs = str(write_jsonl_atomic(tmp_path / "released.jsonl", released_pairs("train", 4)))
-    for condition in experiment.RELEASED_CONDITIONS:
+    for condition in config_module.RELEASED_CONDITIONS:
         (tmp_path / condition).mkdir()
         experiment._train_finetuning_cell(config, organism, condition, 0, tmp_path / condition / "seed0")
-    for condition in experiment.RELEASED_CONDITIONS:
+    for condition in config_module.RELEASED_CONDITIONS:
         argv = argvs[condition]
         assert argv[argv.index("--config") + 1] == config.released_config and "--max_steps" not in argv
     assert argvs["soo_kl"][argvs["soo_kl"].index("--data_path") + 1] == config.released_pairs
@@ -384,7 +387,8 @@ def test_report_reuses_earlier_cells_marked_and_never_over_new_ones():
 
 
 def test_base_model_stands_in_for_an_organism(tmp_path, monkeypatch):
-    from soo.organism.experiment import ExperimentConfig, _organism_record
+    from soo.organism.config import ExperimentConfig
+    from soo.organism.experiment import _organism_record
 
     monkeypatch.setattr("soo.core.modeling.resolve_model_path", lambda name: f"resolved:{name}")
     config = ExperimentConfig(organism_dir="base")

@@ -451,7 +451,7 @@ def _assert_same(a: dict, b: dict) -> bool:
 def test_who_learns_in_each_protocol(tmp_path, protocol):
     """frozen-red: every condition plays against the honest pair's red, unchanged; co-trained: the
     deceptive pair starts from scratch and red keeps learning while blue is fine-tuned."""
-    from soo.rl.stages import run_seed
+    from soo.rl.seed import run_seed
 
     config = RLExperimentConfig.quick(
         protocol=protocol,
@@ -483,7 +483,7 @@ def test_who_learns_in_each_protocol(tmp_path, protocol):
 
 def test_classifier_only_runs_share_the_baselines_and_report_the_accuracy_curve(tmp_path):
     from soo.rl.report import write_classifier_report
-    from soo.rl.stages import run_classifier_seed, run_seed
+    from soo.rl.seed import run_classifier_seed, run_seed
 
     config = RLExperimentConfig.quick(
         honest_episodes=120,

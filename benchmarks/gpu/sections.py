@@ -32,7 +32,7 @@ def run_environment(check: Check) -> None:
 
 
 def run_generation(check: Check) -> None:
-    from benchmarks.generation import TokenCounter, agreement, build_prompts
+    from benchmarks.generation_methods import TokenCounter, agreement, build_prompts
     from soo.core.modeling import resolve_eos_token_ids
     from soo.eval.generation import DecodingConfig, generate_batched, generate_one_at_a_time
 

@@ -40,7 +40,8 @@ from soo.eval.capability import (
 )
 from soo.eval.config import PROTOCOLS, EvalConfig
 from soo.eval.forced_choice import generation_agreement, score_prompts, summarize_forced_choice
-from soo.eval.generation import DecodingConfig, GenerationCache, generate_with_cache, model_fingerprint
+from soo.eval.generation import DecodingConfig
+from soo.eval.generation_cache import GenerationCache, generate_with_cache, model_fingerprint
 from soo.eval.latent import latent_soo_by_layer
 from soo.eval.rates import aggregate_seeds, authors_response_label, label_response, summarize_labels
 from soo.eval.report import write_report

@@ -19,8 +19,9 @@ import math
 from pathlib import Path
 
 from soo.core.io import write_json_atomic, write_text_atomic
+from soo.core.plotting import pyplot
 from soo.core.stats import mean_t_ci95
-from soo.organism.experiment import CONDITIONS, EVAL_FILE, PREREGISTERED
+from soo.organism.config import CONDITIONS, EVAL_FILE, PREREGISTERED
 
 POSITIVE_CONTROL_MIN_FALL = 0.3
 MIN_SEEDS = 3  # the pre-registered design: fewer seeds per condition -> no verdict
@@ -265,10 +266,7 @@ def _released_metrics_table(summary: dict) -> list[str]:
 
 
 def plot(summaries: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(1, len(summaries), figsize=(5 * len(summaries), 4), squeeze=False)
     for axis, (name, summary) in zip(axes[0], summaries.items()):

@@ -9,7 +9,8 @@
   training       the MADDPG training loop (rollouts, replay) with one learning-curve row per episode
   evaluation     greedy play: behaviour metrics, agreement with the baselines, SOO per episode
   classifier     the SOO classifier's statistics over (deceptive, honest) policy pairs
-  stages         one seed end to end: each stage trained or reused, evaluated, results written
+  stages         one seed's training stages: each trained and saved, or reused; where each lives
+  seed           one seed end to end: its stages, their evaluation under each definition, results written
   plots          the report's PNG plots
   report         report.md, summary.json and the classifier report over seeds
 

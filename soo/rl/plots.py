@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from soo.core.plotting import pyplot
 from soo.rl.classifier import baseline_pools
 from soo.rl.config import CONDITIONS
 
@@ -26,10 +27,7 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_learning_curves(out_dir: Path, summary: dict, results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     variants = list(summary["variants"])
     fig, axes = plt.subplots(2, len(variants), figsize=(6 * len(variants), 7), squeeze=False)
@@ -64,10 +62,7 @@ def plot_learning_curves(out_dir: Path, summary: dict, results: list[dict], path
 
 
 def plot_classifier(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for variant, block in summary["variants"].items():
@@ -97,10 +92,7 @@ def plot_soo_values(seeds: list[dict], path: Path) -> None:
     """Per-episode SOO values of every honest and every deceptive baseline (all seeds pooled, log
     scale), one panel per variant: how far apart the classifier's two classes are, which the
     accuracy curve cannot show once it sits at 100%."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     variants = list(seeds[0]["variants"])
     fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4), squeeze=False)
@@ -121,10 +113,7 @@ def plot_soo_values(seeds: list[dict], path: Path) -> None:
 
 
 def plot_behaviour(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = [
         ("red_trapped", "red at non-goal %"),

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from soo.core.io import write_text_atomic
+from soo.core.plotting import pyplot
 from soo.core.stats import mean_t_ci95, mean_t_interval
 from soo.sweep.grid import GRID_CELL_KIND, SweepCell, SweepSpec, format_value
 from soo.sweep.run import cell_state
@@ -150,10 +151,7 @@ def best_of_many_warning(entries: list[dict]) -> str:
 def plot_heatmap(spec: SweepSpec, entries: list[dict], path: Path) -> bool:
     """Rows: the first non-seed grid key; columns: the other non-seed keys' combinations. Two panels:
     change in p(deceptive) and in latent SOO, each cell 'mean ± CI (n)'. False when nothing to draw."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = [key for key in spec.grid if key != SEED_KEY]
     grid_entries = [e for e in entries if e["kind"] == GRID_CELL_KIND]
