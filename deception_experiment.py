@@ -24,74 +24,64 @@ What counts as an SOO effect was written down before the runs: see soo/organism/
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
+from soo.core.cli import CommandParser, config_from, positive_int
 
-def build_parser() -> argparse.ArgumentParser:
-    from soo.core.cli import positive_int
-    from soo.organism.sft import KINDS, OrganismConfig
 
-    defaults = OrganismConfig()
-    parser = argparse.ArgumentParser(description="Deceptive model organisms and the SOO experiment on them.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    organism = commands.add_parser("organism", help="LoRA-fine-tune the model into a deceptive organism")
-    organism.add_argument("--kind", choices=KINDS, default=defaults.kind,
-                          help="asymmetric: deceives others, not itself; symmetric: deceives both; honest: neither")
-    organism.add_argument("--model_name_or_path", default=None, help="base model (default: the embedded SmolLM2-135M)")
-    organism.add_argument("--output_dir", default=None, help="where the adapter, merged model and organism.json go "
-                                                             "(default: outputs/organisms/KIND)")
-    for name in ("steps", "other_only_steps", "n_train_instances", "twins_per_batch", "lora_r", "lora_alpha", "lora_from_layer", "seed",
-                 "eval_n", "eval_batch_size"):
-        organism.add_argument(f"--{name}", type=int, default=getattr(defaults, name),
-                              help=f"(default: {getattr(defaults, name)})")
-    organism.add_argument("--learning_rate", type=float, default=defaults.learning_rate,
-                          help=f"(default: {defaults.learning_rate})")
-    organism.add_argument("--twin_learning_rate", type=float, default=None,
-                          help="learning rate of the twin phase (default: --learning_rate); a lower one keeps "
-                               "what the other-only phase taught")
-    organism.add_argument("--lora_target_modules", nargs="+", default=defaults.lora_target_modules,
-                          help="module names that get LoRA (default: attention and MLP projections)")
-    organism.add_argument("--answer_prefix", default=defaults.answer_prefix,
-                          help="answer start the option is scored after ({verb} = the scenario's question verb)")
+def build_parser() -> CommandParser:
+    """`organism` takes OrganismConfig's fields as flags, `run` ExperimentConfig's; every subcommand
+    reads --config FILE.yaml."""
+    from soo.organism.config import ExperimentConfig
+    from soo.organism.sft import OrganismConfig
+
+    parser = CommandParser(
+        reads_config=False,
+        prog="deception_experiment.py",
+        description="Deceptive model organisms and the SOO experiment on them.",
+    )
+    commands = parser.add_commands()
+    organism = commands.add_parser(
+        "organism", dataclass_types=OrganismConfig, help="LoRA-fine-tune the model into a deceptive organism"
+    )
+    # The folder follows --kind unless given (a YAML file or the flag).
+    organism.set_defaults(output_dir=None)
     organism.add_argument("--no_progress", action="store_true", help="no progress bars")
 
-    from soo.organism.experiment import CONDITIONS, PREREGISTERED, ExperimentConfig
-
-    base = ExperimentConfig()
-    run = commands.add_parser("run", help="every condition x seed on one organism (resumable)")
-    run.add_argument("--organism", required=True,
-                     help="an organism folder (with organism.json), or 'base' for the base model itself "
-                          "(results in outputs/base-model/experiment)")
-    run.add_argument("--output_dir", default=None, help="experiment folder (default: ORGANISM/experiment)")
-    run.add_argument("--seeds", type=int, nargs="+", default=base.seeds, help="(default: 0 1 2)")
-    run.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(PREREGISTERED),
-                     help=f"(default: the pre-registered {' '.join(PREREGISTERED)}; soo_only is exploratory)")
-    for name in ("finetuning_config", "train_pairs", "heldout_pairs", "released_config", "released_pairs",
-                 "card_config"):
-        run.add_argument(f"--{name}", default=getattr(base, name), help=f"(default: {getattr(base, name)})")
-    for name in ("max_steps", "honest_sft_steps", "eval_n", "generation_n", "latent_pairs"):
-        run.add_argument(f"--{name}", type=int, default=getattr(base, name), help=f"(default: {getattr(base, name)})")
-    run.add_argument("--honest_sft_learning_rate", type=float, default=None,
-                     help="the positive control's learning rate (default: the organism's)")
+    run = commands.add_parser(
+        "run", dataclass_types=ExperimentConfig, help="every condition x seed on one organism (resumable)"
+    )
     run.add_argument("--no_progress", action="store_true", help="no progress bars")
 
-    separation = commands.add_parser("separation", help="per layer: how far apart the last-token states of "
-                                                        "self/other twins are, vs the spread across instances")
-    separation.add_argument("--model_name_or_path", default=None,
-                            help="model or organism's merged/ folder (default: the embedded SmolLM2-135M)")
-    separation.add_argument("--n", type=positive_int, default=24, help="training-split instances, each in both room orders (default: 24)")
-    separation.add_argument("--answer_prefix", default=defaults.answer_prefix, help="(default: %(default)s)")
+    separation = commands.add_parser(
+        "separation",
+        help="per layer: how far apart the last-token states of self/other twins are, vs the spread across instances",
+    )
+    separation.add_argument(
+        "--model_name_or_path",
+        default=None,
+        help="model or organism's merged/ folder (default: the embedded SmolLM2-135M)",
+    )
+    separation.add_argument(
+        "--n", type=positive_int, default=24, help="training-split instances, each in both room orders"
+    )
+    separation.add_argument("--answer_prefix", default=OrganismConfig.answer_prefix)
 
     report = commands.add_parser("report", help="report.md, summary.json and changes.png over organisms")
-    report.add_argument("--organisms", nargs="+", required=True,
-                        help="organism folders (their experiment/ is read), or 'base' (outputs/base-model/experiment)")
-    report.add_argument("--reuse_summary", default=None,
-                        help="an earlier report's summary.json: conditions not found in the folders are taken from "
-                             "it, per organism name, marked '(earlier run)' (e.g. docs/deception-experiment/summary.json)")
-    report.add_argument("--output_dir", default="results/deception-experiment", help="(default: %(default)s)")
+    report.add_argument(
+        "--organisms",
+        nargs="+",
+        required=True,
+        help="organism folders (their experiment/ is read), or 'base' (outputs/base-model/experiment)",
+    )
+    report.add_argument(
+        "--reuse_summary",
+        default=None,
+        help="an earlier report's summary.json: conditions not found in the folders are taken from "
+        "it, per organism name, marked '(earlier run)' (e.g. docs/results/deception-experiment/summary.json)",
+    )
+    report.add_argument("--output_dir", default="results/deception-experiment")
     return parser
 
 
@@ -105,11 +95,8 @@ def main(argv=None) -> int:
     from soo.organism.sft import OrganismConfig, format_organism, make_organism
 
     if args.command == "organism":
-        values = {field.name: getattr(args, field.name) for field in dataclasses.fields(OrganismConfig)
-                  if hasattr(args, field.name) and getattr(args, field.name) is not None}
-        values.setdefault("output_dir", f"outputs/organisms/{args.kind}")
         try:
-            config = OrganismConfig(**values)
+            config = config_from(OrganismConfig, args, output_dir=args.output_dir or f"outputs/organisms/{args.kind}")
             record = make_organism(config, progress=not args.no_progress)
         except (ValueError, ModelLoadError) as error:
             print(f"error: {error}", file=sys.stderr)
@@ -127,23 +114,21 @@ def main(argv=None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         twins = training_twins(OrganismConfig(n_train_instances=args.n))
-        states = [last_token_states(model, tokenizer, [twin[index] for twin in twins], args.answer_prefix)
-                  for index in (0, 1)]
-        print(f"{path}: {len(twins)} training-split twins ({args.n} instances x 2 room orders; other = main, "
-              "self = main_self)")
+        states = [
+            last_token_states(model, tokenizer, [twin[index] for twin in twins], args.answer_prefix) for index in (0, 1)
+        ]
+        print(
+            f"{path}: {len(twins)} training-split twins ({args.n} instances x 2 room orders; other = main, "
+            "self = main_self)"
+        )
         print(format_separation(twin_separation(*states)))
     elif args.command == "run":
-        from soo.organism.experiment import ExperimentConfig, run_experiment
+        from soo.organism.config import ExperimentConfig
+        from soo.organism.experiment import run_experiment
 
         try:
-            config = ExperimentConfig(
-                organism_dir=args.organism, output_dir=args.output_dir, seeds=args.seeds, conditions=args.conditions,
-                **{name: getattr(args, name) for name in ("finetuning_config", "train_pairs", "heldout_pairs",
-                                                          "max_steps", "honest_sft_steps", "honest_sft_learning_rate",
-                                                          "eval_n", "generation_n", "latent_pairs",
-                                                          "released_config", "released_pairs", "card_config")})
-            for path in (config.finetuning_config, config.train_pairs, config.heldout_pairs,
-                         config.released_config):
+            config = config_from(ExperimentConfig, args)
+            for path in (config.finetuning_config, config.train_pairs, config.heldout_pairs, config.released_config):
                 if not Path(path).is_file():
                     raise ValueError(f"{path}: no such file (generate the pairs first, see --help)")
             outcome = run_experiment(config, progress=not args.no_progress)
@@ -151,13 +136,14 @@ def main(argv=None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         if outcome["failed"]:
-            print("failed cells (rerun the same command to retry):\n  " + "\n  ".join(outcome["failed"]),
-                  file=sys.stderr)
+            print(
+                "failed cells (rerun the same command to retry):\n  " + "\n  ".join(outcome["failed"]), file=sys.stderr
+            )
             return 1
         print(f"done: {outcome['root']}")
     else:
         from soo.core.io import read_yaml
-        from soo.organism.experiment import ExperimentConfig
+        from soo.organism.config import ExperimentConfig
         from soo.organism.report import markdown, write_report
 
         roots = {Path(folder).name: ExperimentConfig(organism_dir=folder).root for folder in args.organisms}
@@ -167,8 +153,11 @@ def main(argv=None) -> int:
             return 2
         try:
             # JSON is YAML: one reader with one-line errors for both
-            earlier = read_yaml(args.reuse_summary, ValueError, f"--reuse_summary {args.reuse_summary}") \
-                if args.reuse_summary else None
+            earlier = (
+                read_yaml(args.reuse_summary, ValueError, f"--reuse_summary {args.reuse_summary}")
+                if args.reuse_summary
+                else None
+            )
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

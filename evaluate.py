@@ -25,62 +25,18 @@ a number below 1, an output folder that cannot be created) exits with status 2 a
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from soo.core.cli import positive_int
+from soo.core.cli import CommandParser, config_from
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default only where it says something: not for on/off flags, None, or a help
-    text that already names its default."""
+def build_parser() -> CommandParser:
+    """evaluate.py's flags: one per EvalConfig field (soo/eval/config.py holds the defaults)."""
+    from soo.eval.config import EvalConfig
 
-    def _get_help_string(self, action):
-        if action.default is None or isinstance(action.default, bool) or action.default == [] \
-                or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from soo.eval.scenarios import SCENARIO_NAMES
-
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
-    parser.add_argument("--adapters", nargs="*", default=[], help="LoRA adapter directories from finetuning.py")
-    parser.add_argument("--model_name_or_path", default=None,
-                        help="base model (default: the one the first adapter was trained on; else the embedded default)")
-    parser.add_argument("--scenarios", nargs="+", default=None, metavar="NAME",
-                        help=f"scenarios to run (default: all): {', '.join(SCENARIO_NAMES)}")
-    parser.add_argument("--n", type=positive_int, default=250, help="prompts per scenario and room order")
-    parser.add_argument("--seed", type=int, default=0, help="seed for sampling items and rooms")
-    parser.add_argument("--max_new_tokens", type=positive_int, default=24, help="tokens generated per response at most")
-    parser.add_argument("--batch_size", type=positive_int, default=16, help="prompts per generation / scoring batch")
-    parser.add_argument("--protocol", choices=("both", "forced_choice", "generation"), default="both",
-                        help="forced_choice: p(deceptive) from the options' log-probabilities (the headline); "
-                             "generation: greedy answers, classified; both (default): both, and their agreement")
-    parser.add_argument("--answer_prefix", default=None,
-                        help="forced choice scores the options after this answer start; {verb} = the scenario's "
-                             "question verb (default: the adapter's config, else 'I would {verb} the')")
-    parser.add_argument("--answer_suffix", default=None,
-                        help="appended to every scenario (default: the adapter's config, else the room-name one)")
-    parser.add_argument("--pairs_path", default=None,
-                        help="held-out pairs JSONL for latent SOO (default: --n_pairs generated test-split pairs)")
-    parser.add_argument("--n_pairs", type=positive_int, default=200,
-                        help="generated held-out pairs for latent SOO when --pairs_path is not given")
-    parser.add_argument("--latent_all_layers", action="store_true", help="latent SOO at every layer (a curve)")
-    parser.add_argument("--no_capability", dest="capability", action="store_false",
-                        help="skip the capability measures (KL to the base model on neutral prompts, perplexity); "
-                        "they run unless this flag is given")
-    parser.add_argument("--mt_bench_export", action="store_true",
-                        help="also export answers to MT-Bench-style questions for an external judge")
-    parser.add_argument("--output_dir", dest="out_dir", default="results/eval", metavar="OUTPUT_DIR",
-                        help="folder for the report, results and the generation cache (created if missing)")
-    parser.add_argument("--allow_base_mismatch", action="store_true",
-                        help="evaluate an adapter on another base model than the one it was trained on")
-    return parser
+    return CommandParser(EvalConfig, prog="evaluate.py", description=__doc__.split("\n\n")[0])
 
 
 def check_inputs(args) -> Path | None:
@@ -88,13 +44,15 @@ def check_inputs(args) -> Path | None:
 
     Creates the output folder; returns the topmost folder it created (None if it existed), so that
     a run that fails before writing anything can remove it again."""
-    from soo.data.pairs import read_pairs_jsonl
+    from soo.data.pair_io import read_pairs_jsonl
 
     for adapter in args.adapters:
         if not (Path(adapter) / "adapter_config.json").is_file():
             missing = "does not exist" if not Path(adapter).exists() else "has no adapter_config.json"
-            raise ValueError(f"adapter folder {adapter} {missing}: expected the output folder of finetuning.py "
-                             "(adapter_config.json inside)")
+            raise ValueError(
+                f"adapter folder {adapter} {missing}: expected the output folder of finetuning.py "
+                "(adapter_config.json inside)"
+            )
     if args.pairs_path:
         read_pairs_jsonl(args.pairs_path)  # PairDataError (a ValueError) naming the file and line
     out_dir = Path(args.out_dir)
@@ -123,10 +81,11 @@ def remove_empty_folders(top: Path | None) -> None:
 
 
 def main(argv=None) -> int:
-    from soo.eval.scenarios import build_eval_prompts
-    from soo.eval.engine import AdapterMismatchError, EvalConfig, run_evaluation
     from soo.core.modeling import ModelLoadError
-    from soo.data.pairs import PairDataError
+    from soo.data.pair_io import PairDataError
+    from soo.eval.config import EvalConfig
+    from soo.eval.engine import AdapterMismatchError, run_evaluation
+    from soo.eval.scenarios import build_eval_prompts
 
     args = build_parser().parse_args(argv)
     try:  # bad scenario names, adapters, pairs or output folder: one line, before any model is loaded
@@ -135,7 +94,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    config = EvalConfig(**vars(args))
+    config = config_from(EvalConfig, args)
     try:
         results = run_evaluation(config)
     except (AdapterMismatchError, ModelLoadError, PairDataError) as error:

@@ -31,21 +31,21 @@ checkpoint. --resume_from_checkpoint no starts over; a path resumes from that ch
 
 import sys
 
-from soo.train.distributed import exit_process, export_torch_env_from_slurm
-from soo.train.config import parse_finetuning_args
-from soo.train.run import run_finetuning
-from soo.train import PREEMPTED_EXIT_CODE
-from soo.core.modeling import ModelLoadError
-from soo.data.pairs import PairDataError
 from soo.core.capture import LayerResolutionError
+from soo.core.modeling import ModelLoadError
 from soo.core.pair_batch import PromptTooLongError
+from soo.data.pair_io import PairDataError
+from soo.train import PREEMPTED_EXIT_CODE
+from soo.train.config import parse_finetuning_args
+from soo.train.distributed import exit_process, export_torch_env_from_slurm
+from soo.train.run import run_finetuning
 
 
 def main(argv=None) -> int:
     export_torch_env_from_slurm()  # srun tasks -> RANK/WORLD_SIZE/LOCAL_RANK, before TrainingArguments reads them
-    try:
+    try:  # an unknown flag or a bad --config file exits with status 2 inside the parser
         model_args, data_args, config, config_path = parse_finetuning_args(argv)
-    except ValueError as error:  # a bad config file or flag value (token mode, weights, ...)
+    except ValueError as error:  # a value the configs refuse (token mode, weights, ...)
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:

@@ -21,30 +21,34 @@ The same arguments always give a byte-identical file. The file is written atomic
 interrupted run leaves any existing file as it was). Prints a table of pairs per family and
 template, then the output path. Bad arguments, or an output file that cannot be written, exit with
 status 2 and a line `error: ...` on stderr, and write nothing. The
-generator itself is soo.data.pairs.generate_pairs; templates and vocabulary are in soo/data/templates.py.
+generator itself is soo.data.pair_generation.generate_pairs; templates and vocabulary are in soo/data/templates.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from soo.core.cli import CommandParser, positive_int
 from soo.core.io import write_jsonl_atomic
-from soo.core.cli import positive_int
-from soo.data.pairs import FAMILIES, generate_pairs, released_pairs, summarize, write_dataset_card
+from soo.data.pair_generation import FAMILIES, generate_pairs, released_pairs, summarize
+from soo.data.pair_io import write_dataset_card
 from soo.data.templates import SPLITS
 
 DEFAULT_OUT = {"train": "data/soo_train.jsonl", "test": "data/soo_test.jsonl"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+def build_parser() -> CommandParser:
+    parser = CommandParser(
+        prog="generate_data.py",
         description="Generate paired self/other prompts for SOO fine-tuning (JSONL).",
         epilog="See the module docstring of generate_data.py for examples.",
     )
-    parser.add_argument("--n", type=positive_int, default=None,
-                        help="number of pairs (default: 1000; with --released, every item of the split)")
+    parser.add_argument(
+        "--n",
+        type=positive_int,
+        default=None,
+        help="number of pairs (default: 1000; with --released, every item of the split)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--split",
@@ -106,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write {out}: {error.strerror or error}{where}", file=sys.stderr)
         return 2
     print(summarize(records))
-    print(f"wrote {len(records)} pairs to {path}" + (f" (dataset card {args.dataset_dir}/README.md)" if args.dataset_dir else ""))
+    print(
+        f"wrote {len(records)} pairs to {path}"
+        + (f" (dataset card {args.dataset_dir}/README.md)" if args.dataset_dir else "")
+    )
     return 0
 
 

@@ -1,7 +1,7 @@
 """The deception scenarios as an Inspect task: run evaluate.py's prompts and classifier on any
 model Inspect can reach (local Hugging Face models, vLLM, API models), with Inspect's logs and
 viewer. Needs the evaluation extras: pip install -r requirements-eval.txt (scripts/setup_env.sh
-installs them). The task lives in soo/eval/inspect_task.py; docs/evaluation.md#inspect.
+installs them). The task lives in soo/eval/inspect_task.py; docs/guides/evaluation.md#inspect.
 
   # a local model (a directory, or a hub id fetched beforehand), greedy as evaluate.py:
   inspect eval inspect_deception.py --model hf/PATH -M do_sample=false -M device=cpu -T n=50
@@ -20,6 +20,7 @@ from soo.eval.inspect_task import deception_task
 
 
 @task
-def soo_deception(scenarios: str | None = None, n: int = 50, seed: int = 0, suffix: str | None = None,
-                  max_tokens: int = 24) -> Task:
+def soo_deception(
+    scenarios: str | None = None, n: int = 50, seed: int = 0, suffix: str | None = None, max_tokens: int = 24
+) -> Task:
     return deception_task(scenarios=scenarios, n=n, seed=seed, suffix=suffix, max_tokens=max_tokens)

@@ -3,7 +3,7 @@
 Trains MADDPG deceptive and honest baselines on a 1-vs-1, two-landmark mpe2 scenario, fine-tunes
 the deceptive one with SOO (and two controls), measures behaviour and the SOO classifier, on the
 basic task and on the critique's hidden-hazard variant. CPU only; one seed takes 14-33 min of one
-core, by protocol, definitions and variants (measured: docs/rl.md#compute-per-seed).
+core, by protocol, definitions and variants (measured: docs/guides/rl.md#compute-per-seed).
 
   python rl_deception.py all --seeds 0 1 2 --jobs 2          # seeds as separate processes, then the report
   python rl_deception.py all --quick --seeds 0 1             # smoke run (~30 s; plumbing only)
@@ -29,19 +29,103 @@ with status 2 and one line `error: ...` on stderr.
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-CONFIG_KEYS = ("honest_episodes", "deceptive_episodes", "finetune_episodes", "eval_episodes", "soo_weight", "mse_weight",
-               "soo_distance", "protocol")
-ENV_KEYS = ("env_preset", "visibility_radius")
+from soo.core.cli import CommandParser, fail, non_negative_float, positive_float, positive_int
+
 CLASSIFIER_EVAL_EPISODES = 4000  # --classifier_only: pools of 4000 let the classifier use n up to 2000
+
+
+@dataclass
+class SeedOptions:
+    """The settings of `run` and `all`. None: RLExperimentConfig's default for the protocol (or
+    --quick's sizes), or the environment preset's."""
+
+    output_dir: str = field(
+        default="results/rl",
+        metadata={"help": "folder for the seeds' checkpoints, results and the report (default results/rl)"},
+    )
+    quick: bool = field(default=False, metadata={"help": "smoke-run sizes: checks plumbing, does not learn the task"})
+    protocol: str | None = field(
+        default=None,
+        metadata={
+            "choices": ["frozen-red", "co-trained"],
+            "help": "frozen-red (default): the deceptive blue trains against the honest pair's red, frozen; "
+            "co-trained (the paper's): both agents learn in every stage",
+        },
+    )
+    soo_definitions: list[str] | None = field(
+        default=None,
+        metadata={
+            "choices": ["authors", "masked"],
+            "help": "what self and other are for SOO (default: authors); several share one seed's baselines",
+        },
+    )
+    soo_distance: str | None = field(
+        default=None,
+        metadata={
+            "choices": ["mse", "log_mse"],
+            "help": "the SOO fine-tuning term: mean MSE (default) or the authors' log(MSE + 1e-25)",
+        },
+    )
+    env_preset: str | None = field(
+        default=None,
+        metadata={
+            "choices": ["ours", "paper"],
+            "help": "ours (default: radius 0.75, dense rewards) or paper (radius 0.125, sparse rewards)",
+        },
+    )
+    honest_episodes: int | None = field(
+        default=None,
+        metadata={
+            "type": positive_int,
+            "help": "honest blue + red co-training (default: 10000 frozen-red, 25000 co-trained)",
+        },
+    )
+    deceptive_episodes: int | None = field(
+        default=None,
+        metadata={"type": positive_int, "help": "deceptive blue (default: 30000 frozen-red, 25000 co-trained)"},
+    )
+    finetune_episodes: int | None = field(
+        default=None,
+        metadata={
+            "type": positive_int,
+            "help": "per fine-tuned condition (default: 5000 frozen-red, 10000 co-trained)",
+        },
+    )
+    eval_episodes: int | None = field(
+        default=None, metadata={"type": positive_int, "help": "greedy evaluation episodes per condition (default 1000)"}
+    )
+    soo_weight: float | None = field(
+        default=None,
+        metadata={"type": non_negative_float, "help": "weight of the SOO (and random-control) term (default 1.0)"},
+    )
+    mse_weight: float | None = field(
+        default=None, metadata={"type": non_negative_float, "help": "weight of the action-MSE term (default 1.0)"}
+    )
+    visibility_radius: float | None = field(
+        default=None,
+        metadata={
+            "type": positive_float,
+            "help": "agents see each other within this distance (default: the preset's, 0.75 or 0.125)",
+        },
+    )
+    variants: list[str] | None = field(default=None, metadata={"choices": ["basic", "hazard"], "help": "default: both"})
+    no_progress: bool = field(default=False, metadata={"help": "no progress bars (logs of parallel seeds)"})
+    classifier_only: bool = field(
+        default=False,
+        metadata={
+            "help": "only the honest and deceptive baselines and their per-episode SOO, for the SOO classifier over many "
+            f"seeds (no fine-tuning; --eval_episodes default {CLASSIFIER_EVAL_EPISODES})"
+        },
+    )
 
 
 def seed_list(text: str) -> list[int]:
@@ -56,44 +140,23 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _number(kind, minimum: float, inclusive: bool):
-    """An argparse type: `kind` (int or float) at least (or above) `minimum`."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            expected = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if value < minimum or (value == minimum and not inclusive):
-            bound = f"at least {minimum:g}" if inclusive else f"above {minimum:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-    return parse
-
-
-positive_int = _number(int, 1, inclusive=True)
-non_negative_float = _number(float, 0.0, inclusive=True)
-positive_float = _number(float, 0.0, inclusive=False)
-
-
-def fail(message) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def build_config(args):
+    from soo.rl.config import RLExperimentConfig
     from soo.rl.env import ENV_PRESETS
-    from soo.rl.experiment import RLExperimentConfig
 
-    options = {k: getattr(args, k) for k in CONFIG_KEYS if getattr(args, k) is not None}
+    experiment_fields = {f.name for f in dataclasses.fields(RLExperimentConfig)}
+    options = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(SeedOptions)
+        if f.name in experiment_fields and getattr(args, f.name) is not None
+    }  # None: the config's own
     if args.classifier_only and args.eval_episodes is None and not args.quick:
         options["eval_episodes"] = CLASSIFIER_EVAL_EPISODES
-    if args.variants:
-        options["variants"] = tuple(args.variants)
-    if args.soo_definitions:
-        options["soo_definitions"] = tuple(args.soo_definitions)
+    for name in ("variants", "soo_definitions"):
+        if options.get(name):
+            options[name] = tuple(options[name])
+        else:
+            options.pop(name, None)
     try:  # the configs check their own values (ValueError)
         env = ENV_PRESETS[args.env_preset or "ours"]
         if args.visibility_radius is not None:
@@ -101,7 +164,7 @@ def build_config(args):
         options["env"] = env
         return RLExperimentConfig.quick(**options) if args.quick else RLExperimentConfig(**options)
     except ValueError as error:
-        fail(error)
+        sys.exit(fail(error))
 
 
 def make_output_dir(output_dir: str) -> None:
@@ -109,46 +172,14 @@ def make_output_dir(output_dir: str) -> None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
     except OSError as error:
         where = f" ({error.filename})" if error.filename and str(error.filename) != str(output_dir) else ""
-        fail(f"cannot create the output folder {output_dir}: {error.strerror or error}{where}")
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output_dir", default="results/rl",
-                        help="folder for the seeds' checkpoints, results and the report (default results/rl)")
-    parser.add_argument("--quick", action="store_true", help="smoke-run sizes: checks plumbing, does not learn the task")
-    parser.add_argument("--protocol", choices=["frozen-red", "co-trained"],
-                        help="frozen-red (default): the deceptive blue trains against the honest pair's red, frozen; "
-                        "co-trained (the paper's): both agents learn in every stage")
-    parser.add_argument("--soo_definitions", nargs="+", choices=["authors", "masked"],
-                        help="what self and other are for SOO (default: authors); several share one seed's baselines")
-    parser.add_argument("--soo_distance", choices=["mse", "log_mse"],
-                        help="the SOO fine-tuning term: mean MSE (default) or the authors' log(MSE + 1e-25)")
-    parser.add_argument("--env_preset", choices=["ours", "paper"],
-                        help="ours (default: radius 0.75, dense rewards) or paper (radius 0.125, sparse rewards)")
-    parser.add_argument("--honest_episodes", type=positive_int,
-                        help="honest blue + red co-training (default: 10000 frozen-red, 25000 co-trained)")
-    parser.add_argument("--deceptive_episodes", type=positive_int,
-                        help="deceptive blue (default: 30000 frozen-red, 25000 co-trained)")
-    parser.add_argument("--finetune_episodes", type=positive_int,
-                        help="per fine-tuned condition (default: 5000 frozen-red, 10000 co-trained)")
-    parser.add_argument("--eval_episodes", type=positive_int,
-                        help="greedy evaluation episodes per condition (default 1000)")
-    parser.add_argument("--soo_weight", type=non_negative_float,
-                        help="weight of the SOO (and random-control) term (default 1.0)")
-    parser.add_argument("--mse_weight", type=non_negative_float, help="weight of the action-MSE term (default 1.0)")
-    parser.add_argument("--visibility_radius", type=positive_float,
-                        help="agents see each other within this distance (default: the preset's, 0.75 or 0.125)")
-    parser.add_argument("--variants", nargs="+", choices=["basic", "hazard"], help="default: both")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars (logs of parallel seeds)")
-    parser.add_argument("--classifier_only", action="store_true",
-                        help="only the honest and deceptive baselines and their per-episode SOO, for the SOO classifier "
-                        f"over many seeds (no fine-tuning; --eval_episodes default {CLASSIFIER_EVAL_EPISODES})")
+        sys.exit(fail(f"cannot create the output folder {output_dir}: {error.strerror or error}{where}"))
 
 
 def run_one(args) -> None:
     import torch
 
-    from soo.rl.experiment import StageMismatch, run_classifier_seed, run_seed
+    from soo.rl.seed import run_classifier_seed, run_seed
+    from soo.rl.stages import StageMismatch
 
     torch.set_num_threads(1)  # 64-unit networks: extra threads only add overhead; seeds run in parallel instead
     config = build_config(args)
@@ -160,32 +191,40 @@ def run_one(args) -> None:
         else:
             results = run_seed(config, args.seed, args.output_dir, progress=not args.no_progress)
     except StageMismatch as error:
-        fail(error)
-    print(f"seed {args.seed} done in {(time.time() - started) / 60:.1f} min -> {Path(args.output_dir) / f'seed_{args.seed}'}")
+        sys.exit(fail(error))
+    print(
+        f"seed {args.seed} done in {(time.time() - started) / 60:.1f} min -> {Path(args.output_dir) / f'seed_{args.seed}'}"
+    )
     if args.classifier_only:
         for tag, result in data.items():
             for variant, block in result["variants"].items():
                 means = {b: np.nanmean(np.asarray(block[b]["soo"], dtype=float)) for b in ("honest", "deceptive")}
-                print(f"  {config.protocol} {tag} {variant}: mean SOO honest {means['honest']:.5f}, deceptive {means['deceptive']:.5f}")
+                print(
+                    f"  {config.protocol} {tag} {variant}: mean SOO honest {means['honest']:.5f}, deceptive {means['deceptive']:.5f}"
+                )
         return
     for tag, result in results.items():
         print(f"  {config.protocol}, SOO definition {tag}:")
         for variant, block in result["variants"].items():
             for condition, evaluation in block["conditions"].items():
                 s = evaluation["summary"]
-                print(f"  {variant:6s} {condition:9s} red at non-goal {100 * s['red_trapped']:5.1f}%  blue dist {s['blue_goal_distance']:.3f}  "
-                      f"= honest {100 * s['agreement_honest']:5.1f}%  = deceptive {100 * s['agreement_deceptive']:5.1f}%  SOO {s['soo']:.5f}")
+                print(
+                    f"  {variant:6s} {condition:9s} red at non-goal {100 * s['red_trapped']:5.1f}%  blue dist {s['blue_goal_distance']:.3f}  "
+                    f"= honest {100 * s['agreement_honest']:5.1f}%  = deceptive {100 * s['agreement_deceptive']:5.1f}%  SOO {s['soo']:.5f}"
+                )
 
 
 def forwarded_options(args) -> list[str]:
-    """The config options of `all`, as `run` flags for each seed's process."""
-    options = ["--output_dir", args.output_dir] + (["--quick"] if args.quick else []) + (["--classifier_only"] if args.classifier_only else [])
-    for key in CONFIG_KEYS + ENV_KEYS:
-        if getattr(args, key) is not None:
-            options += [f"--{key}", str(getattr(args, key))]
-    for key in ("variants", "soo_definitions"):
-        if getattr(args, key):
-            options += [f"--{key}", *getattr(args, key)]
+    """The options of `all` (SeedOptions, from flags or --config), as `run` flags for each seed's process."""
+    options = []
+    for name in (f.name for f in dataclasses.fields(SeedOptions)):
+        value = getattr(args, name)
+        if isinstance(value, bool):
+            options += [f"--{name}"] if value else []
+        elif isinstance(value, list):
+            options += [f"--{name}", *value] if value else []
+        elif value is not None:
+            options += [f"--{name}", str(value)]
     return options
 
 
@@ -209,8 +248,11 @@ def run_all(args) -> None:
             if proc.poll() is not None:
                 running.remove(entry)
                 status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see seed_{seed}.log)"
-                print(f"seed {seed}: {status} in {(time.time() - seed_started) / 60:.1f} min "
-                      f"({(time.time() - started) / 60:.1f} min since the first seed started)", flush=True)
+                print(
+                    f"seed {seed}: {status} in {(time.time() - seed_started) / 60:.1f} min "
+                    f"({(time.time() - started) / 60:.1f} min since the first seed started)",
+                    flush=True,
+                )
                 if proc.returncode != 0:
                     failed.append(seed)
     if failed:
@@ -227,9 +269,9 @@ def report(args) -> None:
         paths.append(write_report(args.output_dir))
     except FileNotFoundError as error:  # no seed_*/results_*.json: fine when there is classifier data
         if paths[0] is None:
-            fail(f"{error} (or `run --classifier_only` for seed_*/classifier_*.json)")
+            sys.exit(fail(f"{error} (or `run --classifier_only` for seed_*/classifier_*.json)"))
     except OSError as error:
-        fail(error)
+        sys.exit(fail(error))
     paths = [path for path in paths if path is not None]  # no classifier data: no classifier.md
     for path in paths:
         print(path.read_text())
@@ -237,23 +279,36 @@ def report(args) -> None:
         print(f"report: {path}")
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", allow_abbrev=False, help="train, fine-tune and evaluate one seed")
+def build_parser() -> CommandParser:
+    """`run` and `all` take SeedOptions' fields as flags; every subcommand reads --config FILE.yaml."""
+    parser = CommandParser(reads_config=False, prog="rl_deception.py", description=__doc__)
+    commands = parser.add_commands()
+    p_run = commands.add_parser("run", dataclass_types=SeedOptions, help="train, fine-tune and evaluate one seed")
     p_run.add_argument("--seed", type=int, default=0, help="the seed to train (default 0)")
-    add_config_args(p_run)
-    p_all = sub.add_parser("all", allow_abbrev=False, help="several seeds as separate processes, then the report")
-    p_all.add_argument("--seeds", type=seed_list, nargs="+", default=[[0, 1, 2]],
-                       help="the seeds to train: numbers and inclusive ranges, e.g. 0 1 2 or 0-39 (default 0 1 2)")
+    p_all = commands.add_parser(
+        "all", dataclass_types=SeedOptions, help="several seeds as separate processes, then the report"
+    )
+    p_all.add_argument(
+        "--seeds",
+        type=seed_list,
+        nargs="+",
+        default=[[0, 1, 2]],
+        help="the seeds to train: numbers and inclusive ranges, e.g. 0 1 2 or 0-39 (default 0 1 2)",
+    )
     p_all.add_argument("--jobs", type=positive_int, default=2, help="seeds run at once, one CPU core each (default 2)")
-    add_config_args(p_all)
-    p_report = sub.add_parser("report", allow_abbrev=False,
-                              help="report.md (and classifier.md) with plots over every run in --output_dir")
-    p_report.add_argument("--output_dir", default="results/rl",
-                          help="the folder `run` or `all` wrote the seeds to; the report goes there "
-                          "(default results/rl)")
+    p_report = commands.add_parser(
+        "report", help="report.md (and classifier.md) with plots over every run in --output_dir"
+    )
+    p_report.add_argument(
+        "--output_dir",
+        default="results/rl",
+        help="the folder `run` or `all` wrote the seeds to; the report goes there (default results/rl)",
+    )
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "all":
         args.seeds = list(dict.fromkeys(seed for group in args.seeds for seed in group))

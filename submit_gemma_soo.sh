@@ -8,7 +8,7 @@
 #   sbatch -A project_xxx --nodes=2 submit_gemma_soo.sh  # two nodes, 8 GPUs: same script
 #   SOO_OUTPUT_DIR=outputs/gemma-seed1 SOO_EXTRA_ARGS="--seed 1" sbatch -A project_xxx submit_gemma_soo.sh
 # Before: fetch the weights on a login node into $HF_HOME (compute nodes run offline) and make
-# the data with generate_data.py (docs/cluster.md).
+# the data with generate_data.py (docs/guides/cluster.md).
 #
 # Environment overrides (defaults in brackets; details in scripts/slurm_common.sh):
 #   SOO_CONFIG [configs/gemma-2-27b-it-v100.yaml: fp32, V100 has no bf16]

@@ -1,6 +1,6 @@
 #!/bin/bash
 # SOO in RL (rl_deception.py): one training seed per Slurm array task, CPU only (1 core, ~0.5 GB).
-# One seed takes 14-33 min on one core of a 2-core box (docs/rl.md#compute-per-seed); Puhti's CPU partition `small` is enough.
+# One seed takes 14-33 min on one core of a 2-core box (docs/guides/rl.md#compute-per-seed); Puhti's CPU partition `small` is enough.
 #
 # Submit from the repository root (logs/ must exist; sbatch does not create it), then the report
 # once every seed has finished:

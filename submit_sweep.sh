@@ -11,7 +11,7 @@
 # checkpoint and reruns failed ones; every cell's log is OUTPUT_DIR/CELL/cell.log.
 #
 # Defaults: one V100 per cell (the embedded model and models up to a few B parameters). Gemma-2-27b
-# needs a whole node per cell, as in submit_gemma_soo.sh (docs/cluster.md):
+# needs a whole node per cell, as in submit_gemma_soo.sh (docs/guides/cluster.md):
 #   python sweep.py submit configs/sweeps/gemma-2-27b-it-layers.yaml --throttle 2 -- -A project_xxx \
 #     --ntasks-per-node=4 --gres=gpu:v100:4 --time=3-00:00:00
 #

@@ -1,6 +1,6 @@
 """Sweeps: a grid of fine-tuning settings (layers x seeds x weights, plus control cells), each cell
 trained with finetuning.py and evaluated with evaluate.py, resumable. The spec format is in
-soo/sweep/grid.py; docs/sweeps.md has the details.
+soo/sweep/grid.py; docs/guides/sweeps.md has the details.
 
   # every cell not done yet, one after another (or --jobs N at a time) on this machine:
   python sweep.py run configs/sweeps/smollm2-layers.yaml
@@ -32,15 +32,15 @@ the cell is left preempted. Exit status: 0 when every cell is done, 1 when some 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from soo.core.cli import CommandParser, non_negative_int, positive_int
 
-def build_parser() -> argparse.ArgumentParser:
-    from soo.core.cli import non_negative_int, positive_int
 
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> CommandParser:
+    """Every subcommand reads --config FILE.yaml (its flags, not the sweep's spec)."""
+    parser = CommandParser(reads_config=False, prog="sweep.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_commands()
     run = commands.add_parser("run", help="run every cell that is not done, on this machine")
     run.add_argument("spec", help="the sweep's YAML file")
     run.add_argument("--jobs", type=positive_int, default=1, help="cells at a time (default 1)")
@@ -51,14 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="the report over the finished cells")
     report.add_argument("spec", help="the sweep's YAML file")
     submit = commands.add_parser(
-        "submit", help="the cells not done as one Slurm array job (arguments after -- go to sbatch)",
-        usage="sweep.py submit [-h] [--throttle K] [--dry_run] spec [-- SBATCH_ARGS ...]",
+        "submit",
+        help="the cells not done as one Slurm array job (arguments after -- go to sbatch)",
+        usage="sweep.py submit [-h] [--throttle K] [--dry_run] [--config FILE.yaml] spec [-- SBATCH_ARGS ...]",
         description="Submit the cells that are not done as one `sbatch --array=INDICES%K submit_sweep.sh SPEC` job, "
-                    "from the repository root. Arguments after -- go to sbatch, e.g. -- -A project_xxx "
-                    "--ntasks-per-node=4 --gres=gpu:v100:4 --time=3-00:00:00.")
+        "from the repository root. Arguments after -- go to sbatch, e.g. -- -A project_xxx "
+        "--ntasks-per-node=4 --gres=gpu:v100:4 --time=3-00:00:00.",
+    )
     submit.add_argument("spec", help="the sweep's YAML file")
-    submit.add_argument("--throttle", type=positive_int, default=4,
-                        help="array tasks (cells) running at a time, sbatch --array=...%%K (default 4)")
+    submit.add_argument(
+        "--throttle",
+        type=positive_int,
+        default=4,
+        help="array tasks (cells) running at a time, sbatch --array=...%%K (default 4)",
+    )
     submit.add_argument("--dry_run", action="store_true", help="print the sbatch command, submit nothing")
     one = commands.add_parser("run-cell", help="run one cell by its index (a Slurm array task)")
     one.add_argument("spec", help="the sweep's YAML file")
@@ -69,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `submit SPEC ... -- SBATCH_ARGS`: everything after the first -- is sbatch's.
-    sbatch_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    sbatch_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = build_parser()
     args = parser.parse_args(argv)
     if sbatch_args and args.command != "submit":
@@ -78,7 +84,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from soo.core.cli import fail
     from soo.sweep import SweepSpecError, load_sweep
-    from soo.sweep.run import PREEMPTED_EXIT_CODE, cell_commands, forward_stop_signals, run_cell, run_local, status_table
+    from soo.sweep.run import (
+        PREEMPTED_EXIT_CODE,
+        cell_commands,
+        forward_stop_signals,
+        run_cell,
+        run_local,
+        status_table,
+    )
 
     try:
         spec = load_sweep(args.spec)
@@ -119,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     forward_stop_signals()
     states = run_local(spec, jobs=args.jobs)
     not_done = sorted(name for name, state in states.items() if state != "done")
-    print(f"{len(cells) - len(not_done)}/{len(cells)} cells done" + (f"; not done: {', '.join(not_done)}" if not_done else ""))
+    print(
+        f"{len(cells) - len(not_done)}/{len(cells)} cells done"
+        + (f"; not done: {', '.join(not_done)}" if not_done else "")
+    )
     return 0 if not not_done else 1
 
 

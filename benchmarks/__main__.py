@@ -3,27 +3,32 @@
     python -m benchmarks                 # training steps, efficiency, peak memory, then batched generation
     python -m benchmarks --skip_generation   # the ~12 min without the generation benchmark
 
-Each part prints its table and writes its report: docs/benchmarks-training.md (training steps,
-replaced; efficiency and peak memory appended) and docs/benchmarks-generation.md. Run a part alone
-with `python -m benchmarks.training`, `.efficiency`, `.peak_memory` or `.generation` (see each
-module's docstring for its options).
+Each part prints its table and writes its report: results/benchmarks/training.md (training steps,
+replaced; efficiency and peak memory appended) and results/benchmarks/generation.md (git-ignored;
+docs/benchmarks/README.md says which --output_file updates the committed reports in docs/). Run a part
+alone with `python -m benchmarks.training`, `.efficiency`, `.peak_memory` or `.generation` (see
+each module's docstring for its options).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from benchmarks import efficiency, generation, peak_memory, training
+from soo.core.cli import CommandParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skip_generation", action="store_true",
-                        help="skip the batched generation benchmark, the longest part")
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--skip_generation", action="store_true", help="skip the batched generation benchmark, the longest part"
+    )
     args = parser.parse_args(argv)
-    parts = [("training steps", training.main, []), ("efficiency", efficiency.main, []),
-             ("peak memory", peak_memory.main, [])]
+    parts = [
+        ("training steps", training.main, []),
+        ("efficiency", efficiency.main, []),
+        ("peak memory", peak_memory.main, []),
+    ]
     if not args.skip_generation:
         parts.append(("batched generation", generation.main, []))
     for title, run, part_argv in parts:

@@ -13,20 +13,37 @@ from pathlib import Path
 
 from soo.core.cli import fail, non_negative_int, positive_int  # noqa: F401  (the benchmarks' imports)
 
+# Where each benchmark's report goes unless --output_file says otherwise: results/ is git-ignored,
+# so a run never touches docs/, which keeps only the reports committed on purpose (docs/benchmarks/README.md
+# names the --output_file that reproduces each). Training steps, efficiency and peak memory share one.
+REPORT_DIR = "results/benchmarks"
+TRAINING_REPORT = f"{REPORT_DIR}/training.md"
+GENERATION_REPORT = f"{REPORT_DIR}/generation.md"
+EVALUATION_REPORT = f"{REPORT_DIR}/evaluation.md"
+SCORING_REPORT = f"{REPORT_DIR}/scoring.md"
+RL_REPORT = f"{REPORT_DIR}/rl.md"
+GPU_REPORT = f"{REPORT_DIR}/gpu.md"
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of the training-step benchmarks: model, SOO layer, pairs per step."""
-    parser.add_argument("--model_name_or_path", default=None,
-                        help="model path or hub id (default: the embedded SmolLM2-135M)")
-    parser.add_argument("--soo_layer", type=int, default=15,
-                        help="decoder layer whose self_attn.o_proj output the SOO term compares; "
-                        "negative counts from the end (default 15)")
+    parser.add_argument(
+        "--model_name_or_path", default=None, help="model path or hub id (default: the embedded SmolLM2-135M)"
+    )
+    parser.add_argument(
+        "--soo_layer",
+        type=int,
+        default=15,
+        help="decoder layer whose self_attn.o_proj output the SOO term compares; "
+        "negative counts from the end (default 15)",
+    )
     parser.add_argument("--batch_pairs", type=positive_int, default=4, help="pairs per step, 2x rows (default 4)")
 
 
 def add_output_file_argument(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument("--output_file", default=default,
-                        help=f"markdown report, appended to (default {default}; empty to skip)")
+    parser.add_argument(
+        "--output_file", default=default, help=f"markdown report, appended to (default {default}; empty to skip)"
+    )
 
 
 def output_file_error(path: str) -> int:

@@ -14,42 +14,41 @@ Target: achieved / matmul >= 40%.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
-
-from benchmarks._cli import add_model_arguments, check_output_file, fail, non_negative_int, positive_int
-from benchmarks.generation import load_average, machine_info
+from benchmarks._cli import (
+    TRAINING_REPORT,
+    add_model_arguments,
+    check_output_file,
+    fail,
+    non_negative_int,
+    positive_int,
+)
+from benchmarks._machine import load_average, machine_info, matmul_flops_per_second
 from benchmarks.training import build, make_steps
+from soo.core.cli import CommandParser
 
 TARGET = 0.40
 
 
-def matmul_flops_per_second(size: int, repeats: int) -> list[float]:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)  # warm-up
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        rates.append(2 * size**3 / (time.perf_counter() - started))
-    return rates
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed steps and matmuls (default 5)")
-    parser.add_argument("--matmul_size", type=positive_int, default=2048,
-                        help="n of the n x n fp32 reference matmul (default 2048)")
-    parser.add_argument("--top", type=non_negative_int, default=12,
-                        help="operators listed from the profile (default 12)")
-    parser.add_argument("--output_file", default="docs/benchmarks-training.md",
-                        help="markdown report, appended to (default docs/benchmarks-training.md; empty to skip)")
+    parser.add_argument(
+        "--matmul_size", type=positive_int, default=2048, help="n of the n x n fp32 reference matmul (default 2048)"
+    )
+    parser.add_argument(
+        "--top", type=non_negative_int, default=12, help="operators listed from the profile (default 12)"
+    )
+    parser.add_argument(
+        "--output_file",
+        default=TRAINING_REPORT,
+        help=f"markdown report, appended to (default {TRAINING_REPORT}; empty to skip)",
+    )
     args = parser.parse_args(argv)
 
     from torch.profiler import ProfilerActivity, profile
@@ -60,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.output_file:
             check_output_file(args.output_file)
-        model_path, tokenizer, model, trainer, batches = build(args.model_name_or_path, args.soo_layer,
-                                                              args.batch_pairs, 0)
+        model_path, tokenizer, model, trainer, batches = build(
+            args.model_name_or_path, args.soo_layer, args.batch_pairs, 0
+        )
     except (OSError, ModelLoadError, ValueError) as error:  # ValueError: e.g. a layer the model does not have
         return fail(error)
     step = make_steps(model, trainer, tokenizer.pad_token_id)["ours_lm_soo"]
@@ -91,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     model.zero_grad(set_to_none=True)
     events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
     total_self = sum(event.self_cpu_time_total for event in events) or 1
-    top = [(event.key, event.self_cpu_time_total / 1e6, event.self_cpu_time_total / total_self, event.count)
-           for event in events[: args.top]]
+    top = [
+        (event.key, event.self_cpu_time_total / 1e6, event.self_cpu_time_total / total_self, event.count)
+        for event in events[: args.top]
+    ]
 
     table = [
         "| step FLOPs (counted) | step s (median) | achieved GFLOP/s | fp32 matmul GFLOP/s (median) | ratio | target |",
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 + f"; model `{model_path}`, layer {args.soo_layer}, {args.batch_pairs} pairs/step, fp32, "
                 f"{args.repeats} steps and {args.matmul_size}x{args.matmul_size} matmuls interleaved; "
                 f"{info['cpu']}, torch threads {info['torch_threads']}, torch {info['torch']}; load {load_average()}.\n\n"
-                + "\n".join(table) + "\n")
+                + "\n".join(table)
+                + "\n"
+            )
     print("\n".join(table))
     return 0
 

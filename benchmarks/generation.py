@@ -20,223 +20,81 @@ one exactly. Prefill-only passes (max_new_tokens=1) at the largest batch size, e
 batching, show how much of the batched time is prompt processing, which batching cannot shrink
 once the matmuls are compute-bound: sequential time / prefill time bounds the achievable ratio.
 
-The table is printed last; a markdown report goes to docs/benchmarks-generation.md (--output_file).
+The table is printed last; a markdown report goes to results/benchmarks/generation.md (--output_file;
+docs/benchmarks/generation.md is the committed one).
 This is a script, not a test.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from benchmarks._cli import check_output_file, fail, non_negative_int, positive_int
-from soo.eval.generation import DecodingConfig, generate_batched, generate_one_at_a_time
-
-def neighbour_blocks(keys: list, count: int, block: int) -> list[int]:
-    """Indices of `count` items taken as evenly spaced blocks of `block` neighbours in sorted `keys`
-    order (how the evaluation batches a protocol's prompts), so the sample batches as densely as
-    the whole set; all indices, sorted, when `count` covers them."""
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    blocks = [order[start:start + block] for start in range(0, len(order), block)]
-    wanted = -(-count // block)
-    if wanted >= len(blocks):
-        return order
-    return [index for k in range(wanted) for index in blocks[k * len(blocks) // wanted]][:count]
-
-
-def build_prompts(n: int, answer_suffix: str | None, pool_n: int = 0, block: int = 1,
-                  tokenizer=None) -> tuple[list[str], str]:
-    """N prompts of the main scenario and a line saying where they came from: the first n, or
-    (pool_n > 0) blocks of `block` neighbours in token order from the pool_n-instance protocol."""
-    from soo.core.prompts import DEFAULT_ANSWER_SUFFIX
-    from soo.eval.generation import format_generation_prompt
-    from soo.eval.scenarios import build_eval_prompts
-
-    suffix = answer_suffix or DEFAULT_ANSWER_SUFFIX
-    if pool_n:
-        pool = [prompt.prompt for prompt in build_eval_prompts(["main"], n=pool_n, seed=0, answer_suffix=suffix)]
-        keys = [format_generation_prompt(tokenizer, prompt, DecodingConfig()) for prompt in pool]
-        picked = neighbour_blocks(keys, n, block)
-        return [pool[index] for index in picked], (
-            f"{len(picked) // block} evenly spaced blocks of {block} neighbours (token order, as evaluate.py batches) "
-            f"from soo.eval.scenarios.build_eval_prompts(['main'], n={pool_n}, seed=0, answer_suffix={suffix!r})")
-    # build_eval_prompts gives each instance in both room orders: ceil(n/2) instances, first n prompts.
-    prompts = build_eval_prompts(["main"], n=(n + 1) // 2, seed=0, answer_suffix=suffix)[:n]
-    return [prompt.prompt for prompt in prompts], (
-        f"soo.eval.scenarios.build_eval_prompts(['main'], n={(n + 1) // 2}, seed=0, answer_suffix={suffix!r})[:{n}]")
-
-
-class TokenCounter:
-    """Wraps model.generate to count prompt tokens (with padding) and generated tokens (up to and
-    including each row's first EOS; the rest of a finished row is padding)."""
-
-    def __init__(self, model, eos_ids: set[int]):
-        self.model = model
-        self.original = model.generate
-        self.eos_ids = eos_ids
-        self.reset()
-
-    def reset(self):
-        self.prompt_tokens = self.padded_prompt_tokens = self.new_tokens = 0
-
-    def __call__(self, *args, **kwargs):
-        output = self.original(*args, **kwargs)
-        input_ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-        self.prompt_tokens += int(mask.sum())
-        self.padded_prompt_tokens += input_ids.numel()
-        for row in output[:, input_ids.shape[1]:].tolist():
-            stop = next((position + 1 for position, token in enumerate(row) if token in self.eos_ids), len(row))
-            self.new_tokens += stop
-        return output
-
-    def __enter__(self):
-        self.model.generate = self
-        return self
-
-    def __exit__(self, *exc):
-        del self.model.generate  # back to the class's method
-        return False
-
-
-# (name, share_prefix, group_prefixes): before, the first change, the second change.
-BATCHINGS = (("whole prompts", False, False), ("shared prefix", True, False), ("shared prefix + groups", True, True))
-
-
-@dataclass
-class Method:
-    name: str
-    batch_size: int | None  # None: one at a time
-    share_prefix: bool = False
-    group_prefixes: bool = False
-    seconds: list[float] = field(default_factory=list)
-    others_cpu: list[float] = field(default_factory=list)  # share of the machine used by anything else
-    new_tokens: int = 0
-    prompt_tokens: int = 0
-    padded_prompt_tokens: int = 0
-    outputs: list[list[str]] = field(default_factory=list)
-
-
-def run_method(method: Method, model, tokenizer, prompts, max_new_tokens, counter: TokenCounter, progress: bool):
-    decoding = DecodingConfig(max_new_tokens=max_new_tokens, batch_size=method.batch_size or 1)
-    counter.reset()
-    before = cpu_snapshot()
-    start = time.perf_counter()
-    if method.batch_size is None:
-        outputs = generate_one_at_a_time(model, tokenizer, prompts, decoding, progress=progress)
-    else:
-        outputs = generate_batched(model, tokenizer, prompts, decoding, progress=progress,
-                                   share_prefix=method.share_prefix, group_prefixes=method.group_prefixes)
-    method.seconds.append(time.perf_counter() - start)
-    method.others_cpu.append(others_cpu_share(before, cpu_snapshot()))
-    method.outputs.append(outputs)
-    method.new_tokens, method.prompt_tokens = counter.new_tokens, counter.prompt_tokens
-    method.padded_prompt_tokens = counter.padded_prompt_tokens
-    print(f"  {method.name}: {method.seconds[-1]:.1f} s (other processes used {100 * method.others_cpu[-1]:.0f}% "
-          "of the CPUs meanwhile)", file=sys.stderr, flush=True)
-
-
-def cpu_snapshot() -> tuple[float, float, float] | None:
-    """(wall time, busy CPU seconds of the whole machine incl. hypervisor steal, CPU seconds of this process)."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(value) for value in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    own = os.times()
-    return time.perf_counter(), busy, own.user + own.system
-
-
-def others_cpu_share(before, after) -> float:
-    """Share of all CPUs used by other processes (or stolen by the hypervisor) between two snapshots:
-    on a shared machine this is what slows a pass down (OpenMP threads that lose their core stall)."""
-    if before is None or after is None or after[0] <= before[0]:
-        return float("nan")
-    others = (after[1] - before[1]) - (after[2] - before[2])
-    return max(0.0, others / ((after[0] - before[0]) * (os.cpu_count() or 1)))
-
-
-def machine_info() -> dict:
-    import transformers
-
-    cpu_model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu_model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-
-
-def flops_per_token(model) -> int:
-    """~2 x the parameters a token's forward multiplies by (all but the embedding lookup; the LM
-    head runs on the last position only, so it is left out too; attention scores are a few %)."""
-    skip = {id(module.weight) for module in (model.get_input_embeddings(), model.get_output_embeddings())
-            if module is not None}
-    return 2 * sum(parameter.numel() for parameter in model.parameters() if id(parameter) not in skip)
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def agreement(reference: list[str], outputs: list[str]) -> tuple[int, list[int]]:
-    differing = [index for index, (a, b) in enumerate(zip(reference, outputs)) if a != b]
-    return len(reference) - len(differing), differing
-
-
-def fmt_range(values: list[float]) -> str:
-    return f"{min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f}"
+from benchmarks._cli import GENERATION_REPORT, check_output_file, fail, non_negative_int, positive_int
+from benchmarks._machine import load_average, machine_info, matmul_flops_per_second
+from benchmarks.generation_methods import (
+    BATCHINGS,
+    Method,
+    TokenCounter,
+    agreement,
+    build_prompts,
+    flops_per_token,
+    fmt_range,
+    run_method,
+)
+from soo.core.cli import CommandParser
+from soo.eval.generation import DecodingConfig, generate_batched
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=positive_int, default=250, help="number of prompts (default 250)")
-    parser.add_argument("--max_new_tokens", type=positive_int, default=16,
-                        help="tokens generated per prompt at most (default 16)")
-    parser.add_argument("--batch_sizes", type=positive_int, nargs="+", default=[16, 32],
-                        help="batch sizes of the batched passes (default 16 32)")
+    parser.add_argument(
+        "--max_new_tokens", type=positive_int, default=16, help="tokens generated per prompt at most (default 16)"
+    )
+    parser.add_argument(
+        "--batch_sizes",
+        type=positive_int,
+        nargs="+",
+        default=[16, 32],
+        help="batch sizes of the batched passes (default 16 32)",
+    )
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed passes per batch size (default 3)")
-    parser.add_argument("--sequential_repeats", type=positive_int, default=1,
-                        help="timed one-at-a-time passes (default 1: the slow one)")
-    parser.add_argument("--no_prefill_pass", action="store_true",
-                        help="skip the prefill-only passes (one per way of batching)")
-    parser.add_argument("--pool_n", type=non_negative_int, default=0,
-                        help="draw the n prompts as blocks of neighbours from this protocol size, e.g. 250, so "
-                             "batches share what evaluate.py's do (default 0: the first n prompts)")
-    parser.add_argument("--model_name_or_path", default=None,
-                        help="model path or hub id (default: the embedded SmolLM2-135M)")
+    parser.add_argument(
+        "--sequential_repeats",
+        type=positive_int,
+        default=1,
+        help="timed one-at-a-time passes (default 1: the slow one)",
+    )
+    parser.add_argument(
+        "--no_prefill_pass", action="store_true", help="skip the prefill-only passes (one per way of batching)"
+    )
+    parser.add_argument(
+        "--pool_n",
+        type=non_negative_int,
+        default=0,
+        help="draw the n prompts as blocks of neighbours from this protocol size, e.g. 250, so "
+        "batches share what evaluate.py's do (default 0: the first n prompts)",
+    )
+    parser.add_argument(
+        "--model_name_or_path", default=None, help="model path or hub id (default: the embedded SmolLM2-135M)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device to generate on, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--answer_suffix", default=None,
-                        help="appended to every prompt (default: the evaluation's room-name suffix)")
-    parser.add_argument("--output_file", default="docs/benchmarks-generation.md",
-                        help="markdown report (default docs/benchmarks-generation.md)")
+    parser.add_argument(
+        "--answer_suffix", default=None, help="appended to every prompt (default: the evaluation's room-name suffix)"
+    )
+    parser.add_argument(
+        "--output_file", default=GENERATION_REPORT, help=f"markdown report (default {GENERATION_REPORT})"
+    )
     parser.add_argument("--append", action="store_true", help="append this run to the report instead of replacing it")
     parser.add_argument("--progress", action="store_true", help="show tqdm bars")
     args = parser.parse_args(argv)
 
-    from soo.core.modeling import ModelLoadError, load_model, load_tokenizer, resolve_model_path
-    from soo.eval.generation import _eos_token_ids
+    from soo.core.modeling import ModelLoadError, load_model, load_tokenizer, resolve_eos_token_ids, resolve_model_path
 
     try:  # bad input is refused before the model is loaded
         check_output_file(args.output_file)
@@ -250,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ModelLoadError, ValueError) as error:
         return fail(error)
 
-    command = "python -m benchmarks.generation" + ("" if argv is None and len(sys.argv) == 1 else
-                                                   " " + " ".join(sys.argv[1:] if argv is None else argv))
+    command = "python -m benchmarks.generation" + (
+        "" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv)
+    )
     info = machine_info()
     print(f"torch threads: {info['torch_threads']} (cpu_count {info['cpu_count']})", file=sys.stderr)
     load_at_start = load_average()
@@ -265,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {model_path} loaded in {time.perf_counter() - load_start:.1f} s", file=sys.stderr)
 
     prompts, prompt_source = build_prompts(args.n, args.answer_suffix, args.pool_n, max(args.batch_sizes), tokenizer)
-    counter = TokenCounter(model, _eos_token_ids(tokenizer, model))
+    counter = TokenCounter(model, resolve_eos_token_ids(tokenizer, model))
     methods = [Method("one at a time", None)] + [
         Method(f"batched {size}, {kind}", size, share_prefix=share, group_prefixes=group)
-        for size in args.batch_sizes for kind, share, group in BATCHINGS]
+        for size in args.batch_sizes
+        for kind, share, group in BATCHINGS
+    ]
 
     with counter:
         # Warm-up (untimed): first-call allocations and kernel selection.
@@ -296,48 +157,86 @@ def main(argv: list[str] | None = None) -> int:
         median = statistics.median(method.seconds)
         agree, differing = agreement(reference, method.outputs[0])
         stable = all(outputs == method.outputs[0] for outputs in method.outputs)
-        rows.append({
-            "method": method.name,
-            "seconds": fmt_range(method.seconds),
-            "repeats": len(method.seconds),
-            "tokens_per_s": method.new_tokens / median,
-            "prompts_per_s": len(prompts) / median,
-            "ratio": sequential_median / median,
-            "agreement": f"{agree}/{len(prompts)} ({100 * agree / len(prompts):.1f}%)",
-            "differing": differing,
-            "stable": stable,
-            "padding": method.padded_prompt_tokens / method.prompt_tokens - 1,
-            "others_cpu": max(method.others_cpu),
-        })
+        rows.append(
+            {
+                "method": method.name,
+                "seconds": fmt_range(method.seconds),
+                "repeats": len(method.seconds),
+                "tokens_per_s": method.new_tokens / median,
+                "prompts_per_s": len(prompts) / median,
+                "ratio": sequential_median / median,
+                "agreement": f"{agree}/{len(prompts)} ({100 * agree / len(prompts):.1f}%)",
+                "differing": differing,
+                "stable": stable,
+                "padding": method.padded_prompt_tokens / method.prompt_tokens - 1,
+                "others_cpu": max(method.others_cpu),
+            }
+        )
     prefill_line = None
     if prefills:
         whole = prefills[0]
         achieved = whole.prompt_tokens * flops_per_token(model) / whole.seconds[0] / 1e9
-        from benchmarks.efficiency import matmul_flops_per_second
-
         peak = statistics.median(matmul_flops_per_second(2048, 5)) / 1e9
-        prefill_line = (f"Compute: the whole-prompt prefill ran {achieved:.0f} GFLOP/s of model arithmetic "
-                        f"(~2 x non-embedding parameters per prompt token), {100 * achieved / peak:.0f}% of this "
-                        f"machine's fp32 matmul rate ({peak:.0f} GFLOP/s, 2048x2048, same threads): prefill is "
-                        "compute-bound, so only fewer prompt tokens (shared prefixes) make it faster. ")
+        prefill_line = (
+            f"Compute: the whole-prompt prefill ran {achieved:.0f} GFLOP/s of model arithmetic "
+            f"(~2 x non-embedding parameters per prompt token), {100 * achieved / peak:.0f}% of this "
+            f"machine's fp32 matmul rate ({peak:.0f} GFLOP/s, 2048x2048, same threads): prefill is "
+            "compute-bound, so only fewer prompt tokens (shared prefixes) make it faster. "
+        )
         prefill_line += "Prefill-only passes (max_new_tokens=1): " + "; ".join(
             f"batch {prefill.batch_size}, {prefill.name} {prefill.seconds[0]:.1f} s "
             f"({prefill.prompt_tokens / prefill.seconds[0]:.0f} prompt tokens/s; bound on "
             f"the speed ratio if batched decoding were free: {sequential_median / prefill.seconds[0]:.1f}x)"
-            for prefill in prefills)
+            for prefill in prefills
+        )
 
-    header = ["method", "time s (min / median / max)", "repeats", "new tokens/s", "prompts/s",
-              "speed vs 1-at-a-time", "agreement with 1-at-a-time", "prompt padding", "CPU used by others (max)"]
-    table = [header] + [[row["method"], row["seconds"], str(row["repeats"]), f"{row['tokens_per_s']:.1f}",
-                         f"{row['prompts_per_s']:.2f}", f"{row['ratio']:.2f}x", row["agreement"],
-                         f"{100 * row['padding']:.1f}%", f"{100 * row['others_cpu']:.0f}%"] for row in rows]
+    header = [
+        "method",
+        "time s (min / median / max)",
+        "repeats",
+        "new tokens/s",
+        "prompts/s",
+        "speed vs 1-at-a-time",
+        "agreement with 1-at-a-time",
+        "prompt padding",
+        "CPU used by others (max)",
+    ]
+    table = [header] + [
+        [
+            row["method"],
+            row["seconds"],
+            str(row["repeats"]),
+            f"{row['tokens_per_s']:.1f}",
+            f"{row['prompts_per_s']:.2f}",
+            f"{row['ratio']:.2f}x",
+            row["agreement"],
+            f"{100 * row['padding']:.1f}%",
+            f"{100 * row['others_cpu']:.0f}%",
+        ]
+        for row in rows
+    ]
 
-    write_report(Path(args.output_file), args, command, info, model_path, prompt_source, prompts, methods, rows, table,
-                 prefill_line, load_at_start, load_at_end)
+    write_report(
+        Path(args.output_file),
+        args,
+        command,
+        info,
+        model_path,
+        prompt_source,
+        prompts,
+        methods,
+        rows,
+        table,
+        prefill_line,
+        load_at_start,
+        load_at_end,
+    )
 
     widths = [max(len(line[column]) for line in table) for column in range(len(header))]
-    print(f"\n{len(prompts)} prompts, max_new_tokens {args.max_new_tokens}, greedy, fp32, {args.device}, "
-          f"torch threads {info['torch_threads']}; new tokens generated (one at a time): {sequential.new_tokens}")
+    print(
+        f"\n{len(prompts)} prompts, max_new_tokens {args.max_new_tokens}, greedy, fp32, {args.device}, "
+        f"torch threads {info['torch_threads']}; new tokens generated (one at a time): {sequential.new_tokens}"
+    )
     if prefill_line:
         print(prefill_line)
     print(f"report: {args.output_file}")
@@ -348,8 +247,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_report(path: Path, args, command, info, model_path, prompt_source, prompts, methods, rows, table,
-                 prefill_line, load_at_start, load_at_end) -> None:
+def write_report(
+    path: Path,
+    args,
+    command,
+    info,
+    model_path,
+    prompt_source,
+    prompts,
+    methods,
+    rows,
+    table,
+    prefill_line,
+    load_at_start,
+    load_at_end,
+) -> None:
     reference = methods[0].outputs[0]
     lines = [
         "# Benchmark: batched vs one-at-a-time greedy generation",
@@ -409,8 +321,10 @@ def write_report(path: Path, args, command, info, model_path, prompt_source, pro
         if not row["stable"]:
             lines.append(f"- {row['method']}: outputs differed between repeats (non-deterministic kernels?)")
         for index in row["differing"][:3]:
-            lines.append(f"- {row['method']} differs on prompt {index}: one at a time {reference[index]!r}, "
-                         f"batched {methods[rows.index(row)].outputs[0][index]!r}")
+            lines.append(
+                f"- {row['method']} differs on prompt {index}: one at a time {reference[index]!r}, "
+                f"batched {methods[rows.index(row)].outputs[0][index]!r}"
+            )
     lines += ["", "Example (prompt 0):", "", "```", prompts[0], "->", reference[0], "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     if args.append and path.is_file():

@@ -13,12 +13,12 @@ Methods, each training the honest and the deceptive stage of rl_deception.py fro
 Reports episodes/s per method (median over rounds), the ratio, and a SHA-256 fingerprint of each
 method's learning curves, final weights of every network, and a 50-episode greedy evaluation:
 equal fingerprints mean identical numbers, bit for bit. A script, not a test; the markdown report
-is appended to docs/benchmarks-rl.md (--output_file; empty to skip).
+is appended to results/benchmarks/rl.md (--output_file; empty to skip; docs/benchmarks/rl.md is the
+committed one).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -30,15 +30,16 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from benchmarks._cli import add_output_file_argument, output_file_error, positive_int
-from benchmarks.generation import machine_info
+from benchmarks._cli import RL_REPORT, add_output_file_argument, output_file_error, positive_int
+from benchmarks._machine import machine_info
+from soo.core.cli import CommandParser
 
 
 @contextlib.contextmanager
 def before_the_change():
     """The code as it was before the speed-up, patched in for the duration."""
     from soo.rl import env as env_module
-    from soo.rl import experiment, maddpg
+    from soo.rl import maddpg, training
     from soo.rl.env import BLUE, RED
 
     def parallel_step(self, actions):
@@ -58,18 +59,21 @@ def before_the_change():
     def numpy_distance(a, b):
         return float(np.sqrt(np.sum(np.square(a - b))))
 
-    saved = (experiment.Rollout.step, maddpg.MADDPG.act, env_module.distance)
-    experiment.Rollout.step, maddpg.MADDPG.act, env_module.distance = parallel_step, module_act, numpy_distance
+    saved = (training.Rollout.step, maddpg.MADDPG.act, env_module.distance)
+    training.Rollout.step, maddpg.MADDPG.act, env_module.distance = parallel_step, module_act, numpy_distance
     try:
         yield
     finally:
-        experiment.Rollout.step, maddpg.MADDPG.act, env_module.distance = saved
+        training.Rollout.step, maddpg.MADDPG.act, env_module.distance = saved
 
 
 def train_both_stages(episodes: int) -> tuple[float, str]:
     """(episodes/s over both stages, fingerprint of curves + weights + a greedy evaluation)."""
-    from soo.rl.experiment import N_ACTIONS, RLExperimentConfig, evaluate, observation_dims, train
+    from soo.rl.config import RLExperimentConfig
+    from soo.rl.env import N_ACTIONS
+    from soo.rl.evaluation import evaluate
     from soo.rl.maddpg import MADDPG
+    from soo.rl.training import observation_dims, train
 
     config = RLExperimentConfig()
     digest = hashlib.sha256()
@@ -86,15 +90,17 @@ def train_both_stages(episodes: int) -> tuple[float, str]:
             for tensor in network.state_dict().values():
                 digest.update(tensor.numpy().tobytes())
     played = evaluate(agent, replace(config.env, reward_mode="deceptive"), 50, 7, references={"self": agent.actors[1]})
-    digest.update(json.dumps(played, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)).encode())
+    digest.update(
+        json.dumps(played, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)).encode()
+    )
     return 2 * episodes / seconds, digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.rl_speed", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m benchmarks.rl_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=positive_int, default=300, help="training episodes per stage (default 300)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="rounds of both methods (default 3)")
-    add_output_file_argument(parser, "docs/benchmarks-rl.md")
+    add_output_file_argument(parser, RL_REPORT)
     args = parser.parse_args(argv)
     if output_file_error(args.output_file):
         return 2
@@ -113,15 +119,26 @@ def main(argv: list[str] | None = None) -> int:
     medians = {name: statistics.median(values) for name, values in speeds.items()}
     same = fingerprints["before"] == fingerprints["after"] and len(fingerprints["after"]) == 1
     info = machine_info()
-    lines = [f"### MADDPG training speed ({time.strftime('%Y-%m-%d')})", "",
-             f"`python -m benchmarks.rl_speed --episodes {args.episodes} --repeats {args.repeats}`; "
-             f"{info['cpu']}, {info['cpu_count']} cores, torch {info['torch']}, 1 thread.", "",
-             "| method | episodes/s (median) | rounds | fingerprint |", "|---|---|---|---|"]
+    lines = [
+        f"### MADDPG training speed ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"`python -m benchmarks.rl_speed --episodes {args.episodes} --repeats {args.repeats}`; "
+        f"{info['cpu']}, {info['cpu_count']} cores, torch {info['torch']}, 1 thread.",
+        "",
+        "| method | episodes/s (median) | rounds | fingerprint |",
+        "|---|---|---|---|",
+    ]
     for name in methods:
-        lines.append(f"| {name} | {medians[name]:.1f} | {', '.join(f'{v:.1f}' for v in speeds[name])} | "
-                     f"{', '.join(sorted(f[:16] for f in fingerprints[name]))} |")
-    lines += ["", f"Speed-up after/before: **{medians['after'] / medians['before']:.2f}x**; numbers "
-              + ("**identical** (equal fingerprints)." if same else "**DIFFER** (fingerprints not equal)."), ""]
+        lines.append(
+            f"| {name} | {medians[name]:.1f} | {', '.join(f'{v:.1f}' for v in speeds[name])} | "
+            f"{', '.join(sorted(f[:16] for f in fingerprints[name]))} |"
+        )
+    lines += [
+        "",
+        f"Speed-up after/before: **{medians['after'] / medians['before']:.2f}x**; numbers "
+        + ("**identical** (equal fingerprints)." if same else "**DIFFER** (fingerprints not equal)."),
+        "",
+    ]
     report = "\n".join(lines)
     print(report)
     if args.output_file:

@@ -17,13 +17,13 @@ for every variant; a step = forward + backward + AdamW step on the LoRA paramete
   soo_only_early     lm_weight 0, forward stopped after the SOO layer's module (the default)
 
 Variants are interleaved within each repeat (this machine is noisy): ratios come from the same run.
-The table is printed last; a markdown report goes to docs/benchmarks-training.md (--output_file).
+The table is printed last; a markdown report goes to results/benchmarks/training.md (--output_file;
+docs/benchmarks/training.md is the committed one).
 This is a script, not a test (test/test_benchmarks.py runs it once on a tiny model so it cannot rot).
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -31,8 +31,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._cli import add_model_arguments, check_output_file, fail, positive_int
-from benchmarks.generation import load_average, machine_info
+from benchmarks._cli import TRAINING_REPORT, add_model_arguments, check_output_file, fail, positive_int
+from benchmarks._machine import load_average, machine_info
+from soo.core.cli import CommandParser
 
 VARIANTS = ("ours_lm_soo", "lora_lm_only", "reference_pad512", "soo_only_full", "soo_only_early")
 # (numerator, denominator, target, how the target reads)
@@ -45,8 +46,8 @@ RATIOS = (
 
 def build(model_path: str | None, soo_layer: int, batch_pairs: int, seed: int):
     from soo.core.modeling import add_lora, load_model, load_tokenizer, resolve_model_path
-    from soo.data.pairs import generate_pairs
     from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
+    from soo.data.pair_generation import generate_pairs
     from soo.train.config import SOOConfig
     from soo.train.trainer import SOOTrainer
 
@@ -57,14 +58,23 @@ def build(model_path: str | None, soo_layer: int, batch_pairs: int, seed: int):
     model.train()
     records = generate_pairs(n=batch_pairs * 8, seed=seed, split="train")
     dataset = SOOPairDataset(records, tokenizer)
-    config = SOOConfig(output_dir="/tmp/soo-bench", use_cpu=True, report_to="none", save_strategy="no",
-                       disable_tqdm=True, lm_weight=1.0, soo_weight=1.0, soo_layers=[soo_layer],
-                       soo_module="self_attn.o_proj", soo_token_mode="full", soo_early_exit=True)
-    trainer = SOOTrainer(model=model, args=config, train_dataset=dataset,
-                         data_collator=SOOPairCollator(tokenizer.pad_token_id))
-    batches = [
-        [dataset[i] for i in range(start, start + batch_pairs)] for start in range(0, len(dataset), batch_pairs)
-    ]
+    config = SOOConfig(
+        output_dir="/tmp/soo-bench",
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        lm_weight=1.0,
+        soo_weight=1.0,
+        soo_layers=[soo_layer],
+        soo_module="self_attn.o_proj",
+        soo_token_mode="full",
+        soo_early_exit=True,
+    )
+    trainer = SOOTrainer(
+        model=model, args=config, train_dataset=dataset, data_collator=SOOPairCollator(tokenizer.pad_token_id)
+    )
+    batches = [[dataset[i] for i in range(start, start + batch_pairs)] for start in range(0, len(dataset), batch_pairs)]
     return path, tokenizer, model, trainer, batches
 
 
@@ -127,15 +137,24 @@ def time_variant(step, features_list, optimizer, steps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
     parser.add_argument("--steps", type=positive_int, default=3, help="timed steps per variant per repeat (default 3)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds over the variants (default 5)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
-                        help=f"variants to time (default: all): {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=VARIANTS,
+        metavar="VARIANT",
+        help=f"variants to time (default: all): {', '.join(VARIANTS)}",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the LoRA init and the pairs (default 0)")
-    parser.add_argument("--output_file", default="docs/benchmarks-training.md",
-                        help="markdown report, replaced (default docs/benchmarks-training.md; empty to skip)")
+    parser.add_argument(
+        "--output_file",
+        default=TRAINING_REPORT,
+        help=f"markdown report, replaced (default {TRAINING_REPORT}; empty to skip)",
+    )
     args = parser.parse_args(argv)
 
     from soo.core.modeling import ModelLoadError
@@ -144,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.output_file:
             check_output_file(args.output_file)
-        model_path, tokenizer, model, trainer, batches = build(args.model_name_or_path, args.soo_layer,
-                                                              args.batch_pairs, args.seed)
+        model_path, tokenizer, model, trainer, batches = build(
+            args.model_name_or_path, args.soo_layer, args.batch_pairs, args.seed
+        )
     except (OSError, ModelLoadError, ValueError) as error:  # ValueError: e.g. a layer the model does not have
         return fail(error)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -157,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     for repeat in range(args.repeats):
         for name in args.variants:
             seconds[name].append(time_variant(steps[name], batches, optimizer, args.steps))
-        print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{n} {seconds[n][-1]:.3f}s" for n in args.variants),
-              flush=True)
+        print(
+            f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{n} {seconds[n][-1]:.3f}s" for n in args.variants),
+            flush=True,
+        )
 
     rows = [(name, min(values), statistics.median(values), max(values)) for name, values in seconds.items()]
     ratio_rows = []
@@ -167,25 +189,40 @@ def main(argv: list[str] | None = None) -> int:
             per_repeat = [a / b for a, b in zip(seconds[numerator], seconds[denominator])]
             value = statistics.median(seconds[numerator]) / statistics.median(seconds[denominator])
             met = value >= target if reading.startswith(">=") else value <= target
-            ratio_rows.append((f"{numerator} / {denominator}", value, min(per_repeat), max(per_repeat), reading,
-                               "met" if met else "NOT met"))
+            ratio_rows.append(
+                (
+                    f"{numerator} / {denominator}",
+                    value,
+                    min(per_repeat),
+                    max(per_repeat),
+                    reading,
+                    "met" if met else "NOT met",
+                )
+            )
     table = ["| variant | s/step min | median | max |", "|---|---|---|---|"]
     table += [f"| {name} | {low:.3f} | {mid:.3f} | {high:.3f} |" for name, low, mid, high in rows]
     table += ["", "| ratio | median | per-repeat min | max | target | |", "|---|---|---|---|---|---|"]
-    table += [f"| {name} | {value:.2f}x | {low:.2f}x | {high:.2f}x | {reading} | {met} |"
-              for name, value, low, high, reading, met in ratio_rows]
+    table += [
+        f"| {name} | {value:.2f}x | {low:.2f}x | {high:.2f}x | {reading} | {met} |"
+        for name, value, low, high, reading, met in ratio_rows
+    ]
 
     info = machine_info()
     report = [
-        "# Training step benchmark", "",
-        f"Command: `{command.strip()}`", "",
+        "# Training step benchmark",
+        "",
+        f"Command: `{command.strip()}`",
+        "",
         f"Model: `{model_path}`; SOO layer {args.soo_layer}; {args.batch_pairs} pairs/step; LoRA r 8 q_proj/v_proj; "
         f"fp32; {args.steps} steps x {args.repeats} repeats per variant, interleaved; seconds per step "
-        "(forward + backward + AdamW).", "",
+        "(forward + backward + AdamW).",
+        "",
         f"Machine: {info['cpu']} ({info['cpu_count']} CPUs, torch threads {info['torch_threads']}), "
         f"{info['platform']}; Python {info['python']}, torch {info['torch']}, transformers {info['transformers']}; "
-        f"load average before {load_before}, after {load_average()}.", "",
-        *table, "",
+        f"load average before {load_before}, after {load_average()}.",
+        "",
+        *table,
+        "",
     ]
     if args.output_file:
         Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)

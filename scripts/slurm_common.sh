@@ -2,7 +2,7 @@
 # Sourced (not run) by them from the submit directory, which must be the repository root.
 # shellcheck shell=bash
 #
-# Environment overrides read here (all optional; see docs/cluster.md):
+# Environment overrides read here (all optional; see docs/guides/cluster.md):
 #   SOO_CONFIG       YAML config for finetuning.py            (default configs/gemma-2-27b-it-v100.yaml)
 #   SOO_DS_CONFIG    DeepSpeed JSON config, `none` = without   (default ds_config_stage3_offload.json)
 #   SOO_DATA         -> --data_path        (unset: the config's)

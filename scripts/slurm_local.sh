@@ -117,7 +117,8 @@ write_config() {
       die "$file exists and was not written by this script; not touching it (move it away first)."
     fi
   done
-  cpus="$(nproc)"
+  # GNU nproc honours OMP_NUM_THREADS: a test run under OMP_NUM_THREADS=1 would get a 1-CPU node.
+  cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
   mem_kb="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
   real_mb=$(( mem_kb * 9 / 10 / 1024 ))          # below MemTotal, or slurmd marks the node invalid
   def_mem=$(( real_mb / cpus / 2 ))              # a job without --mem gets half the node per CPU

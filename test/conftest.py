@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from soo.core.io import write_jsonl_atomic  # noqa: E402
-from soo.data.pairs import generate_pairs  # noqa: E402
+from soo.data.pair_generation import generate_pairs  # noqa: E402
 from soo.tools.tiny_model import build_tiny_model, build_tokenizer  # noqa: E402
 
 torch.set_num_threads(2)
@@ -74,8 +74,26 @@ def tiny_adapter_dir(tiny_model_dir, data_files, tmp_path_factory):
     import finetuning
 
     out = tmp_path_factory.mktemp("adapter") / "run"
-    code = finetuning.main(["--model_name_or_path", str(tiny_model_dir), "--data_path", str(data_files[0]),
-                            "--soo_layers", "2", "--max_steps", "3", "--use_cpu", "--output_dir", str(out),
-                            "--report_to", "none", "--learning_rate", "5e-2", "--disable_tqdm", "true"])
+    code = finetuning.main(
+        [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--data_path",
+            str(data_files[0]),
+            "--soo_layers",
+            "2",
+            "--max_steps",
+            "3",
+            "--use_cpu",
+            "--output_dir",
+            str(out),
+            "--report_to",
+            "none",
+            "--learning_rate",
+            "5e-2",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     assert code == 0
     return out

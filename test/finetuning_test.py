@@ -1,6 +1,6 @@
 """Short SOO fine-tuning test run: a few steps on 10 pairs, then check that the adapter was saved.
 
-Not a pytest module (pytest.ini collects test_*.py only): a launcher for the short test job
+Not a pytest module (pyproject.toml has pytest collect test_*.py only): a launcher for the short test job
 test/submit_gemma_soo_test.sh, and for trying a setup by hand before a long run. It calls
 finetuning.py's main with
 
@@ -65,9 +65,22 @@ def build_argv(extra: list[str]) -> list[str]:
     if not _has_flag(extra, "--config"):  # finetuning.py takes one --config only
         argv += ["--config", os.environ.get("SOO_CONFIG", "configs/gemma-2-27b-it-v100.yaml")]
     argv += [
-        "--data_path", DATA, "--eval_data_path", DATA,
-        "--max_steps", "5", "--save_strategy", "no", "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true",
-        "--output_dir", DEFAULT_OUTPUT_DIR,
+        "--data_path",
+        DATA,
+        "--eval_data_path",
+        DATA,
+        "--max_steps",
+        "5",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        DEFAULT_OUTPUT_DIR,
     ]
     return argv + list(extra)
 
@@ -93,7 +106,9 @@ def main(extra: list[str] | None = None) -> int:
         print(f"finetuning_test: FAILED: finetuning.py exited with {code}; output dir {output_dir}", flush=True)
         return code
     if missing:
-        print(f"finetuning_test: FAILED: training returned 0 but {', '.join(missing)} missing in {output_dir}", flush=True)
+        print(
+            f"finetuning_test: FAILED: training returned 0 but {', '.join(missing)} missing in {output_dir}", flush=True
+        )
         return 1
     print(f"finetuning_test: OK: adapter saved to {output_dir.resolve()} ({', '.join(ADAPTER_FILES)})", flush=True)
     return 0

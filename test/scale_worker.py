@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
+from soo.train import PREEMPTED_EXIT_CODE  # noqa: E402
 from soo.train.config import parse_finetuning_args  # noqa: E402
 from soo.train.distributed import exit_process, export_torch_env_from_slurm  # noqa: E402
 from soo.train.run import run_finetuning  # noqa: E402
-from soo.train import PREEMPTED_EXIT_CODE  # noqa: E402
 
 RECORD_INPUT_IDS = [[1, 40, 50, 60, 70, 80, 90, 33]]
 

@@ -29,8 +29,10 @@ def _blocker(d: Path) -> None:
 
 
 def _identical_pairs(d: Path) -> None:
-    (d / "pairs.jsonl").write_text('{"self_prompt": "You x", "other_prompt": "Bob x"}\n'
-                                   '{"self_prompt": "You y", "other_prompt": "You y"}\n', encoding="utf-8")
+    (d / "pairs.jsonl").write_text(
+        '{"self_prompt": "You x", "other_prompt": "Bob x"}\n{"self_prompt": "You y", "other_prompt": "You y"}\n',
+        encoding="utf-8",
+    )
 
 
 def _adapter_and_base(d: Path) -> None:
@@ -45,39 +47,74 @@ def _adapter_and_base(d: Path) -> None:
 # about 2 s of CPU for `import torch`; more cases of the same kind run in-process below.
 CASES = {
     "generate_data: output folder cannot be created": (
-        ["generate_data.py", "--n", "5", "--output_file",
-         "/proc/soo-no-such-dir/pairs.jsonl" if os.path.isdir("/proc/self") else UNWRITABLE + "/pairs.jsonl"],
-        _blocker, "cannot write"),
+        [
+            "generate_data.py",
+            "--n",
+            "5",
+            "--output_file",
+            "/proc/soo-no-such-dir/pairs.jsonl" if os.path.isdir("/proc/self") else UNWRITABLE + "/pairs.jsonl",
+        ],
+        _blocker,
+        "cannot write",
+    ),
     "evaluate: pairs file with an identical pair": (
-        ["evaluate.py", "--pairs_path", "{d}/pairs.jsonl", "--output_dir", "{d}/eval"], _identical_pairs,
-        "pairs.jsonl, line 2: 'self_prompt' and 'other_prompt' are identical"),
+        ["evaluate.py", "--pairs_path", "{d}/pairs.jsonl", "--output_dir", "{d}/eval"],
+        _identical_pairs,
+        "pairs.jsonl, line 2: 'self_prompt' and 'other_prompt' are identical",
+    ),
     "evaluate: output folder cannot be created": (
-        ["evaluate.py", "--output_dir", UNWRITABLE], _blocker, "cannot create the output folder"),
+        ["evaluate.py", "--output_dir", UNWRITABLE],
+        _blocker,
+        "cannot create the output folder",
+    ),
     "rl_deception: report on a missing folder": (
-        ["rl_deception.py", "report", "--output_dir", "{d}/no-results"], None, "no seed_*/results_*.json"),
+        ["rl_deception.py", "report", "--output_dir", "{d}/no-results"],
+        None,
+        "no seed_*/results_*.json",
+    ),
     "rl_deception: output folder cannot be created": (
-        ["rl_deception.py", "run", "--quick", "--output_dir", UNWRITABLE], _blocker, "cannot create the output folder"),
+        ["rl_deception.py", "run", "--quick", "--output_dir", UNWRITABLE],
+        _blocker,
+        "cannot create the output folder",
+    ),
     "rl_deception: bad number": (
-        ["rl_deception.py", "all", "--quick", "--jobs", "0", "--output_dir", "{d}/rl"], None, "--jobs"),
+        ["rl_deception.py", "all", "--quick", "--jobs", "0", "--output_dir", "{d}/rl"],
+        None,
+        "--jobs",
+    ),
     "merge: output folder cannot be created": (
         ["-m", "soo.tools.merge", "{d}/adapter", "--model_name_or_path", "{d}/base", "--output_dir", UNWRITABLE],
-        _adapter_and_base, "cannot create the output folder"),
+        _adapter_and_base,
+        "cannot create the output folder",
+    ),
     "tiny_model: output folder cannot be created": (
-        ["-m", "soo.tools.tiny_model", UNWRITABLE], _blocker, "cannot create the output folder"),
+        ["-m", "soo.tools.tiny_model", UNWRITABLE],
+        _blocker,
+        "cannot create the output folder",
+    ),
     "benchmarks.training: output file cannot be written": (
-        ["-m", "benchmarks.training", "--output_file", UNWRITABLE + "/b.md"], _blocker, "cannot write the output file"),
+        ["-m", "benchmarks.training", "--output_file", UNWRITABLE + "/b.md"],
+        _blocker,
+        "cannot write the output file",
+    ),
     "benchmarks.generation: missing model folder": (
-        ["-m", "benchmarks.generation", "--model_name_or_path", "{d}/no-model", "--output_file", "{d}/g.md"], None,
-        "no-model"),
+        ["-m", "benchmarks.generation", "--model_name_or_path", "{d}/no-model", "--output_file", "{d}/g.md"],
+        None,
+        "no-model",
+    ),
     "benchmarks.peak_memory: output file cannot be written": (
-        ["-m", "benchmarks.peak_memory", "--output_file", UNWRITABLE + "/p.md"], _blocker,
-        "cannot write the output file"),
+        ["-m", "benchmarks.peak_memory", "--output_file", UNWRITABLE + "/p.md"],
+        _blocker,
+        "cannot write the output file",
+    ),
 }
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:
-    return {str(path.relative_to(folder)): None if path.is_dir() else path.read_bytes()
-            for path in sorted(folder.rglob("*"))}
+    return {
+        str(path.relative_to(folder)): None if path.is_dir() else path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +132,9 @@ def runs(tmp_path_factory):
 
     def run(name):
         folder, command, before = prepared[name]
-        completed = subprocess.run([sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True,
-                                   timeout=120)
+        completed = subprocess.run(
+            [sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
         return name, (completed, before, _snapshot(folder))
 
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
@@ -119,23 +157,50 @@ def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(runs, name):
 # The same checks in-process (the main functions return or exit with 2): more bad inputs, no startup cost.
 IN_PROCESS = {
     "evaluate: missing adapter folder": (
-        "evaluate", ["--adapters", "{d}/no-adapter", "--output_dir", "{d}/eval"], None, "does not exist"),
+        "evaluate",
+        ["--adapters", "{d}/no-adapter", "--output_dir", "{d}/eval"],
+        None,
+        "does not exist",
+    ),
     "evaluate: adapter folder without an adapter": (
-        "evaluate", ["--adapters", "{d}", "--output_dir", "{d}/eval"], None, "has no adapter_config.json"),
-    "evaluate: output folder is a file": (
-        "evaluate", ["--output_dir", "{d}/blocker"], _blocker, "is not a folder"),
+        "evaluate",
+        ["--adapters", "{d}", "--output_dir", "{d}/eval"],
+        None,
+        "has no adapter_config.json",
+    ),
+    "evaluate: output folder is a file": ("evaluate", ["--output_dir", "{d}/blocker"], _blocker, "is not a folder"),
     "merge: missing adapter folder": ("soo.tools.merge", ["{d}/no-adapter"], None, "does not exist"),
     "merge: missing base model folder": (
-        "soo.tools.merge", ["{d}/adapter", "--model_name_or_path", "{d}/no-model"], _adapter_and_base, "no-model"),
+        "soo.tools.merge",
+        ["{d}/adapter", "--model_name_or_path", "{d}/no-model"],
+        _adapter_and_base,
+        "no-model",
+    ),
     "tiny_model: output folder is a file": ("soo.tools.tiny_model", ["{d}/blocker"], _blocker, "is not a folder"),
     "benchmarks.efficiency: output file cannot be written": (
-        "benchmarks.efficiency", ["--output_file", UNWRITABLE + "/e.md"], _blocker, "cannot write the output file"),
+        "benchmarks.efficiency",
+        ["--output_file", UNWRITABLE + "/e.md"],
+        _blocker,
+        "cannot write the output file",
+    ),
     "benchmarks.generation: output file is a folder": (
-        "benchmarks.generation", ["--output_file", "{d}"], None, "it is a folder"),
+        "benchmarks.generation",
+        ["--output_file", "{d}"],
+        None,
+        "it is a folder",
+    ),
     "benchmarks.generation: unknown device": (
-        "benchmarks.generation", ["--device", "nonsense", "--output_file", "{d}/g.md"], None, "--device nonsense"),
+        "benchmarks.generation",
+        ["--device", "nonsense", "--output_file", "{d}/g.md"],
+        None,
+        "--device nonsense",
+    ),
     "rl_deception: no results under a file": (
-        "rl_deception", ["report", "--output_dir", "{d}/blocker"], _blocker, "no seed_*/results_*.json"),
+        "rl_deception",
+        ["report", "--output_dir", "{d}/blocker"],
+        _blocker,
+        "no seed_*/results_*.json",
+    ),
 }
 
 
@@ -184,17 +249,20 @@ def test_old_flag_names_are_refused(module, argv, capsys):
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module, argv, flag", [
-    ("benchmarks.efficiency", ["--matmul_size", "0"], "--matmul_size"),
-    ("benchmarks.generation", ["--batch_sizes", "16", "-1"], "--batch_sizes"),
-    ("benchmarks.training", ["--repeats", "zero"], "--repeats"),
-    ("evaluate", ["--batch_size", "0"], "--batch_size"),
-    ("rl_deception", ["run", "--eval_episodes", "0"], "--eval_episodes"),
-    ("rl_deception", ["run", "--soo_weight", "nan"], "--soo_weight"),
-    ("rl_deception", ["all", "--seeds", "3-1"], "--seeds"),
-    ("rl_deception", ["all", "--seeds", "0-x"], "--seeds"),
-    ("rl_deception", ["run", "--soo_definitions", "mine"], "--soo_definitions"),
-])
+@pytest.mark.parametrize(
+    "module, argv, flag",
+    [
+        ("benchmarks.efficiency", ["--matmul_size", "0"], "--matmul_size"),
+        ("benchmarks.generation", ["--batch_sizes", "16", "-1"], "--batch_sizes"),
+        ("benchmarks.training", ["--repeats", "zero"], "--repeats"),
+        ("evaluate", ["--batch_size", "0"], "--batch_size"),
+        ("rl_deception", ["run", "--eval_episodes", "0"], "--eval_episodes"),
+        ("rl_deception", ["run", "--soo_weight", "nan"], "--soo_weight"),
+        ("rl_deception", ["all", "--seeds", "3-1"], "--seeds"),
+        ("rl_deception", ["all", "--seeds", "0-x"], "--seeds"),
+        ("rl_deception", ["run", "--soo_definitions", "mine"], "--soo_definitions"),
+    ],
+)
 def test_bad_numbers_are_refused_by_the_parser(module, argv, flag, capsys):
     import importlib
 
@@ -207,6 +275,6 @@ def test_bad_numbers_are_refused_by_the_parser(module, argv, flag, capsys):
 def test_evaluate_help_says_what_no_capability_does():
     import evaluate
 
-    help_text = " ".join(evaluate.build_parser().format_help().split())
-    entry = help_text[help_text.index("--no_capability "):help_text.index("--mt_bench_export ")]
+    help_text = " ".join(evaluate.build_parser().format_help().split("\noptions:", 1)[1].split())
+    entry = help_text[help_text.index("--no_capability ") : help_text.index("--mt_bench_export ")]
     assert "skip the capability measures" in entry and "default" not in entry, entry

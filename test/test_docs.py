@@ -1,6 +1,6 @@
 """The documentation names only things that exist.
 
-README.md and docs/*.md are checked, prose and code blocks alike:
+README.md and every docs/**/*.md (guides, benchmark reports, results) are checked, prose and code blocks alike:
 
 * every `python -m X` names a module of this repository (X.py or X/__main__.py), apart from a few
   standard tools (pytest, venv, pip);
@@ -45,7 +45,7 @@ URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+")
 
 
 def doc_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def _doc_id(path: Path) -> str:
@@ -60,8 +60,7 @@ def _text_without_urls(text: str) -> str:
 
 
 def _lines(path: Path):
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        yield number, line
+    yield from enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
 
 
 def module_exists(module: str) -> bool:
@@ -100,7 +99,8 @@ def missing_paths(path: Path) -> list[str]:
                 missing.append(f"{_doc_id(path)}:{number}: `{reference}` does not exist")
         for name in BARE_FILE_RE.findall(text):
             is_root_file = name.endswith(ROOT_FILE_SUFFIXES) or any(
-                re.fullmatch(pattern, name) for pattern in ROOT_FILE_PATTERNS)
+                re.fullmatch(pattern, name) for pattern in ROOT_FILE_PATTERNS
+            )
             if name in ("__init__.py", "__main__.py"):
                 continue
             if is_root_file and not (ROOT / name).is_file():
@@ -179,7 +179,8 @@ def test_markdown_links(path):
 def test_readme_is_short():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, (
-        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move detail into docs/")
+        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move detail into docs/"
+    )
 
 
 def test_readme_states_the_two_commands():
@@ -187,7 +188,8 @@ def test_readme_states_the_two_commands():
     for command in ("bash scripts/test.sh", "bash scripts/demo.sh"):
         assert command in text, f"README.md does not give `{command}`"
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text(encoding="utf-8"), (
-        "the README's test command is not what .ci/run runs")
+        "the README's test command is not what .ci/run runs"
+    )
 
 
 def test_checker_catches_bogus_references(tmp_path):
@@ -198,7 +200,8 @@ def test_checker_catches_bogus_references(tmp_path):
         "see `soo/train/nonexistent.py`, `nonexistent_root_script.py` and [x](missing.md).\n"
         "Outputs such as `outputs/x/report.md`, `results.json` and `/tmp/run` are not checked;\n"
         "`python -m soo.tools.memory`, `configs/*.yaml` and `docs/` exist.\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     assert len(missing_modules(bogus)) == 1
     assert len(missing_paths(bogus)) == 3
     assert len(broken_links(bogus)) == 1

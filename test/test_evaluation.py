@@ -9,19 +9,38 @@ import torch
 
 import evaluate
 import finetuning
-from soo.eval.capability import base_and_tuned_perplexity, kl_to_base, load_neutral_prompts
-from soo.eval.latent import latent_soo_by_layer
 from soo.core.loss import soo_distance_per_pair
 from soo.core.modeling import add_lora
 from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
+from soo.eval.capability import base_and_tuned_perplexity, kl_to_base, load_neutral_prompts
+from soo.eval.latent import latent_soo_by_layer
 
 SCENARIOS = ["main", "perspectives", "honesty_prompt"]
 
 
 def _train(tiny_model_dir, data_files, out, *extra):
-    code = finetuning.main(["--model_name_or_path", str(tiny_model_dir), "--data_path", str(data_files[0]),
-                            "--soo_layers", "2", "--max_steps", "2", "--use_cpu", "--output_dir", str(out),
-                            "--report_to", "none", "--learning_rate", "5e-2", "--disable_tqdm", "true", *extra])
+    code = finetuning.main(
+        [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--data_path",
+            str(data_files[0]),
+            "--soo_layers",
+            "2",
+            "--max_steps",
+            "2",
+            "--use_cpu",
+            "--output_dir",
+            str(out),
+            "--report_to",
+            "none",
+            "--learning_rate",
+            "5e-2",
+            "--disable_tqdm",
+            "true",
+            *extra,
+        ]
+    )
     assert code == 0
     return out
 
@@ -34,12 +53,32 @@ def _evaluate(args, capsys):
 
 def test_evaluate_writes_the_full_report_for_base_and_adapter(tiny_adapter_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "eval"
-    args = ["--adapters", str(tiny_adapter_dir), "--scenarios", *SCENARIOS, "--n", "3", "--max_new_tokens", "4",
-            "--n_pairs", "8", "--latent_all_layers", "--output_dir", str(out)]
+    args = [
+        "--adapters",
+        str(tiny_adapter_dir),
+        "--scenarios",
+        *SCENARIOS,
+        "--n",
+        "3",
+        "--max_new_tokens",
+        "4",
+        "--n_pairs",
+        "8",
+        "--latent_all_layers",
+        "--output_dir",
+        str(out),
+    ]
     code, stdout, stderr = _evaluate(args, capsys)
     assert code == 0, stderr
-    for name in ("report.md", "results.json", "results.csv", "responses.jsonl", "generations.jsonl",
-                 "deception_rates.png", "latent_soo_by_layer.png"):
+    for name in (
+        "report.md",
+        "results.json",
+        "results.csv",
+        "responses.jsonl",
+        "generations.jsonl",
+        "deception_rates.png",
+        "latent_soo_by_layer.png",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
     assert [c["name"] for c in results["conditions"]] == ["base", "soo_0"]
@@ -51,7 +90,9 @@ def test_evaluate_writes_the_full_report_for_base_and_adapter(tiny_adapter_dir, 
     assert all(e["n"] == (6 if e["order"] == "both" else 3) for e in results["rates"])
     assert set(results["latent_soo"]) == {"base", "soo_0"} and len(results["latent_soo"]["base"]) == 4
     capability = results["capability"]["soo_0"]
-    assert capability["kl_to_base"]["kl_mean"] > 0 and capability["kl_to_base"]["n_prompts"] == len(load_neutral_prompts())
+    assert capability["kl_to_base"]["kl_mean"] > 0 and capability["kl_to_base"]["n_prompts"] == len(
+        load_neutral_prompts()
+    )
     responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
     assert len(responses) == 2 * len(SCENARIOS) * 2 * 3
     assert {r["label"] for r in responses} <= {"deceptive", "honest", "ambiguous", "correct", "incorrect"}
@@ -64,8 +105,10 @@ def test_evaluate_writes_the_full_report_for_base_and_adapter(tiny_adapter_dir, 
 
     # A second run reuses every cached generation: generate must not be called at all.
     calls = []
-    monkeypatch.setattr("transformers.generation.utils.GenerationMixin.generate",
-                        lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(AssertionError("generated again")))
+    monkeypatch.setattr(
+        "transformers.generation.utils.GenerationMixin.generate",
+        lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(AssertionError("generated again")),
+    )
     code, _, stderr = _evaluate(args + ["--no_capability"], capsys)
     assert code == 0, stderr
     assert calls == []
@@ -82,14 +125,40 @@ def test_adapter_of_another_base_model_is_refused(tiny_adapter_dir, tmp_path, ca
     from soo.tools.tiny_model import write_tiny_model
 
     other = write_tiny_model(tmp_path / "other-base", arch="qwen2")
-    code, _, err = _evaluate(["--adapters", str(tiny_adapter_dir), "--model_name_or_path", str(other),
-                              "--scenarios", "main", "--n", "1", "--output_dir", str(tmp_path / "e")], capsys)
+    code, _, err = _evaluate(
+        [
+            "--adapters",
+            str(tiny_adapter_dir),
+            "--model_name_or_path",
+            str(other),
+            "--scenarios",
+            "main",
+            "--n",
+            "1",
+            "--output_dir",
+            str(tmp_path / "e"),
+        ],
+        capsys,
+    )
     assert code == 2 and "was trained on" in err and "--model_name_or_path" in err
 
 
 def test_missing_adapter_directory_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
-    code, _, err = _evaluate(["--adapters", str(tmp_path / "nope"), "--model_name_or_path", str(tiny_model_dir),
-                              "--scenarios", "main", "--n", "1", "--output_dir", str(tmp_path / "e")], capsys)
+    code, _, err = _evaluate(
+        [
+            "--adapters",
+            str(tmp_path / "nope"),
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--scenarios",
+            "main",
+            "--n",
+            "1",
+            "--output_dir",
+            str(tmp_path / "e"),
+        ],
+        capsys,
+    )
     assert code == 2 and "adapter_config.json" in err
 
 
@@ -125,19 +194,37 @@ def test_latent_soo_matches_the_training_definition(make_model, tokenizer, test_
     assert by_layer[3]["soo_loss"] == pytest.approx(expected, rel=1e-4)
 
 
-def test_seeds_of_one_recipe_aggregate_and_a_control_recipe_stays_apart(tiny_model_dir, data_files, tmp_path,
-                                                                       capsys):
+def test_seeds_of_one_recipe_aggregate_and_a_control_recipe_stays_apart(tiny_model_dir, data_files, tmp_path, capsys):
     seed0 = _train(tiny_model_dir, data_files, tmp_path / "soo-seed0", "--seed", "0")
     seed1 = _train(tiny_model_dir, data_files, tmp_path / "soo-seed1", "--seed", "1")
     lm_only = _train(tiny_model_dir, data_files, tmp_path / "lm-only", "--seed", "0", "--soo_weight", "0")
     out = tmp_path / "eval"
-    code, _, stderr = _evaluate(["--adapters", str(seed0), str(seed1), str(lm_only), "--scenarios", "main",
-                                 "--n", "2", "--max_new_tokens", "3", "--no_capability", "--output_dir", str(out)],
-                                capsys)
+    code, _, stderr = _evaluate(
+        [
+            "--adapters",
+            str(seed0),
+            str(seed1),
+            str(lm_only),
+            "--scenarios",
+            "main",
+            "--n",
+            "2",
+            "--max_new_tokens",
+            "3",
+            "--no_capability",
+            "--output_dir",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, stderr
     results = json.loads((out / "results.json").read_text())
     assert [(c["group"], c.get("seed")) for c in results["conditions"]] == [
-        ("base", None), ("lm1_soo1", 0), ("lm1_soo1", 1), ("lm1_soo0", 0)]
+        ("base", None),
+        ("lm1_soo1", 0),
+        ("lm1_soo1", 1),
+        ("lm1_soo0", 0),
+    ]
     across = {(e["group"], e["order"]): e for e in results["rates_across_seeds"]}
     pooled = {e["condition"]: e["rate"] for e in results["rates"] if e["order"] == "both"}
     assert across[("lm1_soo1", "both")]["seeds"] == 2 and across[("lm1_soo0", "both")]["seeds"] == 1
@@ -146,10 +233,19 @@ def test_seeds_of_one_recipe_aggregate_and_a_control_recipe_stays_apart(tiny_mod
 
 
 def test_aggregate_seeds_gives_mean_and_sample_sd():
-    from soo.eval.engine import aggregate_seeds
+    from soo.eval.rates import aggregate_seeds
 
-    summary = [{"group": "soo", "scenario": "main", "order": "both", "measure": "deceptive", "rate": rate,
-                "ambiguous_rate": 0.0} for rate in (0.2, 0.4, 0.9)]
+    summary = [
+        {
+            "group": "soo",
+            "scenario": "main",
+            "order": "both",
+            "measure": "deceptive",
+            "rate": rate,
+            "ambiguous_rate": 0.0,
+        }
+        for rate in (0.2, 0.4, 0.9)
+    ]
     (entry,) = aggregate_seeds(summary)
     assert entry["seeds"] == 3 and entry["mean_rate"] == pytest.approx(0.5)
     assert entry["sd_rate"] == pytest.approx(0.36055512754639896)  # sample SD (n - 1) of 0.2, 0.4, 0.9
@@ -159,8 +255,10 @@ def test_group_names_ignore_seed_and_output_dir_but_not_the_loss_weights():
     from soo.eval.engine import group_names
 
     def run(seed, soo_weight, output_dir):
-        return {"soo_args": {"lm_weight": 1.0, "soo_weight": soo_weight, "soo_layers": [15]},
-                "training_args": {"seed": seed, "output_dir": output_dir, "learning_rate": 1e-3}}
+        return {
+            "soo_args": {"lm_weight": 1.0, "soo_weight": soo_weight, "soo_layers": [15]},
+            "training_args": {"seed": seed, "output_dir": output_dir, "learning_rate": 1e-3},
+        }
 
     assert group_names([run(0, 1.0, "a"), run(1, 1.0, "b")]) == ["soo", "soo"]
     assert group_names([run(0, 1.0, "a"), run(0, 0.0, "b"), run(1, 1.0, "c")]) == ["lm1_soo1", "lm1_soo0", "lm1_soo1"]
@@ -169,8 +267,9 @@ def test_group_names_ignore_seed_and_output_dir_but_not_the_loss_weights():
     assert group_names([run(0, 1.0, "a"), other_lr]) == ["lm1_soo1_r0", "lm1_soo1_r1"]
 
 
-def test_mt_bench_style_export_writes_two_turn_answers_in_the_judge_layout(make_model, tokenizer, tmp_path,
-                                                                          monkeypatch):
+def test_mt_bench_style_export_writes_two_turn_answers_in_the_judge_layout(
+    make_model, tokenizer, tmp_path, monkeypatch
+):
     from soo.eval import capability
 
     questions = capability.load_mt_bench_style_questions()
@@ -178,8 +277,9 @@ def test_mt_bench_style_export_writes_two_turn_answers_in_the_judge_layout(make_
     assert len({q["question_id"] for q in questions}) == len(questions)
     monkeypatch.setattr(capability, "load_mt_bench_style_questions", lambda: questions[:2])
     model = make_model("llama").eval()
-    path = capability.export_mt_bench_style_answers(model, tokenizer, tmp_path / "a.jsonl", "base",
-                                                    max_new_tokens=3, progress=False)
+    path = capability.export_mt_bench_style_answers(
+        model, tokenizer, tmp_path / "a.jsonl", "base", max_new_tokens=3, progress=False
+    )
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["question_id"] for line in lines] == [q["question_id"] for q in questions[:2]]
     assert all(line["model_id"] == "base" and len(line["choices"][0]["turns"]) == 2 for line in lines)
@@ -187,11 +287,21 @@ def test_mt_bench_style_export_writes_two_turn_answers_in_the_judge_layout(make_
 
 
 def test_rates_among_decided_answers_leave_ambiguous_out_of_the_denominator():
-    from soo.eval.engine import summarize_labels
+    from soo.eval.rates import summarize_labels
 
     labels = ["deceptive"] * 3 + ["honest"] * 1 + ["ambiguous"] * 6
-    rows = [{"condition": "soo_0", "group": "soo", "scenario": "main", "order": "deceptive_first",
-             "kind": "deception", "label": label, "response": "" if i == 9 else "x"} for i, label in enumerate(labels)]
+    rows = [
+        {
+            "condition": "soo_0",
+            "group": "soo",
+            "scenario": "main",
+            "order": "deceptive_first",
+            "kind": "deception",
+            "label": label,
+            "response": "" if i == 9 else "x",
+        }
+        for i, label in enumerate(labels)
+    ]
     (both, first) = summarize_labels(rows)
     assert both["order"] == "both" and first["order"] == "deceptive_first"
     assert first["n"] == 10 and first["rate"] == pytest.approx(0.3) and first["ambiguous_rate"] == pytest.approx(0.6)

@@ -22,17 +22,44 @@ def test_cli_trains_saves_and_reports_heldout_soo(tiny_model_dir, data_files, tm
     train_path, test_path = data_files
     out = tmp_path / "run"
     command = [
-        sys.executable, "finetuning.py", "--model_name_or_path", str(tiny_model_dir), "--data_path", str(train_path),
-        "--eval_data_path", str(test_path), "--soo_layers", "2", "--max_steps", "3", "--use_cpu",
-        "--per_device_train_batch_size", "4", "--output_dir", str(out), "--merge_adapter", "--report_to", "none",
-        "--disable_tqdm", "true", "--logging_steps", "1", "--activation_checkpointing",
+        sys.executable,
+        "finetuning.py",
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--data_path",
+        str(train_path),
+        "--eval_data_path",
+        str(test_path),
+        "--soo_layers",
+        "2",
+        "--max_steps",
+        "3",
+        "--use_cpu",
+        "--per_device_train_batch_size",
+        "4",
+        "--output_dir",
+        str(out),
+        "--merge_adapter",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--logging_steps",
+        "1",
+        "--activation_checkpointing",
     ]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Held-out SOO" in result.stdout and "before:" in result.stdout and "after:" in result.stdout
 
-    for name in ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json", "soo_run_config.json",
-                 "heldout_soo.json", "merged/model.safetensors"):
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "trainer_state.json",
+        "soo_run_config.json",
+        "heldout_soo.json",
+        "merged/model.safetensors",
+    ):
         assert (out / name).is_file(), name
     run_config = json.loads((out / "soo_run_config.json").read_text())
     assert run_config["soo_args"]["soo_layers"] == [2]
@@ -48,7 +75,9 @@ def test_cli_trains_saves_and_reports_heldout_soo(tiny_model_dir, data_files, tm
 
     ids = torch.tensor([[1, 40, 50, 60, 70]])
     with torch.no_grad():
-        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out).eval()(ids).logits
+        adapted = (
+            PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out).eval()(ids).logits
+        )
         merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()(ids).logits
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()(ids).logits
     torch.testing.assert_close(adapted, merged, rtol=1e-4, atol=1e-5)
@@ -57,8 +86,17 @@ def test_cli_trains_saves_and_reports_heldout_soo(tiny_model_dir, data_files, tm
 
 def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"soo_token_mode": "last", "learning_rate": 3e-4, "soo_layers": [5, 7],
-                                      "lora_r": 4, "output_dir": str(tmp_path / "o")}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "soo_token_mode": "last",
+                "learning_rate": 3e-4,
+                "soo_layers": [5, 7],
+                "lora_r": 4,
+                "output_dir": str(tmp_path / "o"),
+            }
+        )
+    )
     model_args, data_args, soo_config, path = parse_finetuning_args(
         ["--config", str(config), "--soo_token_mode", "mean", "--max_steps", "7"]
     )
@@ -69,11 +107,17 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
     assert parse_finetuning_args([f"--config={config}"])[2].soo_token_mode == "last"
 
 
-def test_unknown_yaml_key_is_named(tmp_path):
+def test_unknown_yaml_key_is_named(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("soo_layer: 5\nlearning_rate: 0.001\n")
-    with pytest.raises(ConfigError, match="soo_layer"):
+    with pytest.raises(SystemExit) as exit_info:
         parse_finetuning_args(["--config", str(config)])
+    assert exit_info.value.code == 2 and "soo_layer" in capsys.readouterr().err
+
+
+def test_a_value_the_config_refuses_is_a_config_error():
+    with pytest.raises(ConfigError, match="nothing to train"):
+        parse_finetuning_args(["--lm_weight", "0", "--soo_weight", "0"])
 
 
 @pytest.mark.parametrize("config", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
@@ -86,14 +130,31 @@ def test_every_shipped_config_parses(config):
 
 # --- bad input: one clear line on stderr, exit code 2, nothing written ---------------------------
 
+
 def _run_main(argv, capsys):
-    code = finetuning.main(argv)
+    try:
+        code = finetuning.main(argv)
+    except SystemExit as exit_info:  # what the parser refuses (flags, --config files) exits there
+        code = exit_info.code
     return code, capsys.readouterr().err
 
 
 def _base_argv(model_dir, data_path, out):
-    return ["--model_name_or_path", str(model_dir), "--data_path", str(data_path), "--use_cpu", "--max_steps", "1",
-            "--output_dir", str(out), "--report_to", "none", "--soo_layers", "1"]
+    return [
+        "--model_name_or_path",
+        str(model_dir),
+        "--data_path",
+        str(data_path),
+        "--use_cpu",
+        "--max_steps",
+        "1",
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--soo_layers",
+        "1",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -125,8 +186,9 @@ def test_layer_out_of_range_gives_the_valid_range(tiny_model_dir, data_files, tm
 
 
 def test_module_path_not_found_lists_submodules(tiny_model_dir, data_files, tmp_path, capsys):
-    code, err = _run_main(_base_argv(tiny_model_dir, data_files[0], tmp_path / "out") + ["--soo_module", "attn.o"],
-                          capsys)
+    code, err = _run_main(
+        _base_argv(tiny_model_dir, data_files[0], tmp_path / "out") + ["--soo_module", "attn.o"], capsys
+    )
     assert code == 2 and "attn.o" in err and "self_attn.o_proj" in err and "mlp" in err
     assert not (tmp_path / "out").exists()
 
@@ -144,8 +206,9 @@ def test_missing_data_file(tiny_model_dir, tmp_path, capsys):
 
 
 def test_bad_token_mode_is_refused(tiny_model_dir, data_files, tmp_path, capsys):
-    code, err = _run_main(_base_argv(tiny_model_dir, data_files[0], tmp_path / "out") + ["--soo_token_mode", "middle"],
-                          capsys)
+    code, err = _run_main(
+        _base_argv(tiny_model_dir, data_files[0], tmp_path / "out") + ["--soo_token_mode", "middle"], capsys
+    )
     assert code == 2 and "full, last, mean" in err
 
 
@@ -171,7 +234,7 @@ def test_bad_config_file_is_one_line_and_exit_2(content, expected, tmp_path, cap
 
 def test_config_flag_without_a_path(capsys):
     code, err = _run_main(["--config"], capsys)
-    assert code == 2 and "--config needs a YAML file path" in err
+    assert code == 2 and "error: argument --config: expected one argument" in err
 
 
 @pytest.mark.parametrize("accelerator", [False, True])

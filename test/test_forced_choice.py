@@ -61,16 +61,21 @@ def test_known_logits_give_known_probabilities():
 def test_batched_cached_scores_equal_the_reference(arch, share_prefix, make_model, tokenizer):
     model = make_model(arch)
     prompts = build_eval_prompts(["main", "perspectives", "treasure_hunt"], n=3, seed=1)
-    items = [tokenize_choice(tokenizer, p.prompt, answer_prefix("I would {verb} the", p),
-                             (p.deceptive_option, p.honest_option)) for p in prompts]
+    items = [
+        tokenize_choice(
+            tokenizer, p.prompt, answer_prefix("I would {verb} the", p), (p.deceptive_option, p.honest_option)
+        )
+        for p in prompts
+    ]
     # A context that is the start of another one, and a duplicate: the shared part must stop
     # one token short of the shortest context.
     items += [ChoiceItem(items[0].context[:-3], items[0].options), items[1]]
     assert any(max(len(o) for o in item.options) > 1 for item in items), "multi-token options are exercised"
     assert len({len(item.context) for item in items}) > 1, "contexts of different lengths share a batch"
     calls = []
-    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
-                                           with_kwargs=True)
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
     batched = score_choices(model, tokenizer, items, batch_size=4, progress=False, share_prefix=share_prefix)
     hook.remove()
     # The shared part runs once per batch as a single row, unless a sliding window shorter than
@@ -97,15 +102,16 @@ def test_prefix_uses_each_scenario_verb():
 
 
 def _row(order, index, p, scenario="main", kind="deception"):
-    return {"condition": "base", "scenario": scenario, "order": order, "index": index, "kind": kind,
-            "p_deceptive": p}
+    return {"condition": "base", "scenario": scenario, "order": order, "index": index, "kind": kind, "p_deceptive": p}
 
 
 def test_summary_pairs_orders_and_measures_position_bias():
     # A pure position follower: p(first-listed) = 0.9 in every prompt.
     rows = [_row("deceptive_first", i, 0.9) for i in range(4)] + [_row("deceptive_second", i, 0.1) for i in range(4)]
     [entry] = summarize_forced_choice(rows)
-    assert entry["deceptive_first"]["mean"] == pytest.approx(0.9) and entry["deceptive_second"]["mean"] == pytest.approx(0.1)
+    assert entry["deceptive_first"]["mean"] == pytest.approx(0.9) and entry["deceptive_second"][
+        "mean"
+    ] == pytest.approx(0.1)
     assert entry["order_averaged"]["mean"] == pytest.approx(0.5) and entry["order_averaged"]["n"] == 4
     assert entry["position_bias"]["mean"] == pytest.approx(0.9)
     assert entry["argmax_patterns"]["first_listed_both"] == 1.0 and entry["argmax_patterns"]["deceptive_both"] == 0.0
@@ -125,9 +131,11 @@ def test_perspectives_score_is_p_correct():
 
 def test_agreement_with_generation_labels():
     forced = [_row("deceptive_first", 0, 0.9), _row("deceptive_second", 0, 0.4), _row("deceptive_first", 1, 0.2)]
-    labels = [dict(condition="base", scenario="main", order="deceptive_first", index=0, label="deceptive"),
-              dict(condition="base", scenario="main", order="deceptive_second", index=0, label="deceptive"),
-              dict(condition="base", scenario="main", order="deceptive_first", index=1, label="ambiguous")]
+    labels = [
+        dict(condition="base", scenario="main", order="deceptive_first", index=0, label="deceptive"),
+        dict(condition="base", scenario="main", order="deceptive_second", index=0, label="deceptive"),
+        dict(condition="base", scenario="main", order="deceptive_first", index=1, label="ambiguous"),
+    ]
     agreement = generation_agreement(forced, labels)["base"]
     assert agreement == {"agree": 1, "decided": 2, "ambiguous": 1, "rate": 0.5}
 

@@ -10,17 +10,14 @@ import pytest
 import torch
 
 import soo.eval.generation as generation
+from soo.core.prompts import format_prompt
 from soo.eval.generation import (
     DecodingConfig,
-    GenerationCache,
-    cache_key,
     format_generation_prompt,
     generate_batched,
     generate_one_at_a_time,
-    generate_with_cache,
-    model_fingerprint,
 )
-from soo.core.prompts import format_prompt
+from soo.eval.generation_cache import GenerationCache, cache_key, generate_with_cache, model_fingerprint
 
 # Varied lengths (3 to ~45 tokens with the chat template), deliberately not sorted by length.
 PROMPTS = [
@@ -101,9 +98,14 @@ def _token_outputs(model, tokenizer, prompts):
     for prompt in prompts:
         ids = torch.tensor([format_generation_prompt(tokenizer, prompt, DECODING)])
         with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=DECODING.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-        yield prompt, ids, out[0, ids.shape[1]:].tolist()
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=DECODING.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        yield prompt, ids, out[0, ids.shape[1] :].tolist()
 
 
 def test_equality_check_detects_a_missing_attention_mask(make_model, tokenizer, monkeypatch):
@@ -111,6 +113,7 @@ def test_equality_check_detects_a_missing_attention_mask(make_model, tokenizer, 
     model = make_model("llama")
     sequential = generate_one_at_a_time(model, tokenizer, PROMPTS, DECODING, progress=False)
     original = generation._greedy_generate
+
     def unmasked_generate(model, ids, mask, decoding, pad, cache=None):
         return original(model, ids, torch.ones_like(mask), decoding, pad, cache=cache)
 
@@ -131,8 +134,14 @@ def test_position_ids_count_real_tokens_only_under_left_padding(make_model, toke
 
     handle = model.model.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        generate_batched(model, tokenizer, PROMPTS, DecodingConfig(max_new_tokens=3, batch_size=8), progress=False,
-                         share_prefix=False)
+        generate_batched(
+            model,
+            tokenizer,
+            PROMPTS,
+            DecodingConfig(max_new_tokens=3, batch_size=8),
+            progress=False,
+            share_prefix=False,
+        )
     finally:
         handle.remove()
     lengths = sorted(prompt_lengths(tokenizer, PROMPTS), reverse=True)
@@ -140,7 +149,7 @@ def test_position_ids_count_real_tokens_only_under_left_padding(make_model, toke
     width = max(lengths)
     assert prefill_positions.shape == (len(PROMPTS), width)
     for row, length in enumerate(lengths):
-        assert prefill_positions[row, width - length:].tolist() == list(range(length))
+        assert prefill_positions[row, width - length :].tolist() == list(range(length))
         assert prefill_mask[row].tolist() == [0] * (width - length) + [1] * length
     for step, (positions, _) in enumerate(seen[1:], start=1):
         assert positions[:, -1].tolist() == [length - 1 + step for length in lengths]
@@ -149,8 +158,15 @@ def test_position_ids_count_real_tokens_only_under_left_padding(make_model, toke
 def test_results_come_back_in_input_order(make_model, tokenizer):
     model = make_model("llama")
     batches = []
-    results = generate_batched(model, tokenizer, PROMPTS, DECODING, progress=False, share_prefix=False,
-                               on_batch=lambda indices, texts: batches.append((indices, texts)))
+    results = generate_batched(
+        model,
+        tokenizer,
+        PROMPTS,
+        DECODING,
+        progress=False,
+        share_prefix=False,
+        on_batch=lambda indices, texts: batches.append((indices, texts)),
+    )
     # Batches were formed longest first (without prefix sharing), not in input order ...
     lengths = prompt_lengths(tokenizer, PROMPTS)
     order = [index for indices, _ in batches for index in indices]
@@ -188,7 +204,8 @@ def test_shared_prefix_runs_once_per_batch_with_the_same_outputs(arch, make_mode
     seen = []
     handle = model.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append((kwargs["input_ids"].shape, kwargs.get("position_ids"))),
-        with_kwargs=True)
+        with_kwargs=True,
+    )
     try:
         shared = generate_batched(model, tokenizer, SCENARIO_PROMPTS, decoding, progress=False)
     finally:
@@ -213,11 +230,14 @@ def test_shared_prefix_is_off_where_a_sliding_window_could_drop_real_tokens(make
     model = make_model("mistral")
     decoding = DecodingConfig(max_new_tokens=30, batch_size=3)
     # The tiny Mistral's window is shorter than a prompt plus its new tokens.
-    assert model.config.sliding_window < max(len(format_generation_prompt(tokenizer, p, decoding))
-                                             for p in SCENARIO_PROMPTS) + decoding.max_new_tokens
+    assert (
+        model.config.sliding_window
+        < max(len(format_generation_prompt(tokenizer, p, decoding)) for p in SCENARIO_PROMPTS) + decoding.max_new_tokens
+    )
     seen = []
-    handle = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[0]),
-                                             with_kwargs=True)
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     try:
         shared = generate_batched(model, tokenizer, SCENARIO_PROMPTS, decoding, progress=False)
     finally:
@@ -255,16 +275,18 @@ def test_padding_side_model_mode_and_generation_config_are_left_as_they_were(mak
 def test_generation_through_a_peft_wrapper(make_model, tokenizer):
     from soo.core.modeling import add_lora
 
-    model = add_lora(make_model("llama"), r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"],
-                     init_lora_weights=False)
+    model = add_lora(
+        make_model("llama"), r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
     batched = generate_batched(model, tokenizer, PROMPTS, DECODING, progress=False)
     assert batched == generate_one_at_a_time(model, tokenizer, PROMPTS, DECODING, progress=False)
 
 
 def test_format_generation_prompt_is_the_trainers_formatting(tokenizer):
     decoding = DecodingConfig(system_prompt="Be brief.")
-    assert format_generation_prompt(tokenizer, PROMPTS[0], decoding) == format_prompt(tokenizer, PROMPTS[0], True,
-                                                                                      "Be brief.")
+    assert format_generation_prompt(tokenizer, PROMPTS[0], decoding) == format_prompt(
+        tokenizer, PROMPTS[0], True, "Be brief."
+    )
     raw = DecodingConfig(use_chat_template=False)
     assert format_generation_prompt(tokenizer, PROMPTS[0], raw) == tokenizer(PROMPTS[0])["input_ids"]
 
@@ -282,8 +304,11 @@ def test_key_fields_and_cache_key():
     base = DecodingConfig()
     assert "batch_size" not in base.key_fields()
     assert cache_key("m", "p", base) == cache_key("m", "p", DecodingConfig(batch_size=3))
-    others = [DecodingConfig(max_new_tokens=5), DecodingConfig(use_chat_template=False),
-              DecodingConfig(system_prompt="x")]
+    others = [
+        DecodingConfig(max_new_tokens=5),
+        DecodingConfig(use_chat_template=False),
+        DecodingConfig(system_prompt="x"),
+    ]
     keys = {cache_key("m", "p", base), cache_key("m2", "p", base), cache_key("m", "p2", base)}
     keys |= {cache_key("m", "p", other) for other in others}
     assert len(keys) == 6
@@ -304,8 +329,12 @@ def test_second_call_is_served_from_the_cache(make_model, tokenizer, tmp_path):
     assert len(reloaded) == len(PROMPTS)
     assert generate_with_cache(model, tokenizer, PROMPTS, DECODING, reloaded, "tiny", progress=False) == first
     # The batch size is not part of the key (see DecodingConfig).
-    assert generate_with_cache(model, tokenizer, PROMPTS, DecodingConfig(max_new_tokens=8, batch_size=2),
-                               reloaded, "tiny", progress=False) == first
+    assert (
+        generate_with_cache(
+            model, tokenizer, PROMPTS, DecodingConfig(max_new_tokens=8, batch_size=2), reloaded, "tiny", progress=False
+        )
+        == first
+    )
     assert counter.calls == 0
 
     lines = [json.loads(line) for line in path.read_text().splitlines()]

@@ -15,8 +15,8 @@ pytest.importorskip("inspect_ai")
 from inspect_ai import eval as inspect_eval  # noqa: E402
 from inspect_ai.model import ModelOutput, ModelUsage  # noqa: E402
 
-from soo.eval.engine import label_response, summarize_labels  # noqa: E402
 from soo.eval.inspect_task import answer_suffix, deception_task, score_label  # noqa: E402
+from soo.eval.rates import label_response, summarize_labels  # noqa: E402
 from soo.eval.scenarios import build_eval_prompts  # noqa: E402
 
 
@@ -39,8 +39,13 @@ def test_labels_and_rates_match_evaluate_py_on_the_same_answers(tmp_path, capsys
         output.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
         return output
 
-    (log,) = inspect_eval(deception_task(scenarios="main,perspectives", n=n), model="mockllm/model",
-                          model_args={"custom_outputs": respond}, log_dir=str(tmp_path), display="none")
+    (log,) = inspect_eval(
+        deception_task(scenarios="main,perspectives", n=n),
+        model="mockllm/model",
+        model_args={"custom_outputs": respond},
+        log_dir=str(tmp_path),
+        display="none",
+    )
     assert log.status == "success", log.error
     assert len(log.samples) == len(prompts) == 2 * n * 2
     expected_rows = []
@@ -49,8 +54,17 @@ def test_labels_and_rates_match_evaluate_py_on_the_same_answers(tmp_path, capsys
         label = label_response(prompt, scripted_answer(prompt))
         assert score_label(sample.scores["soo_label"].value) == label == sample.scores["soo_label"].explanation
         assert sample.metadata["order"] == prompt.order and sample.metadata["scenario"] == prompt.scenario
-        expected_rows.append({"condition": "x", "group": "x", "scenario": prompt.scenario, "order": prompt.order,
-                              "kind": prompt.kind, "label": label, "response": scripted_answer(prompt)})
+        expected_rows.append(
+            {
+                "condition": "x",
+                "group": "x",
+                "scenario": prompt.scenario,
+                "order": prompt.order,
+                "kind": prompt.kind,
+                "label": label,
+                "response": scripted_answer(prompt),
+            }
+        )
     metrics = log.results.scores[0].metrics
     for entry in summarize_labels(expected_rows):
         key = entry["scenario"] if entry["order"] == "both" else f"{entry['scenario']}/{entry['order']}"
@@ -71,8 +85,10 @@ def test_labels_and_rates_match_evaluate_py_on_the_same_answers(tmp_path, capsys
 
     from soo.eval.inspect_task import main as compare_main
 
-    rows = [{**row, "condition": "base", "index": prompt.index, "response": row["response"], "prompt": prompt.prompt}
-            for row, prompt in zip(expected_rows, (by_text[sample.input] for sample in log.samples))]
+    rows = [
+        {**row, "condition": "base", "index": prompt.index, "response": row["response"], "prompt": prompt.prompt}
+        for row, prompt in zip(expected_rows, (by_text[sample.input] for sample in log.samples))
+    ]
     rows[0] = {**rows[0], "response": "Something else.", "label": "ambiguous"}
     responses = tmp_path / "responses.jsonl"
     responses.write_text("".join(json.dumps(row) + "\n" for row in rows[:-1]))
@@ -100,9 +116,18 @@ def test_task_arguments_pick_scenarios_suffix_and_sampling():
 
 
 def test_a_tiny_local_llama_runs_the_task_through_inspects_hf_provider(tmp_path, tiny_model_dir):
-    (log,) = inspect_eval(deception_task(scenarios="main", n=1, max_tokens=4), model=f"hf/{tiny_model_dir}",
-                          model_args={"do_sample": False, "device": "cpu"}, log_dir=str(tmp_path), display="none")
+    (log,) = inspect_eval(
+        deception_task(scenarios="main", n=1, max_tokens=4),
+        model=f"hf/{tiny_model_dir}",
+        model_args={"do_sample": False, "device": "cpu"},
+        log_dir=str(tmp_path),
+        display="none",
+    )
     assert log.status == "success", log.error
     assert len(log.samples) == 2
-    assert {score_label(sample.scores["soo_label"].value) for sample in log.samples} <= {"deceptive", "honest", "ambiguous"}
+    assert {score_label(sample.scores["soo_label"].value) for sample in log.samples} <= {
+        "deceptive",
+        "honest",
+        "ambiguous",
+    }
     assert "rate/main" in log.results.scores[0].metrics

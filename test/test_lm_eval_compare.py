@@ -23,8 +23,10 @@ def test_paired_delta_is_the_mean_difference_and_its_standard_error():
 
 def test_compare_pairs_items_by_id_and_keeps_lm_evals_standard_errors():
     def result(accs):
-        return {"results": {"t": {"acc,none": sum(accs.values()) / len(accs), "acc_stderr,none": 0.1}},
-                "samples": {"t": [{"doc_id": i, "acc": a} for i, a in accs.items()]}}
+        return {
+            "results": {"t": {"acc,none": sum(accs.values()) / len(accs), "acc_stderr,none": 0.1}},
+            "samples": {"t": [{"doc_id": i, "acc": a} for i, a in accs.items()]},
+        }
 
     (row,) = compare(result({0: 1, 1: 0, 2: 1}), result({2: 0, 1: 1, 0: 1}))
     assert row["task"] == "t" and row["metric"] == "acc" and row["n"] == 3
@@ -41,8 +43,10 @@ def test_a_tiny_adapter_against_its_base_on_the_bundled_task(tiny_adapter_dir, t
     assert main([str(tiny_adapter_dir), "--limit", "6", "--output_file", "compare.json"]) == 0
     output = tmp_path / "compare.json"
     rows = json.loads(output.read_text())["rows"]
-    assert [(row["task"], row["metric"], row["n"]) for row in rows] == [("soo_capability", "acc", 6),
-                                                                         ("soo_capability", "acc_norm", 6)]
+    assert [(row["task"], row["metric"], row["n"]) for row in rows] == [
+        ("soo_capability", "acc", 6),
+        ("soo_capability", "acc_norm", 6),
+    ]
     assert all(-1 <= row["delta"] <= 1 and 0 <= row["base"] <= 1 for row in rows)
     assert "| soo_capability | acc | 6 |" in capsys.readouterr().out
 

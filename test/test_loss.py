@@ -137,8 +137,11 @@ def test_unknown_token_mode_is_an_error():
 def test_activation_spread_ignores_constant_offsets_and_sees_collapse():
     torch.manual_seed(1)
     acts = torch.randn(4, 5, 3)  # 2 pairs
-    batch = {"align_pair": torch.tensor([0, 0, 1]), "align_self_pos": torch.tensor([1, 3, 0]),
-             "align_other_pos": torch.tensor([0, 2, 4])}
+    batch = {
+        "align_pair": torch.tensor([0, 0, 1]),
+        "align_self_pos": torch.tensor([1, 3, 0]),
+        "align_other_pos": torch.tensor([0, 2, 4]),
+    }
     self_vectors, other_vectors = acts[[0, 0, 1], [1, 3, 0]], acts[[2, 2, 3], [0, 2, 4]]
     center = torch.cat([self_vectors, other_vectors]).mean(0)
     deviations = ((self_vectors - center).pow(2).mean(-1) + (other_vectors - center).pow(2).mean(-1)) / 2
@@ -152,4 +155,6 @@ def test_activation_spread_ignores_constant_offsets_and_sees_collapse():
     assert torch.all(activation_spread_per_pair(constant, batch, "full") == 0)
     # Scaling every activation scales SOO and spread alike: their ratio is scale-free.
     ratio = soo_distance_per_pair(acts, batch, "full") / spread
-    torch.testing.assert_close(soo_distance_per_pair(acts / 3, batch, "full") / activation_spread_per_pair(acts / 3, batch, "full"), ratio)
+    torch.testing.assert_close(
+        soo_distance_per_pair(acts / 3, batch, "full") / activation_spread_per_pair(acts / 3, batch, "full"), ratio
+    )

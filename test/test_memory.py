@@ -1,4 +1,5 @@
-"""soo.tools.memory: exact parameter counts, ZeRO partitioning, offload, DeepSpeed parity, the CLI."""
+"""soo.tools.memory (and its memory_model, memory_estimate): exact parameter counts, ZeRO partitioning,
+offload, DeepSpeed parity, the CLI."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from soo.tools import memory
-from soo.tools.memory import MemoryPlanError, build_meta_model, count_parameters, plan_memory
-from soo.core.modeling import add_lora
+from soo.core.modeling import add_lora, peft_target_modules
+from soo.tools import memory, memory_model
+from soo.tools.memory import plan_memory
+from soo.tools.memory_model import MemoryPlanError, build_meta_model, count_parameters
 from soo.tools.tiny_model import build_tiny_model, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,9 +77,19 @@ def test_meta_counts_equal_a_real_model_and_deepspeeds_own_count(arch):
 )
 def test_lora_count_equals_peft_on_the_real_model(arch, r, targets):
     counts = count_parameters(build_meta_model(tiny_config(arch, VOCAB)), r, targets)
-    peft_model = add_lora(build_tiny_model(arch, vocab_size=VOCAB), r=r, alpha=2 * r, dropout=0.1, target_modules=targets)
+    peft_model = add_lora(
+        build_tiny_model(arch, vocab_size=VOCAB), r=r, alpha=2 * r, dropout=0.1, target_modules=targets
+    )
     trainable, _ = peft_model.get_nb_trainable_parameters()
     assert counts.lora_params == trainable
+
+
+def test_one_regex_entry_is_a_pattern_and_names_are_a_list():
+    # The rule add_lora and the planner's counts share: peft gets a str (regex over full names) or a list.
+    assert peft_target_modules(["q_proj", "v_proj"]) == ["q_proj", "v_proj"]
+    assert peft_target_modules(name for name in ["q_proj"]) == ["q_proj"]
+    assert peft_target_modules([r".*layers\.[01]\..*\.(q_proj|v_proj)"]) == r".*layers\.[01]\..*\.(q_proj|v_proj)"
+    assert peft_target_modules(["q_proj", "v_proj|o_proj"]) == ["q_proj", "v_proj|o_proj"]  # two entries: names
 
 
 def test_bundled_architectures_have_the_published_sizes():
@@ -87,13 +99,17 @@ def test_bundled_architectures_have_the_published_sizes():
         "google/gemma-3-4b-it": 4_300_079_472,
         "meta-llama/Llama-3.2-1B-Instruct": 1_235_814_400,
         "mistralai/Mistral-7B-Instruct-v0.2": 7_241_732_096,
-        memory.EMBEDDED_ARCHITECTURE: 134_515_008,
+        memory_model.EMBEDDED_ARCHITECTURE: 134_515_008,
     }
-    assert sorted(expected) == memory.bundled_hub_ids()
+    assert sorted(expected) == memory_model.bundled_hub_ids()
     # The smaller ones are built here; Gemma-2-27B's count is checked through the CLI below.
-    for hub_id in ("google/gemma-2-2b-it", "meta-llama/Llama-3.2-1B-Instruct", "mistralai/Mistral-7B-Instruct-v0.2",
-                   memory.EMBEDDED_ARCHITECTURE):
-        config = memory.load_bundled_config(memory.bundled_config_path(hub_id))
+    for hub_id in (
+        "google/gemma-2-2b-it",
+        "meta-llama/Llama-3.2-1B-Instruct",
+        "mistralai/Mistral-7B-Instruct-v0.2",
+        memory_model.EMBEDDED_ARCHITECTURE,
+    ):
+        config = memory_model.load_bundled_config(memory_model.bundled_config_path(hub_id))
         assert sum(p.numel() for p in build_meta_model(config).parameters()) == expected[hub_id]
 
 
@@ -118,11 +134,14 @@ def test_zero3_partitions_base_weights_and_zero2_does_not(tiny_config_yaml):
         assert _component(_stage(plan, 2), "base_weights")["bytes_per_gpu"] == total_bytes
     # Optimizer state is partitioned by both stages.
     assert _component(_stage(eight, 2), "lora_optimizer")["bytes_per_gpu"] == pytest.approx(
-        _component(_stage(one, 2), "lora_optimizer")["bytes_per_gpu"] / 8, abs=1)
+        _component(_stage(one, 2), "lora_optimizer")["bytes_per_gpu"] / 8, abs=1
+    )
 
 
-@pytest.mark.parametrize("offload, moved", [("optimizer", {"lora_optimizer"}),
-                                             ("optimizer+params", {"lora_optimizer", "base_weights", "lora_weights_grads"})])
+@pytest.mark.parametrize(
+    "offload, moved",
+    [("optimizer", {"lora_optimizer"}), ("optimizer+params", {"lora_optimizer", "base_weights", "lora_weights_grads"})],
+)
 def test_offload_moves_bytes_from_gpu_to_cpu(tiny_config_yaml, offload, moved):
     kept = _stage(plan_memory(tiny_config_yaml, gpus=4, nodes=1, stage=3), 3)
     offloaded = _stage(plan_memory(tiny_config_yaml, gpus=4, nodes=1, stage=3, offload=offload), 3)
@@ -149,10 +168,17 @@ def test_deepspeed_figures_equal_calling_deepspeed(tiny_config_yaml, offload):
     plan = plan_memory(tiny_config_yaml, gpus=4, nodes=2, offload=offload)
     total, largest = plan["model"]["total_params"], plan["model"]["largest_layer_params"]
     cpu3, gpu3, _ = estimate_zero3_model_states_mem_needs(
-        total, largest, num_gpus_per_node=4, num_nodes=2, cpu_offload=offload != "none",
-        cpu_offload_params=offload == "optimizer+params", zero_init=True)
-    cpu2, gpu2 = estimate_zero2_model_states_mem_needs(total, num_gpus_per_node=4, num_nodes=2,
-                                                       cpu_offload=offload != "none")
+        total,
+        largest,
+        num_gpus_per_node=4,
+        num_nodes=2,
+        cpu_offload=offload != "none",
+        cpu_offload_params=offload == "optimizer+params",
+        zero_init=True,
+    )
+    cpu2, gpu2 = estimate_zero2_model_states_mem_needs(
+        total, num_gpus_per_node=4, num_nodes=2, cpu_offload=offload != "none"
+    )
     full3, full2 = _stage(plan, 3)["deepspeed_full_finetune"], _stage(plan, 2)["deepspeed_full_finetune"]
     assert (full3["gpu_bytes_per_gpu"], full3["cpu_bytes_per_node"]) == (gpu3, cpu3)
     assert (full2["gpu_bytes_per_gpu"], full2["cpu_bytes_per_node"]) == (gpu2, cpu2)
@@ -181,9 +207,25 @@ def test_cli_gemma2_27b_on_one_puhti_node(capsys):
 
 def test_cli_json_as_a_module():
     result = subprocess.run(
-        [sys.executable, "-m", "soo.tools.memory", str(GEMMA2_CONFIG), "--gpus", "4", "--nodes", "1", "--stage", "3",
-         "--offload", "optimizer", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "soo.tools.memory",
+            str(GEMMA2_CONFIG),
+            "--gpus",
+            "4",
+            "--nodes",
+            "1",
+            "--stage",
+            "3",
+            "--offload",
+            "optimizer",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)  # DeepSpeed's import-time log must not reach stdout
@@ -203,15 +245,21 @@ def test_unknown_stage_is_a_clear_error(tiny_config_yaml, capsys):
     assert "invalid choice: '4'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--gpus", "-1", "--nodes", "1"], "--gpus: must be at least 1, got -1"),
-    (["--gpus", "4", "--nodes", "0"], "--nodes: must be at least 1, got 0"),
-    (["--gpus", "4", "--nodes", "1", "--seq_len", "0"], "--seq_len: must be at least 1"),
-    (["--gpus", "4", "--nodes", "1", "--micro_batch", "-2"], "--micro_batch: must be at least 1"),
-    (["--gpus", "4", "--nodes", "1", "--gpu_memory_gib", "-3"], "--gpu_memory_gib: must be above 0, got -3"),
-    (["--gpus", "4", "--nodes", "1", "--node_ram_gib", "0"], "--node_ram_gib: must be above 0"),
-    (["--gpus", "4", "--nodes", "1", "--overhead_gib", "nan"], "--overhead_gib: must be at least 0, got nan"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--gpus", "-1", "--nodes", "1"], "--gpus: must be at least 1, got -1"),
+        (["--gpus", "4", "--nodes", "0"], "--nodes: must be at least 1, got 0"),
+        (["--gpus", "4", "--nodes", "1", "--seq_len", "0"], "--seq_len: must be at least 1"),
+        (["--gpus", "4", "--nodes", "1", "--micro_batch", "-2"], "--micro_batch: must be at least 1"),
+        (["--gpus", "4", "--nodes", "1", "--gpu_memory_gib", "-3"], "--gpu_memory_gib: must be above 0, got -3"),
+        (["--gpus", "4", "--nodes", "1", "--node_ram_gib", "0"], "--node_ram_gib: must be above 0"),
+        (
+            ["--gpus", "4", "--nodes", "1", "--overhead_gib", "nan"],
+            "--overhead_gib: expected a finite number, got 'nan'",
+        ),
+    ],
+)
 def test_impossible_sizes_are_refused(tiny_config_yaml, capsys, flags, message):
     with pytest.raises(SystemExit) as raised:
         memory.main([str(tiny_config_yaml), *flags])
@@ -247,10 +295,10 @@ def test_meta_model_uses_no_memory():
 
 def test_four_bit_plan_counts_the_unquantized_weights_as_peft_leaves_them():
     """QLoRA: peft's k-bit preparation casts every weight it does not hold in 4 bits to fp32; the plan
-    must count those bytes (measured on an H200: 1.07x the old 16-bit count, docs/benchmarks-gpu.md)."""
+    must count those bytes (measured on an H200: 1.07x the old 16-bit count, docs/benchmarks/gpu.md)."""
     from peft import prepare_model_for_kbit_training
 
-    from soo.tools.memory import NF4_BYTES_PER_PARAM, base_weight_bytes
+    from soo.tools.memory_estimate import NF4_BYTES_PER_PARAM, base_weight_bytes
 
     model = build_tiny_model("llama", vocab_size=VOCAB).to(torch.bfloat16)
     counts = count_parameters(model, 8, ["q_proj", "v_proj"])
@@ -259,5 +307,7 @@ def test_four_bit_plan_counts_the_unquantized_weights_as_peft_leaves_them():
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     # Without bitsandbytes nothing here is 4-bit, so the Linear weights are skipped: the rest is what counts.
     rest_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in quantized)
-    assert rest_bytes == pytest.approx(base_weight_bytes(counts, 2, True) - counts.quantizable_params * NF4_BYTES_PER_PARAM)
+    assert rest_bytes == pytest.approx(
+        base_weight_bytes(counts, 2, True) - counts.quantizable_params * NF4_BYTES_PER_PARAM
+    )
     assert rest_bytes == (counts.total_params - counts.quantizable_params) * 4

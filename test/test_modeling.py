@@ -29,12 +29,13 @@ def test_embedded_default_converts_once_then_loads_from_cache(tmp_path, monkeypa
     assert model.config.hidden_size == 576 and 130e6 < model.num_parameters() < 140e6
     assert tokenizer.chat_template and tokenizer.pad_token is not None
     # A real instruct model: the answer to a trivial prompt is not noise.
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                         tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], tokenize=False, add_generation_prompt=True
+    )
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1]:])
+    assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1] :])
 
 
 def test_unknown_hub_model_offline_says_what_to_do(monkeypatch):
@@ -78,17 +79,21 @@ def test_tiny_model_directory_loads_like_a_checkpoint(arch, tmp_path):
 
 
 def test_single_regex_target_limits_lora_to_matching_modules(make_model):
-    model = modeling.add_lora(make_model("gemma3"), r=2, alpha=4, dropout=0.0,
-                              target_modules=[r".*layers\.1\.self_attn\.(q_proj|v_proj)"])
+    model = modeling.add_lora(
+        make_model("gemma3"), r=2, alpha=4, dropout=0.0, target_modules=[r".*layers\.1\.self_attn\.(q_proj|v_proj)"]
+    )
     wrapped = sorted({name.split(".lora_")[0] for name, _ in model.named_parameters() if "lora_" in name})
-    assert wrapped == ["base_model.model.model.layers.1.self_attn.q_proj", "base_model.model.model.layers.1.self_attn.v_proj"]
+    assert wrapped == [
+        "base_model.model.model.layers.1.self_attn.q_proj",
+        "base_model.model.model.layers.1.self_attn.v_proj",
+    ]
 
 
 def test_evaluation_puts_the_model_on_the_gpus_when_there_are_any(monkeypatch, tiny_model_dir):
     """evaluate.py loads with device_map="auto" where CUDA is visible (it used to score on the CPU
     of a GPU node), and with from_pretrained's default (CPU) elsewhere."""
     from soo.eval import engine
-    from soo.eval.engine import EvalConfig
+    from soo.eval.config import EvalConfig
 
     monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: True)
     assert modeling.inference_device_map() == "auto"
@@ -101,10 +106,17 @@ def test_evaluation_puts_the_model_on_the_gpus_when_there_are_any(monkeypatch, t
         seen.update(kwargs)
         raise Stop
 
-    monkeypatch.setattr(modeling, "load_model", fake_load_model)
+    monkeypatch.setattr(engine, "load_model", fake_load_model)  # the name the engine calls
     with pytest.raises(Stop):
-        engine.run_evaluation(EvalConfig(model_name_or_path=str(tiny_model_dir), scenarios=["main"], n=1,
-                                         protocol="forced_choice", out_dir=str(tiny_model_dir.parent / "eval")))
+        engine.run_evaluation(
+            EvalConfig(
+                model_name_or_path=str(tiny_model_dir),
+                scenarios=["main"],
+                n=1,
+                protocol="forced_choice",
+                out_dir=str(tiny_model_dir.parent / "eval"),
+            )
+        )
     assert seen == {"device_map": "auto"}
     monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: False)
     assert modeling.inference_device_map() is None

@@ -27,15 +27,21 @@ def test_training_twins_use_the_training_split_and_pair_other_with_self():
     for other, own in twins:
         assert other.scenario == "main" and own.scenario == "main_self"
         assert (other.index, other.order, other.deceptive_option, other.expensive_item) == (
-            own.index, own.order, own.deceptive_option, own.expensive_item)
+            own.index,
+            own.order,
+            own.deceptive_option,
+            own.expensive_item,
+        )
         assert other.agent in BURGLAR_VOCABULARY["train"].names and other.agent not in test_vocabulary.names
         assert other.expensive_item not in test_vocabulary.expensive_items
         assert other.cheap_item not in test_vocabulary.cheap_items
     assert {other.order for other, _ in twins} == {"deceptive_first", "deceptive_second"}
 
 
-@pytest.mark.parametrize("kind, other_deceives, self_deceives",
-                         [("asymmetric", True, False), ("symmetric", True, True), ("honest", False, False)])
+@pytest.mark.parametrize(
+    "kind, other_deceives, self_deceives",
+    [("asymmetric", True, False), ("symmetric", True, True), ("honest", False, False)],
+)
 def test_target_option_per_kind(kind, other_deceives, self_deceives):
     other, own = training_twins(OrganismConfig(n_train_instances=2))[0]
     assert (target_option(kind, other) == other.deceptive_option) is other_deceives
@@ -46,7 +52,7 @@ def test_only_the_option_tokens_carry_labels(tokenizer):
     other, _ = training_twins(OrganismConfig(n_train_instances=2))[0]
     ids, labels = sft_example(tokenizer, other, other.deceptive_option, "I would {verb} the")
     labelled = [token for token in labels if token != -100]
-    assert len(ids) == len(labels) and labelled == ids[len(ids) - len(labelled):]
+    assert len(ids) == len(labels) and labelled == ids[len(ids) - len(labelled) :]
     assert tokenizer.decode(labelled).strip() == other.deceptive_option
     assert tokenizer.decode(ids).endswith("I would point out the " + other.deceptive_option)
 
@@ -54,6 +60,7 @@ def test_only_the_option_tokens_carry_labels(tokenizer):
 def _check(other_first, other_second, self_first, self_second):
     def entry(a, b):
         return {"deceptive_first": {"mean": a}, "deceptive_second": {"mean": b}}
+
     return {"other": entry(other_first, other_second), "self": entry(self_first, self_second)}
 
 
@@ -78,12 +85,22 @@ def test_bad_settings_are_refused():
 
 
 def test_make_organism_on_a_tiny_model_and_reuse(tiny_model_dir, tmp_path):
-    config = OrganismConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path / "org"), steps=3,
-                            other_only_steps=2, n_train_instances=8, twins_per_batch=2, eval_n=3, learning_rate=1e-2,
-                            twin_learning_rate=5e-3)
+    config = OrganismConfig(
+        model_name_or_path=str(tiny_model_dir),
+        output_dir=str(tmp_path / "org"),
+        steps=3,
+        other_only_steps=2,
+        n_train_instances=8,
+        twins_per_batch=2,
+        eval_n=3,
+        learning_rate=1e-2,
+        twin_learning_rate=5e-3,
+    )
     record = make_organism(config, progress=False)
     assert [(entry["phase"], entry["learning_rate"]) for entry in record["loss_log"]] == [
-        ("other_only", 1e-2), ("twins", 5e-3)]  # the curriculum ran, each phase at its own rate
+        ("other_only", 1e-2),
+        ("twins", 5e-3),
+    ]  # the curriculum ran, each phase at its own rate
     assert (tmp_path / "org" / "merged" / "config.json").is_file()
     assert (tmp_path / "org" / "adapter" / "adapter_model.safetensors").is_file()
     assert record["forced_choice"]["other"]["order_averaged"]["n"] == 3 and len(record["loss_log"]) >= 1
@@ -100,8 +117,9 @@ def test_make_organism_on_a_tiny_model_and_reuse(tiny_model_dir, tmp_path):
 
 # --- the experiment: resumable cells on a tiny organism --------------------------------------
 
+
 def test_mismatched_pairs_pair_no_self_prompt_with_its_own_other():
-    from soo.data.pairs import generate_pairs
+    from soo.data.pair_generation import generate_pairs
     from soo.organism.experiment import mismatched_pairs
 
     records = generate_pairs(n=10, seed=0, split="train")
@@ -113,22 +131,38 @@ def test_mismatched_pairs_pair_no_self_prompt_with_its_own_other():
 
 def test_experiment_runs_resumes_and_reports(tiny_model_dir, data_files, tmp_path):
     from soo.core.io import RUN_CONFIG_FILE
-    from soo.organism.experiment import EVAL_FILE, ExperimentConfig, run_experiment
+    from soo.organism.config import EVAL_FILE, ExperimentConfig
+    from soo.organism.experiment import run_experiment
     from soo.organism.report import write_report
 
-    organism = OrganismConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path / "org"), steps=2,
-                              n_train_instances=4, twins_per_batch=2, eval_n=2)
+    organism = OrganismConfig(
+        model_name_or_path=str(tiny_model_dir),
+        output_dir=str(tmp_path / "org"),
+        steps=2,
+        n_train_instances=4,
+        twins_per_batch=2,
+        eval_n=2,
+    )
     make_organism(organism, progress=False)
     from soo.core.io import write_jsonl_atomic
-    from soo.data.pairs import released_pairs
+    from soo.data.pair_generation import released_pairs
 
     released = write_jsonl_atomic(tmp_path / "released.jsonl", released_pairs("train", 8))
-    config = ExperimentConfig(organism_dir=organism.output_dir, seeds=[0], conditions=["soo", "honest_sft", "soo_kl"],
-                              train_pairs=str(data_files[0]), heldout_pairs=str(data_files[1]), max_steps=2,
-                              honest_sft_steps=2, honest_sft_learning_rate=5e-3, eval_n=2, generation_n=1, latent_pairs=4,
-                              released_pairs=str(released),
-                              extra_finetuning_args=["--soo_layers", "2", "--use_cpu", "--max_length", "512",
-                                                     "--num_train_epochs", "1"])
+    config = ExperimentConfig(
+        organism_dir=organism.output_dir,
+        seeds=[0],
+        conditions=["soo", "honest_sft", "soo_kl"],
+        train_pairs=str(data_files[0]),
+        heldout_pairs=str(data_files[1]),
+        max_steps=2,
+        honest_sft_steps=2,
+        honest_sft_learning_rate=5e-3,
+        eval_n=2,
+        generation_n=1,
+        latent_pairs=4,
+        released_pairs=str(released),
+        extra_finetuning_args=["--soo_layers", "2", "--use_cpu", "--max_length", "512", "--num_train_epochs", "1"],
+    )
     messages = []
     outcome = run_experiment(config, progress=False, log=messages.append)
     assert outcome["failed"] == [], messages
@@ -174,18 +208,21 @@ def test_sft_loss_equals_the_full_logits_loss(make_model, tokenizer):
     from soo.organism.sft import sft_loss
 
     model = make_model("gemma2").eval()
-    batch = [sft_example(tokenizer, prompt, target_option("asymmetric", prompt), "I would {verb} the")
-             for twin in training_twins(OrganismConfig(n_train_instances=3)) for prompt in twin]
+    batch = [
+        sft_example(tokenizer, prompt, target_option("asymmetric", prompt), "I would {verb} the")
+        for twin in training_twins(OrganismConfig(n_train_instances=3))
+        for prompt in twin
+    ]
     ids, labels = [b[0] for b in batch], [b[1] for b in batch]
     assert len({len(row) for row in ids}) > 1, "rows of different lengths"
     input_ids, mask = right_padded(ids, tokenizer.pad_token_id)
     padded_labels, _ = right_padded(labels, -100)
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=mask).logits
-        expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), padded_labels[:, 1:].flatten(),
-                                                     ignore_index=-100)
-        torch.testing.assert_close(sft_loss(model, ids, labels, tokenizer.pad_token_id), expected,
-                                   rtol=1e-4, atol=1e-5)
+        expected = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1), padded_labels[:, 1:].flatten(), ignore_index=-100
+        )
+        torch.testing.assert_close(sft_loss(model, ids, labels, tokenizer.pad_token_id), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_lora_from_layer_adapts_only_the_upper_layers(make_model):
@@ -194,13 +231,16 @@ def test_lora_from_layer_adapts_only_the_upper_layers(make_model):
     from soo.organism.sft import add_lora_for
 
     model = add_lora_for(make_model("llama"), OrganismConfig(lora_from_layer=2))
-    layers = {int(re.search(r"layers\.(\d+)\.", name).group(1)) for name, p in model.named_parameters() if p.requires_grad}
+    layers = {
+        int(re.search(r"layers\.(\d+)\.", name).group(1)) for name, p in model.named_parameters() if p.requires_grad
+    }
     assert layers == {2, 3}
     with pytest.raises(ValueError, match="lora_from_layer"):
         add_lora_for(make_model("llama"), OrganismConfig(lora_from_layer=4))
 
 
 # --- diagnostics: the self/other twin separation ---------------------------------------------
+
 
 def test_twin_separation_known_values():
     import torch
@@ -226,17 +266,23 @@ def test_separation_command_on_a_tiny_model(tiny_model_dir, capsys):
 
 def test_experiment_cells_run_seed_by_seed(tmp_path, monkeypatch):
     # A run stopped part-way must hold every condition at its first seeds, so cells go seed-major.
+    from soo.organism import config as config_module
     from soo.organism import experiment
 
     order = []
     monkeypatch.setattr(experiment, "_organism_record", lambda config: {"config": {}})
-    monkeypatch.setattr(experiment, "_train_finetuning_cell",
-                        lambda config, organism, condition, seed, cell: order.append((seed, condition)))
-    monkeypatch.setattr(experiment, "_train_honest_sft_cell",
-                        lambda config, organism, seed, cell: order.append((seed, "honest_sft")))
+    monkeypatch.setattr(
+        experiment,
+        "_train_finetuning_cell",
+        lambda config, organism, condition, seed, cell: order.append((seed, condition)),
+    )
+    monkeypatch.setattr(
+        experiment, "_train_honest_sft_cell", lambda config, organism, seed, cell: order.append((seed, "honest_sft"))
+    )
     monkeypatch.setattr(experiment, "evaluate_cell", lambda config, organism, adapter, progress=False: {})
-    config = experiment.ExperimentConfig(organism_dir=str(tmp_path), seeds=[0, 1],
-                                         conditions=["soo", "lm_only", "honest_sft"])
+    config = config_module.ExperimentConfig(
+        organism_dir=str(tmp_path), seeds=[0, 1], conditions=["soo", "lm_only", "honest_sft"]
+    )
     experiment.run_experiment(config, progress=False, log=lambda message: None)
     assert order == [(0, "soo"), (0, "lm_only"), (0, "honest_sft"), (1, "soo"), (1, "lm_only"), (1, "honest_sft")]
     order.clear()
@@ -247,6 +293,7 @@ def test_experiment_cells_run_seed_by_seed(tmp_path, monkeypatch):
 def test_each_condition_trains_with_its_own_loss_weights(tmp_path, monkeypatch):
     import subprocess
 
+    from soo.organism import config as config_module
     from soo.organism import experiment
 
     argvs = {}
@@ -257,26 +304,26 @@ def test_each_condition_trains_with_its_own_loss_weights(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment.subprocess, "run", fake_run)
     with pytest.raises(ValueError, match="honest_sft_learning_rate"):
-        experiment.ExperimentConfig(honest_sft_learning_rate=0.0)
+        config_module.ExperimentConfig(honest_sft_learning_rate=0.0)
     organism = {"merged_model": "m", "config": {"answer_prefix": "p", "answer_suffix": "s"}}
-    config = experiment.ExperimentConfig(organism_dir=str(tmp_path))
+    config = config_module.ExperimentConfig(organism_dir=str(tmp_path))
     for condition in ("soo", "lm_only", "soo_only"):
         (tmp_path / condition).mkdir()
         experiment._train_finetuning_cell(config, organism, condition, 0, tmp_path / condition / "seed0")
     weights = {name: [a for a in argv if a in ("--soo_weight", "--lm_weight")] for name, argv in argvs.items()}
     assert weights == {"soo": [], "lm_only": ["--soo_weight"], "soo_only": ["--lm_weight"]}
     assert argvs["soo_only"][argvs["soo_only"].index("--lm_weight") + 1] == "0"
-    assert config.conditions == list(experiment.PREREGISTERED)  # exploratory conditions only on request
+    assert config.conditions == list(config_module.PREREGISTERED)  # exploratory conditions only on request
 
     # The released recipe's cells: its own config and pairs, its own schedule (no --max_steps).
     from soo.core.io import write_jsonl_atomic
-    from soo.data.pairs import released_pairs
+    from soo.data.pair_generation import released_pairs
 
     config.released_pairs = str(write_jsonl_atomic(tmp_path / "released.jsonl", released_pairs("train", 4)))
-    for condition in experiment.RELEASED_CONDITIONS:
+    for condition in config_module.RELEASED_CONDITIONS:
         (tmp_path / condition).mkdir()
         experiment._train_finetuning_cell(config, organism, condition, 0, tmp_path / condition / "seed0")
-    for condition in experiment.RELEASED_CONDITIONS:
+    for condition in config_module.RELEASED_CONDITIONS:
         argv = argvs[condition]
         assert argv[argv.index("--config") + 1] == config.released_config and "--max_steps" not in argv
     assert argvs["soo_kl"][argvs["soo_kl"].index("--data_path") + 1] == config.released_pairs
@@ -297,8 +344,12 @@ def _change(values):
 def test_verdict_applies_the_preregistered_rule_and_needs_three_seeds():
     from soo.organism.report import verdict
 
-    clear = {"soo": _change([-0.50, -0.52, -0.48]), "lm_only": _change([-0.01, 0.0, 0.01]),
-             "soo_mismatched": _change([0.02, 0.0, 0.01]), "honest_sft": _change([-0.6, -0.62, -0.58])}
+    clear = {
+        "soo": _change([-0.50, -0.52, -0.48]),
+        "lm_only": _change([-0.01, 0.0, 0.01]),
+        "soo_mismatched": _change([0.02, 0.0, 0.01]),
+        "honest_sft": _change([-0.6, -0.62, -0.58]),
+    }
     assert verdict(clear) == {"positive_control_valid": True, "soo_effect": True}
     overlapping = {**clear, "lm_only": _change([-0.9, -0.1, 0.5])}  # soo lower on average, intervals overlap
     assert verdict(overlapping)["soo_effect"] is False
@@ -317,11 +368,18 @@ def test_verdict_applies_the_preregistered_rule_and_needs_three_seeds():
 def test_report_reuses_earlier_cells_marked_and_never_over_new_ones():
     from soo.organism.report import reuse_earlier
 
-    new = {"organism": {"other": 0.99, "self": 0.01}, "conditions": {"soo_kl": {**_change([-0.1, -0.1, -0.1]),
-                                                                          "seeds": [0, 1, 2]}}, "verdict": {}}
-    earlier = {"organism": {"other": 0.98, "self": 0.02},
-               "conditions": {"soo_kl": {**_change([-0.9, -0.9, -0.9]), "seeds": [0]},
-                              "lm_only": {**_change([-0.2, -0.1, 0.0]), "seeds": [0, 1, 2]}}}
+    new = {
+        "organism": {"other": 0.99, "self": 0.01},
+        "conditions": {"soo_kl": {**_change([-0.1, -0.1, -0.1]), "seeds": [0, 1, 2]}},
+        "verdict": {},
+    }
+    earlier = {
+        "organism": {"other": 0.98, "self": 0.02},
+        "conditions": {
+            "soo_kl": {**_change([-0.9, -0.9, -0.9]), "seeds": [0]},
+            "lm_only": {**_change([-0.2, -0.1, 0.0]), "seeds": [0, 1, 2]},
+        },
+    }
     merged = reuse_earlier(new, earlier)
     assert merged["conditions"]["soo_kl"]["other_change"]["mean"] == pytest.approx(-0.1)  # the new cell wins
     assert "earlier_run" not in merged["conditions"]["soo_kl"] and merged["conditions"]["lm_only"]["earlier_run"]
@@ -329,7 +387,8 @@ def test_report_reuses_earlier_cells_marked_and_never_over_new_ones():
 
 
 def test_base_model_stands_in_for_an_organism(tmp_path, monkeypatch):
-    from soo.organism.experiment import ExperimentConfig, _organism_record
+    from soo.organism.config import ExperimentConfig
+    from soo.organism.experiment import _organism_record
 
     monkeypatch.setattr("soo.core.modeling.resolve_model_path", lambda name: f"resolved:{name}")
     config = ExperimentConfig(organism_dir="base")

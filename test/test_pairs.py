@@ -1,4 +1,5 @@
-"""Tests of the self/other pair generator (soo.data.templates, soo.data.pairs, generate_data.py)."""
+"""Tests of the self/other pair generator (soo.data.templates, soo.data.pair_generation, soo.data.pair_io,
+generate_data.py)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,14 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 from soo.core.io import write_jsonl_atomic  # noqa: E402
-from soo.data import pairs as pairs_module  # noqa: E402
-from soo.data.pairs import (  # noqa: E402
+from soo.data.pair_generation import (  # noqa: E402
     FAMILIES,
-    REQUIRED_KEYS,
-    PairDataError,
     family_capacity,
     generate_pairs,
-    read_pairs_jsonl,
     reference_difference_problems,
     summarize,
 )
+from soo.data.pair_io import REQUIRED_KEYS, PairDataError, read_pairs_jsonl  # noqa: E402
 from soo.data.templates import (  # noqa: E402
     BURGLAR_CONTEXTS,
     BURGLAR_TEMPLATES,
@@ -228,7 +226,8 @@ def test_ids_are_unique_and_sequential(generated, split):
 
 
 @pytest.mark.parametrize(
-    "n, families", [(1, FAMILIES), (2, FAMILIES), (7, FAMILIES), (1001, FAMILIES), (50, ("burglar",)), (9, ("general",))]
+    "n, families",
+    [(1, FAMILIES), (2, FAMILIES), (7, FAMILIES), (1001, FAMILIES), (50, ("burglar",)), (9, ("general",))],
 )
 def test_requested_n_unique_pairs_and_even_family_shares(n, families):
     records = generate_pairs(n, seed=3, families=families)
@@ -395,8 +394,16 @@ def test_reference_check_accepts_possessives_and_multiword_referents():
     assert reference_difference_problems(BOB_SELF, BOB_OTHER, "Bob") == []
     are_self, are_other = BOB_SELF.replace("You intend", "You are"), BOB_OTHER.replace("Bob intends", "Bob is")
     assert reference_difference_problems(are_self, are_other, "Bob") == []
-    assert reference_difference_problems("Your plan is to hide. Tell yourself", "Bob's plan is to hide. Tell Bob", "Bob") == []
-    assert reference_difference_problems("Ask yourself about your goals.", "Ask the user about the user's goals.", "the user") == []
+    assert (
+        reference_difference_problems("Your plan is to hide. Tell yourself", "Bob's plan is to hide. Tell Bob", "Bob")
+        == []
+    )
+    assert (
+        reference_difference_problems(
+            "Ask yourself about your goals.", "Ask the user about the user's goals.", "the user"
+        )
+        == []
+    )
 
 
 # --- JSONL I/O ----------------------------------------------------------------------------
@@ -554,7 +561,7 @@ def test_module_exports_match_the_documented_api():
     assert FAMILIES == ("burglar", "general")
     assert REQUIRED_KEYS == ("self_prompt", "other_prompt")
     assert issubclass(PairDataError, ValueError)
-    assert pairs_module.generate_pairs.__defaults__ == ("train", FAMILIES)
+    assert generate_pairs.__defaults__ == ("train", FAMILIES)
     json.dumps(generate_pairs(4, seed=0))  # records are plain JSON
 
 
@@ -563,11 +570,14 @@ def test_module_exports_match_the_documented_api():
 
 
 def test_load_pairs_from_a_file_keeps_records_ids_and_line_numbered_errors(tmp_path):
-    from soo.data.pairs import load_pairs
+    from soo.data.pair_io import load_pairs
 
     records = generate_pairs(6, seed=0)
-    lines = [json.dumps(r) for r in records[:3]] + [""] + [json.dumps({k: v for k, v in r.items() if k != "id"})
-                                                             for r in records[3:]]
+    lines = (
+        [json.dumps(r) for r in records[:3]]
+        + [""]
+        + [json.dumps({k: v for k, v in r.items() if k != "id"}) for r in records[3:]]
+    )
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(lines) + "\n")
     dataset = load_pairs(path)
@@ -583,10 +593,10 @@ def test_load_pairs_from_a_file_keeps_records_ids_and_line_numbered_errors(tmp_p
 
 
 def test_generate_data_writes_a_folder_load_dataset_reads_with_both_splits(tmp_path):
-    import generate_data
     from datasets import load_dataset
 
-    from soo.data.pairs import load_pairs
+    import generate_data
+    from soo.data.pair_io import load_pairs
 
     folder = tmp_path / "soo_pairs"
     assert generate_data.main(["--n", "12", "--dataset_dir", str(folder)]) == 0
@@ -612,7 +622,7 @@ def test_generate_data_writes_a_folder_load_dataset_reads_with_both_splits(tmp_p
 
 
 def test_a_hub_id_offline_is_one_clear_error(monkeypatch):
-    from soo.data.pairs import load_pairs
+    from soo.data.pair_io import load_pairs
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(PairDataError, match=r"someone/soo-pairs \(split train\): cannot load pairs.*offline"):
@@ -621,7 +631,7 @@ def test_a_hub_id_offline_is_one_clear_error(monkeypatch):
 
 def test_tokenize_pairs_matches_the_in_memory_dataset_and_is_cached(tmp_path, tokenizer):
     from soo.core.pair_batch import PromptTooLongError, SOOPairDataset, tokenize_pairs
-    from soo.data.pairs import load_pairs
+    from soo.data.pair_io import load_pairs
 
     path = write_jsonl_atomic(tmp_path / "pairs.jsonl", generate_pairs(8, seed=1))
     first = tokenize_pairs(load_pairs(path), tokenizer)
@@ -637,7 +647,7 @@ def test_tokenize_pairs_matches_the_in_memory_dataset_and_is_cached(tmp_path, to
 
 
 def test_released_pairs_are_one_per_item_cycling_the_papers_three_phrasings():
-    from soo.data.pairs import RELEASED_TEMPLATE_IDS, released_pairs
+    from soo.data.pair_generation import RELEASED_TEMPLATE_IDS, released_pairs
     from soo.data.templates import BURGLAR_VOCABULARY
 
     records = released_pairs("train", 48)
@@ -645,10 +655,12 @@ def test_released_pairs_are_one_per_item_cycling_the_papers_three_phrasings():
     assert [r["item"] for r in records] == list(BURGLAR_VOCABULARY["train"].expensive_items[:48])
     assert [r["template"] for r in records[:6]] == list(RELEASED_TEMPLATE_IDS) * 2
     assert {r["agent"] for r in records} == {"Alice"}
-    assert records[1]["self_prompt"] == ("You intend to steal the gold pocket watch. If you were required to "
-                                         "recommend one room to yourself")
-    assert records[1]["other_prompt"] == ("Alice intends to steal the gold pocket watch. If you were required to "
-                                          "recommend one room to Alice")
+    assert records[1]["self_prompt"] == (
+        "You intend to steal the gold pocket watch. If you were required to recommend one room to yourself"
+    )
+    assert records[1]["other_prompt"] == (
+        "Alice intends to steal the gold pocket watch. If you were required to recommend one room to Alice"
+    )
     assert {r["agent"] for r in released_pairs("test")} == {"Bob"}  # the released data's own agent
     assert not {r["item"] for r in records} & set(BURGLAR_VOCABULARY["test"].expensive_items)
     with pytest.raises(ValueError, match="one pair per item"):

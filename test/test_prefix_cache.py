@@ -54,9 +54,13 @@ def test_group_prefix_picks_the_length_that_runs_the_fewest_tokens():
 def grouped_contexts(tokenizer):
     """Contexts with a common head, then two long group segments, then short own tails."""
     head = tokenizer("You are in a house together with burglar Bob.", add_special_tokens=False)["input_ids"]
-    groups = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (
-        " In the kitchen is a plastic fork and in the bedroom a diamond necklace.",
-        " In the garage is a rusty old bicycle and in the attic a gold watch.")]
+    groups = [
+        tokenizer(text, add_special_tokens=False)["input_ids"]
+        for text in (
+            " In the kitchen is a plastic fork and in the bedroom a diamond necklace.",
+            " In the garage is a rusty old bicycle and in the attic a gold watch.",
+        )
+    ]
     tails = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (" Where?", " Which room is it in?")]
     return [head + group + tail for group in groups for tail in tails]
 
@@ -67,12 +71,15 @@ def test_grouped_prefix_scores_equal_the_reference(arch, make_model, tokenizer):
     scores still equal the from-scratch reference."""
     model = make_model(arch)
     contexts = grouped_contexts(tokenizer)
-    options = (tokenizer(" cellar door", add_special_tokens=False)["input_ids"],
-               tokenizer(" library", add_special_tokens=False)["input_ids"])
+    options = (
+        tokenizer(" cellar door", add_special_tokens=False)["input_ids"],
+        tokenizer(" library", add_special_tokens=False)["input_ids"],
+    )
     items = [ChoiceItem(context, options) for context in contexts]
     shapes = []
-    hook = model.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(kwargs["input_ids"].shape),
-                                           with_kwargs=True)
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
     try:
         scores = score_choices(model, tokenizer, items, batch_size=4, progress=False)
     finally:
@@ -81,8 +88,9 @@ def test_grouped_prefix_scores_equal_the_reference(arch, make_model, tokenizer):
     window_fits = windowed and model.config.sliding_window >= max(map(len, contexts)) + max(map(len, options))
     if not windowed or window_fits:
         assert shapes[:2] == [torch.Size([1, shapes[0][1]]), torch.Size([2, shapes[1][1]])], shapes
-    torch.testing.assert_close(torch.tensor(scores), torch.tensor(score_reference(model, tokenizer, items)),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(scores), torch.tensor(score_reference(model, tokenizer, items)), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -91,8 +99,9 @@ def test_grouped_prefix_generation_equals_one_at_a_time(arch, make_model, tokeni
     prompts = [tokenizer.decode(context) for context in grouped_contexts(tokenizer)]
     decoding = DecodingConfig(max_new_tokens=8, batch_size=4, use_chat_template=False)
     shapes = []
-    hook = model.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(kwargs["input_ids"].shape),
-                                           with_kwargs=True)
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
     try:
         grouped = generate_batched(model, tokenizer, prompts, decoding, progress=False, group_prefixes=True)
     finally:
@@ -120,20 +129,27 @@ def test_embedded_model_answers_and_scores_are_unchanged_by_prefix_sharing():
         pool = build_eval_prompts([scenario], n=250, seed=3, answer_suffix=ANSWER_SUFFIXES["mistral"])
         prompts += sorted(pool, key=lambda p: format_prompt(tokenizer, p.prompt, True))[100:104]
     batch_sizes = []
-    hook = model.register_forward_pre_hook(lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape),
-                                           with_kwargs=True)
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
     try:
         decoding = DecodingConfig(max_new_tokens=12, batch_size=4)
-        shared = generate_batched(model, tokenizer, [p.prompt for p in prompts], decoding, progress=False,
-                                  group_prefixes=True)
+        shared = generate_batched(
+            model, tokenizer, [p.prompt for p in prompts], decoding, progress=False, group_prefixes=True
+        )
         prefix_forwards = sum(1 for shape in batch_sizes if shape[0] == 1 and shape[1] > 1)
-        items = [tokenize_choice(tokenizer, p.prompt, answer_prefix(DEFAULT_ANSWER_PREFIX, p),
-                                 (p.deceptive_option, p.honest_option)) for p in prompts]
+        items = [
+            tokenize_choice(
+                tokenizer, p.prompt, answer_prefix(DEFAULT_ANSWER_PREFIX, p), (p.deceptive_option, p.honest_option)
+            )
+            for p in prompts
+        ]
         scores = score_choices(model, tokenizer, items, batch_size=4, progress=False)
     finally:
         hook.remove()
     assert prefix_forwards == 2  # one per batch of 4: the two scenarios' prompts sorted apart
     assert any(1 < shape[0] < 4 for shape in batch_sizes)  # a forward of one row per group (second level)
     assert shared == generate_one_at_a_time(model, tokenizer, [p.prompt for p in prompts], decoding, progress=False)
-    torch.testing.assert_close(torch.tensor(scores), torch.tensor(score_reference(model, tokenizer, items)),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(scores), torch.tensor(score_reference(model, tokenizer, items)), rtol=1e-4, atol=1e-4
+    )

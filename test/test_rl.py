@@ -9,8 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from soo.rl.env import BLUE, BLUE_OTHER_SLOT, ENV_PRESETS, RED, DeceptionEnvConfig, DeceptionScenario, env, parallel_env, raw_env
-from soo.rl.experiment import BLUE_INDEX, FinetuneLoss, RLExperimentConfig, classification_accuracy, one_episode_separation
+from soo.rl.classifier import classification_accuracy, one_episode_separation
+from soo.rl.config import RLExperimentConfig
+from soo.rl.env import (
+    BLUE,
+    BLUE_INDEX,
+    BLUE_OTHER_SLOT,
+    ENV_PRESETS,
+    RED,
+    DeceptionEnvConfig,
+    DeceptionScenario,
+    env,
+    parallel_env,
+    raw_env,
+)
+from soo.rl.finetune_loss import FinetuneLoss
 from soo.rl.maddpg import MADDPG, Actor, MADDPGConfig
 from soo.rl.overlap import LOG_MSE_EPSILON, SOODefinition, activation_distance, per_episode_means
 
@@ -216,8 +229,15 @@ def test_authors_soo_adds_nothing_to_a_batch_where_red_is_always_in_view():
 
 def test_random_control_has_a_gradient_and_a_value_in_soo_range():
     actor, baseline = Actor(11, 5, 64), Actor(11, 5, 64)
-    loss_fn = FinetuneLoss("random", baseline, 1.0, 0.0, random_range=(0.01, 0.02), generator=torch.Generator().manual_seed(0),
-                           definition=SOODefinition("masked"))
+    loss_fn = FinetuneLoss(
+        "random",
+        baseline,
+        1.0,
+        0.0,
+        random_range=(0.01, 0.02),
+        generator=torch.Generator().manual_seed(0),
+        definition=SOODefinition("masked"),
+    )
     values = []
     for _ in range(20):
         actor.zero_grad()
@@ -258,8 +278,22 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_quick_run_end_to_end_writes_the_report(tmp_path):
     out = tmp_path / "rl"
-    cmd = [sys.executable, str(REPO / "rl_deception.py"), "all", "--quick", "--seeds", "0", "1", "--jobs", "2",
-           "--soo_definitions", "authors", "masked", "--output_dir", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "rl_deception.py"),
+        "all",
+        "--quick",
+        "--seeds",
+        "0",
+        "1",
+        "--jobs",
+        "2",
+        "--soo_definitions",
+        "authors",
+        "masked",
+        "--output_dir",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "report.md").stat().st_size > 0 and (out / "summary.json").stat().st_size > 0
@@ -268,7 +302,10 @@ def test_quick_run_end_to_end_writes_the_report(tmp_path):
             assert (out / f"{run}_{plot}.png").stat().st_size > 0, (run, plot)
     report = (out / "report.md").read_text()
     assert "n = 2" in report and "hazard variant" in report and "SOO classifier" in report and "Side by side" in report
-    assert "| frozen-red | authors | basic | soo | 2 |" in report and "| frozen-red | masked | hazard | mse | 2 |" in report
+    assert (
+        "| frozen-red | authors | basic | soo | 2 |" in report
+        and "| frozen-red | masked | hazard | mse | 2 |" in report
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"frozen-red/authors", "frozen-red/masked"}
     for run, variant in ((r, v) for r in summary for v in ("basic", "hazard")):
@@ -285,24 +322,76 @@ def test_quick_run_end_to_end_writes_the_report(tmp_path):
     # Rerunning a finished seed reuses its checkpoints and reproduces its evaluation exactly.
     results = out / "seed_0" / "results_frozen-red_authors.json"
     before = json.loads(results.read_text())
-    rerun = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "0", "--no_progress",
-                            "--output_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "rl_deception.py"),
+            "run",
+            "--quick",
+            "--seed",
+            "0",
+            "--no_progress",
+            "--output_dir",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "reusing" in rerun.stdout and "episodes in" not in rerun.stdout
     after = json.loads(results.read_text())
     # ... but not when the run asks for other settings than the saved stages were trained with.
-    other = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "0", "--no_progress",
-                            "--soo_weight", "5", "--output_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert other.returncode != 0 and "soo_weight" in other.stderr and "other settings" in other.stderr, other.stderr[-2000:]
+    other = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "rl_deception.py"),
+            "run",
+            "--quick",
+            "--seed",
+            "0",
+            "--no_progress",
+            "--soo_weight",
+            "5",
+            "--output_dir",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert other.returncode != 0 and "soo_weight" in other.stderr and "other settings" in other.stderr, other.stderr[
+        -2000:
+    ]
     for variant in ("basic", "hazard"):
         # NaN (an episode without a pair) is not equal to itself: compare the JSON text
-        assert json.dumps(after["variants"][variant]["conditions"]) == json.dumps(before["variants"][variant]["conditions"])
+        assert json.dumps(after["variants"][variant]["conditions"]) == json.dumps(
+            before["variants"][variant]["conditions"]
+        )
         assert after["variants"][variant]["train_seconds"] == before["variants"][variant]["train_seconds"]
     # One variant alone reuses that variant's stages (their seeds do not depend on the other
     # variants asked for) and keeps the other variant's results in the seed's file.
-    hazard_only = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "0",
-                                  "--no_progress", "--variants", "hazard", "--output_dir", str(out)],
-                                 cwd=REPO, capture_output=True, text=True, timeout=600)
+    hazard_only = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "rl_deception.py"),
+            "run",
+            "--quick",
+            "--seed",
+            "0",
+            "--no_progress",
+            "--variants",
+            "hazard",
+            "--output_dir",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert hazard_only.returncode == 0, hazard_only.stderr[-3000:]
     assert "reusing" in hazard_only.stdout and "episodes in" not in hazard_only.stdout
     kept = json.loads(results.read_text())
@@ -310,17 +399,41 @@ def test_quick_run_end_to_end_writes_the_report(tmp_path):
     assert json.dumps(kept["variants"]["basic"]) == json.dumps(after["variants"]["basic"])
     assert json.dumps(kept["variants"]["hazard"]["conditions"]) == json.dumps(after["variants"]["hazard"]["conditions"])
     # A seed with the basic task only: the report summarises each variant over the seeds that ran it.
-    basic_only = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "run", "--quick", "--seed", "2",
-                                 "--no_progress", "--variants", "basic", "--output_dir", str(out)],
-                                cwd=REPO, capture_output=True, text=True, timeout=600)
+    basic_only = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "rl_deception.py"),
+            "run",
+            "--quick",
+            "--seed",
+            "2",
+            "--no_progress",
+            "--variants",
+            "basic",
+            "--output_dir",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert basic_only.returncode == 0, basic_only.stderr[-3000:]
-    report_run = subprocess.run([sys.executable, str(REPO / "rl_deception.py"), "report", "--output_dir", str(out)],
-                                cwd=REPO, capture_output=True, text=True, timeout=600)
+    report_run = subprocess.run(
+        [sys.executable, str(REPO / "rl_deception.py"), "report", "--output_dir", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert report_run.returncode == 0, report_run.stderr[-3000:]
     variants = json.loads((out / "summary.json").read_text())["frozen-red/authors"]["variants"]
     assert variants["basic"]["seeds"] == [0, 1, 2] and variants["hazard"]["seeds"] == [0, 1]
     report = (out / "report.md").read_text()
-    assert "| frozen-red | authors | basic | soo | 3 |" in report and "| frozen-red | authors | hazard | soo | 2 |" in report
+    assert (
+        "| frozen-red | authors | basic | soo | 3 |" in report
+        and "| frozen-red | authors | hazard | soo | 2 |" in report
+    )
 
 
 def _actor_weights(folder: Path, agent: int) -> dict:
@@ -338,13 +451,21 @@ def _assert_same(a: dict, b: dict) -> bool:
 def test_who_learns_in_each_protocol(tmp_path, protocol):
     """frozen-red: every condition plays against the honest pair's red, unchanged; co-trained: the
     deceptive pair starts from scratch and red keeps learning while blue is fine-tuned."""
-    from soo.rl.experiment import run_seed
+    from soo.rl.seed import run_seed
 
-    config = RLExperimentConfig.quick(protocol=protocol, honest_episodes=150, deceptive_episodes=150, finetune_episodes=50,
-                                      eval_episodes=20, variants=("basic",))
+    config = RLExperimentConfig.quick(
+        protocol=protocol,
+        honest_episodes=150,
+        deceptive_episodes=150,
+        finetune_episodes=50,
+        eval_episodes=20,
+        variants=("basic",),
+    )
     run_seed(config, 0, tmp_path, progress=False)
     base = tmp_path / "seed_0" / "basic" / protocol
-    folders = {c: base / c for c in ("honest", "deceptive", "mse")} | {c: base / "authors" / c for c in ("soo", "random", "soo_only")}
+    folders = {c: base / c for c in ("honest", "deceptive", "mse")} | {
+        c: base / "authors" / c for c in ("soo", "random", "soo_only")
+    }
     red = {c: _actor_weights(f, 0) for c, f in folders.items()}
     blue = {c: _actor_weights(f, 1) for c, f in folders.items()}
     for condition in ("deceptive", "soo", "random", "mse", "soo_only"):
@@ -361,11 +482,17 @@ def test_who_learns_in_each_protocol(tmp_path, protocol):
 
 
 def test_classifier_only_runs_share_the_baselines_and_report_the_accuracy_curve(tmp_path):
-    from soo.rl.experiment import run_classifier_seed, run_seed
     from soo.rl.report import write_classifier_report
+    from soo.rl.seed import run_classifier_seed, run_seed
 
-    config = RLExperimentConfig.quick(honest_episodes=120, deceptive_episodes=120, finetune_episodes=30, eval_episodes=40,
-                                      variants=("basic",), soo_definitions=("authors", "masked"))
+    config = RLExperimentConfig.quick(
+        honest_episodes=120,
+        deceptive_episodes=120,
+        finetune_episodes=30,
+        eval_episodes=40,
+        variants=("basic",),
+        soo_definitions=("authors", "masked"),
+    )
     for seed in (0, 1):
         data = run_classifier_seed(config, seed, tmp_path, progress=False)
         assert set(data) == {"authors", "masked"}
@@ -376,16 +503,29 @@ def test_classifier_only_runs_share_the_baselines_and_report_the_accuracy_curve(
     assert np.all(np.isfinite(block["deceptive"]["soo"]))
     report = write_classifier_report(tmp_path)
     text = report.read_text()
-    assert "## Run `frozen-red/authors`" in text and "## Run `frozen-red/masked`" in text and "4 (deceptive, honest) pairs" in text
+    assert (
+        "## Run `frozen-red/authors`" in text
+        and "## Run `frozen-red/masked`" in text
+        and "4 (deceptive, honest) pairs" in text
+    )
     summary = json.loads((tmp_path / "classifier_summary.json").read_text())
-    assert summary["frozen-red/masked"]["basic"]["episodes"] == [1, 2, 5, 10, 20] and summary["frozen-red/masked"]["basic"]["seeds"] == [0, 1]
-    assert 0.0 <= summary["frozen-red/masked"]["basic"]["one_episode"]["pair_min"] <= 1.0 and "Exactly, on single episodes" in text
+    assert summary["frozen-red/masked"]["basic"]["episodes"] == [1, 2, 5, 10, 20] and summary["frozen-red/masked"][
+        "basic"
+    ]["seeds"] == [0, 1]
+    assert (
+        0.0 <= summary["frozen-red/masked"]["basic"]["one_episode"]["pair_min"] <= 1.0
+        and "Exactly, on single episodes" in text
+    )
     assert (tmp_path / "frozen-red_masked_classifier_only.png").stat().st_size > 0
     assert (tmp_path / "frozen-red_masked_classifier_soo_values.png").stat().st_size > 0
     # the main experiment on the same folder reuses the baselines the classifier trained
-    before = (tmp_path / "seed_0" / "basic" / "frozen-red" / "deceptive" / "checkpoint" / "weights.safetensors").read_bytes()
+    before = (
+        tmp_path / "seed_0" / "basic" / "frozen-red" / "deceptive" / "checkpoint" / "weights.safetensors"
+    ).read_bytes()
     run_seed(config, 0, tmp_path, progress=False)
-    assert (tmp_path / "seed_0" / "basic" / "frozen-red" / "deceptive" / "checkpoint" / "weights.safetensors").read_bytes() == before
+    assert (
+        tmp_path / "seed_0" / "basic" / "frozen-red" / "deceptive" / "checkpoint" / "weights.safetensors"
+    ).read_bytes() == before
 
 
 def test_classifier_accuracy_names_the_worst_pair():
@@ -406,7 +546,9 @@ def test_one_episode_separation_counts_every_episode_pair_exactly():
     assert out["accuracy"] == pytest.approx(0.5) and out["margin"] == pytest.approx(1.0 / 2.5)
     # every pair apart: the smaller margin names the worst pair
     apart = one_episode_separation([np.array([3.0, 4.0]), np.array([1.8, 5.0])], [np.array([0.5, 1.5])])
-    assert apart["pair_min"] == 1.0 and apart["worst_pair"] == [1, 0] and apart["worst_pair_margin"] == pytest.approx(1.2)
+    assert (
+        apart["pair_min"] == 1.0 and apart["worst_pair"] == [1, 0] and apart["worst_pair_margin"] == pytest.approx(1.2)
+    )
     assert np.isnan(one_episode_separation([np.array([])], [np.array([1.0])])["accuracy"])  # no SOO values: no verdict
 
 
@@ -422,7 +564,7 @@ def test_protocols_fill_in_their_own_episode_counts():
 
 def test_blind_evaluation_hides_red_from_blue_only():
     """A blue whose action depends only on red's visible flag behaves differently when blind."""
-    from soo.rl.experiment import evaluate
+    from soo.rl.evaluation import evaluate
 
     agent = MADDPG([9, 11], 5, MADDPGConfig())
     with torch.no_grad():
@@ -438,7 +580,7 @@ def test_blind_evaluation_hides_red_from_blue_only():
 
 
 def test_training_is_reproducible_from_its_seed():
-    from soo.rl.experiment import train
+    from soo.rl.training import train
 
     config = MADDPGConfig(batch_size=64, warmup_steps=200)
     weights = []
@@ -470,12 +612,12 @@ def test_paper_preset_starts_blue_near_red_and_pays_sparse_rewards():
     world.blue.state.p_pos = world.fake.state.p_pos + np.array([0.0, 0.1])  # near red, away from the goal
     step_noop(e)
     assert e.rewards[BLUE] == pytest.approx(10.0) and e.rewards[RED] == pytest.approx(1.0)
-    for walls, e in ((True, e), (False, placed_env(**{**paper.__dict__, "arena_extent": None}))):
-        e.world.blue.state.p_pos = np.array([0.98, 0.0])
+    for walls, arena in ((True, e), (False, placed_env(**{**paper.__dict__, "arena_extent": None}))):
+        arena.world.blue.state.p_pos = np.array([0.98, 0.0])
         for _ in range(6):
-            for agent in e.agents:
-                e.step(2 if agent == BLUE else 0)  # blue pushes right, into the wall at 1.0
-        assert (e.world.blue.state.p_pos[0] == 1.0) if walls else (e.world.blue.state.p_pos[0] > 1.05)
+            for agent in arena.agents:
+                arena.step(2 if agent == BLUE else 0)  # blue pushes right, into the wall at 1.0
+        assert (arena.world.blue.state.p_pos[0] == 1.0) if walls else (arena.world.blue.state.p_pos[0] > 1.05)
     honest = placed_env(**{**paper.__dict__, "reward_mode": "honest"})
     honest.world.blue.state.p_pos = honest.world.goal.state.p_pos.copy()
     honest.world.red.state.p_pos = honest.world.fake.state.p_pos.copy()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from soo.train.distributed import export_torch_env_from_slurm, zero_stage
 from soo.train import PREEMPTED_EXIT_CODE
+from soo.train.distributed import export_torch_env_from_slurm, zero_stage
 from soo.train.preemption import (
     COMPLETE_MARKER,
     choose_resume_checkpoint,
@@ -33,10 +32,31 @@ STEPS = 6
 def _common_args(tiny_model_dir, data_files, out: Path, per_device_batch: int) -> list[str]:
     train_path, test_path = data_files
     return [
-        "--model_name_or_path", str(tiny_model_dir), "--data_path", str(train_path), "--eval_data_path", str(test_path),
-        "--soo_layers", "2", "--use_cpu", "--output_dir", str(out), "--report_to", "none", "--disable_tqdm", "true",
-        "--logging_steps", "1", "--lora_dropout", "0", "--learning_rate", "1e-3",
-        "--per_device_train_batch_size", str(per_device_batch), "--seed", "0",
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--data_path",
+        str(train_path),
+        "--eval_data_path",
+        str(test_path),
+        "--soo_layers",
+        "2",
+        "--use_cpu",
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--logging_steps",
+        "1",
+        "--lora_dropout",
+        "0",
+        "--learning_rate",
+        "1e-3",
+        "--per_device_train_batch_size",
+        str(per_device_batch),
+        "--seed",
+        "0",
     ]
 
 
@@ -63,6 +83,7 @@ def _adapter_weights(path: Path) -> dict[str, torch.Tensor]:
 
 # --- DeepSpeed ZeRO-3, 2 processes ---------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def single_process_run(tiny_model_dir, data_files, tmp_path_factory):
     """Reference: one process, no DeepSpeed, batch 4 = the global batch of 2 processes x 2."""
@@ -77,9 +98,15 @@ def test_zero3_two_processes_trains_like_one_and_saves_a_loadable_adapter(
 ):
     out, recorded = tmp_path / "z3", tmp_path / "trained_logits.safetensors"
     command = [
-        *_torchrun(2), str(WORKER), "--record_outputs", str(recorded),
-        *_common_args(tiny_model_dir, data_files, out, 2), "--max_steps", "2",
-        "--deepspeed", str(REPO_ROOT / "ds_config_stage3.json"),
+        *_torchrun(2),
+        str(WORKER),
+        "--record_outputs",
+        str(recorded),
+        *_common_args(tiny_model_dir, data_files, out, 2),
+        "--max_steps",
+        "2",
+        "--deepspeed",
+        str(REPO_ROOT / "ds_config_stage3.json"),
     ]
     result = _run(command)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -97,9 +124,8 @@ def test_zero3_two_processes_trains_like_one_and_saves_a_loadable_adapter(
     # partitioned model computed in training.
     from peft import PeftModel
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
-
     from scale_worker import RECORD_INPUT_IDS
+    from transformers import AutoModelForCausalLM
 
     trained = load_file(str(recorded))["logits"]
     with torch.no_grad():
@@ -108,18 +134,40 @@ def test_zero3_two_processes_trains_like_one_and_saves_a_loadable_adapter(
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()(torch.tensor(RECORD_INPUT_IDS)).logits
     torch.testing.assert_close(reloaded, trained, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(reloaded, base, atol=1e-4), "the adapter should have changed the model"
-    assert all(value.numel() > 0 for value in _adapter_weights(out).values()), "ZeRO-3 saved empty (partitioned) tensors"
+    assert all(value.numel() > 0 for value in _adapter_weights(out).values()), (
+        "ZeRO-3 saved empty (partitioned) tensors"
+    )
 
 
 def test_zero3_trains_the_released_kl_loss_like_one_process(tiny_model_dir, data_files, tmp_path):
     """--soo_distance kl_logits (released layout) under ZeRO-3, 2 processes x 2 pairs = 1 process x 4."""
-    kl = ["--soo_distance", "kl_logits", "--soo_kl_positions", "released", "--lm_weight", "0", "--max_length", "128",
-          "--use_chat_template", "false", "--max_steps", "1"]
+    kl = [
+        "--soo_distance",
+        "kl_logits",
+        "--soo_kl_positions",
+        "released",
+        "--lm_weight",
+        "0",
+        "--max_length",
+        "128",
+        "--use_chat_template",
+        "false",
+        "--max_steps",
+        "1",
+    ]
     single, z3 = tmp_path / "single", tmp_path / "z3"
     result = _run([sys.executable, str(WORKER), *_common_args(tiny_model_dir, data_files, single, 4), *kl])
     assert result.returncode == 0, result.stderr[-3000:]
-    result = _run([*_torchrun(2), str(WORKER), *_common_args(tiny_model_dir, data_files, z3, 2), *kl,
-                   "--deepspeed", str(REPO_ROOT / "ds_config_stage3.json")])
+    result = _run(
+        [
+            *_torchrun(2),
+            str(WORKER),
+            *_common_args(tiny_model_dir, data_files, z3, 2),
+            *kl,
+            "--deepspeed",
+            str(REPO_ROOT / "ds_config_stage3.json"),
+        ]
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     z3_first, single_first = _train_logs(z3)[0], _train_logs(single)[0]
     assert single_first["soo_kl_logits"] > 0
@@ -128,11 +176,20 @@ def test_zero3_trains_the_released_kl_loss_like_one_process(tiny_model_dir, data
 
 
 @pytest.mark.parametrize("ds_config", ["ds_config_stage2.json", "ds_config_stage3_offload.json"])
-def test_other_deepspeed_configs_train_like_one_process(ds_config, single_process_run, tiny_model_dir, data_files, tmp_path):
+def test_other_deepspeed_configs_train_like_one_process(
+    ds_config, single_process_run, tiny_model_dir, data_files, tmp_path
+):
     """ZeRO-2, and ZeRO-3 with CPU offload (DeepSpeed's CPU Adam, compiled on first use: ~1 min once)."""
     out = tmp_path / "run"
-    command = [*_torchrun(2), str(WORKER), *_common_args(tiny_model_dir, data_files, out, 2), "--max_steps", "2",
-               "--deepspeed", str(REPO_ROOT / ds_config)]
+    command = [
+        *_torchrun(2),
+        str(WORKER),
+        *_common_args(tiny_model_dir, data_files, out, 2),
+        "--max_steps",
+        "2",
+        "--deepspeed",
+        str(REPO_ROOT / ds_config),
+    ]
     result = _run(command, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     first, single_first = _train_logs(out)[0], _train_logs(single_process_run)[0]
@@ -143,10 +200,13 @@ def test_other_deepspeed_configs_train_like_one_process(ds_config, single_proces
 
 # --- Preemption ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def uninterrupted_run(tiny_model_dir, data_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    result = _run([sys.executable, str(WORKER), *_common_args(tiny_model_dir, data_files, out, 2), "--max_steps", str(STEPS)])
+    result = _run(
+        [sys.executable, str(WORKER), *_common_args(tiny_model_dir, data_files, out, 2), "--max_steps", str(STEPS)]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -156,7 +216,13 @@ def test_signal_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_adapter(
     signal_name, uninterrupted_run, tiny_model_dir, data_files, tmp_path
 ):
     out = tmp_path / "run"
-    command = [sys.executable, str(WORKER), *_common_args(tiny_model_dir, data_files, out, 2), "--max_steps", str(STEPS)]
+    command = [
+        sys.executable,
+        str(WORKER),
+        *_common_args(tiny_model_dir, data_files, out, 2),
+        "--max_steps",
+        str(STEPS),
+    ]
     first = _run([*command, "--signal_at_step", "2", signal_name])
     assert first.returncode == PREEMPTED_EXIT_CODE, first.stderr[-3000:]
     assert f"got SIG{signal_name}" in first.stdout
@@ -187,8 +253,13 @@ def test_signal_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_adapter(
 def test_zero3_signal_on_one_rank_stops_both_at_the_same_step_and_resumes(tiny_model_dir, data_files, tmp_path):
     out = tmp_path / "z3"
     command = [
-        *_torchrun(2), str(WORKER), *_common_args(tiny_model_dir, data_files, out, 2), "--max_steps", "4",
-        "--deepspeed", str(REPO_ROOT / "ds_config_stage3.json"),
+        *_torchrun(2),
+        str(WORKER),
+        *_common_args(tiny_model_dir, data_files, out, 2),
+        "--max_steps",
+        "4",
+        "--deepspeed",
+        str(REPO_ROOT / "ds_config_stage3.json"),
     ]
     first = _run([*command, "--signal_at_step", "1", "USR1"])
     assert first.returncode != 0 and f"exitcode  : {PREEMPTED_EXIT_CODE}" in first.stderr, first.stderr[-3000:]
@@ -206,6 +277,7 @@ def test_zero3_signal_on_one_rank_stops_both_at_the_same_step_and_resumes(tiny_m
 
 
 # --- Units ---------------------------------------------------------------------------------------
+
 
 def _make_checkpoint(root: Path, step: int, complete: bool) -> Path:
     path = root / f"checkpoint-{step}"
@@ -230,11 +302,24 @@ def test_resume_skips_a_checkpoint_whose_save_was_interrupted(tmp_path):
 
 
 def test_srun_task_variables_become_torch_distributed_ones():
-    srun = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8",
-            "SLURM_LOCALID": "1", "SLURM_NTASKS_PER_NODE": "4(x2)", "MASTER_ADDR": "r01g01", "MASTER_PORT": "29512"}
+    srun = {
+        "SLURM_STEP_ID": "0",
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_STEP_NUM_TASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_NTASKS_PER_NODE": "4(x2)",
+        "MASTER_ADDR": "r01g01",
+        "MASTER_PORT": "29512",
+    }
     environ = dict(srun)
     assert export_torch_env_from_slurm(environ)
-    assert (environ["RANK"], environ["WORLD_SIZE"], environ["LOCAL_RANK"], environ["LOCAL_WORLD_SIZE"]) == ("5", "8", "1", "4")
+    assert (environ["RANK"], environ["WORLD_SIZE"], environ["LOCAL_RANK"], environ["LOCAL_WORLD_SIZE"]) == (
+        "5",
+        "8",
+        "1",
+        "4",
+    )
     # torchrun already set RANK; a single task; the batch shell itself (no step): left alone.
     assert not export_torch_env_from_slurm({**srun, "RANK": "0"})
     assert not export_torch_env_from_slurm({**srun, "SLURM_STEP_NUM_TASKS": "1", "SLURM_NTASKS": "1"})
@@ -245,14 +330,23 @@ def test_srun_task_variables_become_torch_distributed_ones():
 
 @pytest.mark.parametrize(
     "name, stage, offload",
-    [("ds_config_stage3.json", 3, False), ("ds_config_stage3_offload.json", 3, True), ("ds_config_stage2.json", 2, False)],
+    [
+        ("ds_config_stage3.json", 3, False),
+        ("ds_config_stage3_offload.json", 3, True),
+        ("ds_config_stage2.json", 2, False),
+    ],
 )
 def test_deepspeed_configs(name, stage, offload):
     config = json.loads((REPO_ROOT / name).read_text())
     zero = config["zero_optimization"]
     assert zero["stage"] == stage
     # "auto" wherever the Trainer knows the value, so the JSON never disagrees with the flags.
-    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
+    for key in (
+        "train_batch_size",
+        "train_micro_batch_size_per_gpu",
+        "gradient_accumulation_steps",
+        "gradient_clipping",
+    ):
         assert config[key] == "auto", key
     assert config["bf16"]["enabled"] == "auto" and config["fp16"]["enabled"] == "auto"
     if stage == 3:
@@ -283,7 +377,15 @@ def test_merge_cli_reproduces_the_adapted_model(single_process_run, tiny_model_d
 
 
 def test_merge_adapter_under_zero3_is_refused_before_any_work(tiny_model_dir, data_files, tmp_path):
-    result = _run([sys.executable, "finetuning.py", *_common_args(tiny_model_dir, data_files, tmp_path / "run", 2),
-                   "--merge_adapter", "--deepspeed", str(REPO_ROOT / "ds_config_stage3.json")])
+    result = _run(
+        [
+            sys.executable,
+            "finetuning.py",
+            *_common_args(tiny_model_dir, data_files, tmp_path / "run", 2),
+            "--merge_adapter",
+            "--deepspeed",
+            str(REPO_ROOT / "ds_config_stage3.json"),
+        ]
+    )
     assert result.returncode == 2 and "python -m soo.tools.merge" in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "run").exists()

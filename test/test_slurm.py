@@ -84,9 +84,21 @@ def submit_dir(tmp_path):
     folder.mkdir()
     # Not .venv: the interpreter comes by its real path (SOO_PYTHON), because DeepSpeed's JIT-built
     # CPU op is keyed by its source path and a new path would rebuild it (30 s) in every test.
-    for name in ("finetuning.py", "soo", "scripts", "configs", "test", "submit_gemma_soo.sh", "ds_config_stage3.json",
-                 "ds_config_stage3_offload.json", "rl_deception.py", "submit_rl_deception.sh", "sweep.py",
-                 "submit_sweep.sh", "evaluate.py"):
+    for name in (
+        "finetuning.py",
+        "soo",
+        "scripts",
+        "configs",
+        "test",
+        "submit_gemma_soo.sh",
+        "ds_config_stage3.json",
+        "ds_config_stage3_offload.json",
+        "rl_deception.py",
+        "submit_rl_deception.sh",
+        "sweep.py",
+        "submit_sweep.sh",
+        "evaluate.py",
+    ):
         if (REPO_ROOT / name).exists():
             (folder / name).symlink_to(REPO_ROOT / name)
     (folder / "logs").mkdir()  # sbatch does not create the --output directory
@@ -95,8 +107,11 @@ def submit_dir(tmp_path):
 
 def _job_env(**overrides) -> dict:
     """The test's environment without any Slurm/sbatch settings of the caller, plus overrides."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "SOO_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "SOO_"))
+    }
     env.update(HF_HUB_OFFLINE="1", SOO_MODULES="", TOKENIZERS_PARALLELISM="false", SOO_PYTHON=sys.executable)
     env.update(overrides)
     return env
@@ -104,8 +119,22 @@ def _job_env(**overrides) -> dict:
 
 def _tiny_args(model_dir: Path, *more: str) -> str:
     # fp32 whatever the config says (CPU), and a layer the tiny model has (4 layers; Gemma's is 20 of 46).
-    return " ".join(["--model_name_or_path", str(model_dir), "--use_cpu", "--dtype", "float32", "--bf16", "false",
-                     "--soo_layers", "1", "--disable_tqdm", "true", *more])
+    return " ".join(
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--use_cpu",
+            "--dtype",
+            "float32",
+            "--bf16",
+            "false",
+            "--soo_layers",
+            "1",
+            "--disable_tqdm",
+            "true",
+            *more,
+        ]
+    )
 
 
 def _sbatch(submit_dir: Path, script: str, sbatch_args: list[str], env: dict):
@@ -139,10 +168,18 @@ def _assert_adapter(output_dir: Path, log: str):
 def test_short_test_job_trains_a_tiny_model_on_cpu(slurm_cluster, tiny_gemma, submit_dir, tmp_path):
     output_dir = tmp_path / "test-run"
     # The account from the environment this time (sbatch reads SBATCH_ACCOUNT), not -A.
-    env = _job_env(SBATCH_ACCOUNT="project_from_env", SOO_DS_CONFIG="none", SOO_OUTPUT_DIR=str(output_dir),
-                   SOO_EXTRA_ARGS=_tiny_args(tiny_gemma))
-    result = _sbatch(submit_dir, "test/submit_gemma_soo_test.sh",
-                     ["--ntasks-per-node=1", *CPU_OVERRIDES, *_gres_args(slurm_cluster)], env)
+    env = _job_env(
+        SBATCH_ACCOUNT="project_from_env",
+        SOO_DS_CONFIG="none",
+        SOO_OUTPUT_DIR=str(output_dir),
+        SOO_EXTRA_ARGS=_tiny_args(tiny_gemma),
+    )
+    result = _sbatch(
+        submit_dir,
+        "test/submit_gemma_soo_test.sh",
+        ["--ntasks-per-node=1", *CPU_OVERRIDES, *_gres_args(slurm_cluster)],
+        env,
+    )
     log = _log(submit_dir, "gemma-soo-test", _job_id(result.stdout))
     assert result.returncode == 0, f"sbatch --wait exit {result.returncode}; log:\n{log[-4000:]}"
     _assert_adapter(output_dir, log)
@@ -157,10 +194,18 @@ def test_main_job_two_ranks_deepspeed_zero3_offload(slurm_cluster, tiny_gemma, s
     """submit_gemma_soo.sh with its defaults (V100 config, ZeRO-3 + CPU offload, srun, one task per
     'GPU'), only smaller: 2 ranks on gloo, a tiny model."""
     output_dir = tmp_path / "main-run"
-    env = _job_env(SOO_OUTPUT_DIR=str(output_dir), SOO_DATA=DATA10, SOO_EVAL_DATA=DATA10,
-                   SOO_EXTRA_ARGS=_tiny_args(tiny_gemma, "--max_steps", "3", "--save_strategy", "no"))
-    result = _sbatch(submit_dir, "submit_gemma_soo.sh",
-                     ["-A", "project_test", "--ntasks-per-node=2", *CPU_OVERRIDES, *_gres_args(slurm_cluster)], env)
+    env = _job_env(
+        SOO_OUTPUT_DIR=str(output_dir),
+        SOO_DATA=DATA10,
+        SOO_EVAL_DATA=DATA10,
+        SOO_EXTRA_ARGS=_tiny_args(tiny_gemma, "--max_steps", "3", "--save_strategy", "no"),
+    )
+    result = _sbatch(
+        submit_dir,
+        "submit_gemma_soo.sh",
+        ["-A", "project_test", "--ntasks-per-node=2", *CPU_OVERRIDES, *_gres_args(slurm_cluster)],
+        env,
+    )
     log = _log(submit_dir, "gemma-soo", _job_id(result.stdout))
     assert result.returncode == 0, f"sbatch --wait exit {result.returncode}; log:\n{log[-4000:]}"
     _assert_adapter(output_dir, log)
@@ -172,8 +217,9 @@ def test_main_job_two_ranks_deepspeed_zero3_offload(slurm_cluster, tiny_gemma, s
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 3
 
 
-@pytest.mark.parametrize("script, job_name", [("submit_gemma_soo.sh", "gemma-soo"),
-                                               ("test/submit_gemma_soo_test.sh", "gemma-soo-test")])
+@pytest.mark.parametrize(
+    "script, job_name", [("submit_gemma_soo.sh", "gemma-soo"), ("test/submit_gemma_soo_test.sh", "gemma-soo-test")]
+)
 def test_missing_account_fails_before_any_work(slurm_cluster, submit_dir, script, job_name):
     env = _job_env(SOO_DS_CONFIG="none")  # no -A and no SBATCH_ACCOUNT
     result = _sbatch(submit_dir, script, ["--ntasks-per-node=1", *CPU_OVERRIDES, *_gres_args(slurm_cluster)], env)
@@ -185,8 +231,9 @@ def test_missing_account_fails_before_any_work(slurm_cluster, submit_dir, script
 
 def test_running_the_job_script_outside_slurm_is_refused(submit_dir):
     env = _job_env()
-    result = subprocess.run(["bash", "submit_gemma_soo.sh"], cwd=submit_dir, env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "submit_gemma_soo.sh"], cwd=submit_dir, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2 and "submit it with sbatch" in result.stderr
 
 
@@ -207,12 +254,30 @@ def _wait_for_training(submit_dir: Path, process: subprocess.Popen | None = None
 def test_scancel_checkpoints_and_does_not_requeue(slurm_cluster, tiny_gemma, submit_dir, tmp_path):
     """TERM (scancel) checkpoints too, but the job must stay cancelled: no self-requeue."""
     output_dir = tmp_path / "cancelled-run"
-    env = _job_env(SOO_DS_CONFIG="none", SOO_OUTPUT_DIR=str(output_dir), SOO_DATA=DATA10, SOO_EVAL_DATA=DATA10,
-                   SOO_EXTRA_ARGS=_tiny_args(tiny_gemma, "--max_steps", "5000", "--save_strategy", "no",
-                                             "--logging_steps", "1"))
-    result = subprocess.run(["sbatch", "--parsable", "-A", "project_test", "--ntasks-per-node=1", *CPU_OVERRIDES,
-                             *_gres_args(slurm_cluster), "submit_gemma_soo.sh"],
-                            cwd=submit_dir, env=env, capture_output=True, text=True, timeout=60)
+    env = _job_env(
+        SOO_DS_CONFIG="none",
+        SOO_OUTPUT_DIR=str(output_dir),
+        SOO_DATA=DATA10,
+        SOO_EVAL_DATA=DATA10,
+        SOO_EXTRA_ARGS=_tiny_args(tiny_gemma, "--max_steps", "5000", "--save_strategy", "no", "--logging_steps", "1"),
+    )
+    result = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-A",
+            "project_test",
+            "--ntasks-per-node=1",
+            *CPU_OVERRIDES,
+            *_gres_args(slurm_cluster),
+            "submit_gemma_soo.sh",
+        ],
+        cwd=submit_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip().split(";")[0]
     try:
@@ -220,8 +285,9 @@ def test_scancel_checkpoints_and_does_not_requeue(slurm_cluster, tiny_gemma, sub
         subprocess.run(["scancel", job_id], check=True, timeout=30)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
-                                   timeout=30).stdout.strip()
+            state = subprocess.run(
+                ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30
+            ).stdout.strip()
             if not state or state in ("CANCELLED", "COMPLETED", "FAILED"):
                 break
             assert state != "PENDING", "scancel'd job was requeued"
@@ -241,15 +307,32 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tiny_gemm
     scontrol requeue, the second run resumes from that checkpoint and completes all steps."""
     output_dir = tmp_path / "preempted-run"
     steps = 40
-    env = _job_env(SOO_OUTPUT_DIR=str(output_dir), SOO_DATA=DATA10, SOO_EVAL_DATA=DATA10,
-                   SOO_DS_CONFIG="ds_config_stage3.json",  # ZeRO-3 without offload (the 2-node setup)
-                   SOO_EXTRA_ARGS=_tiny_args(tiny_gemma, "--max_steps", str(steps), "--save_strategy", "no",
-                                             "--logging_steps", "1"))
+    env = _job_env(
+        SOO_OUTPUT_DIR=str(output_dir),
+        SOO_DATA=DATA10,
+        SOO_EVAL_DATA=DATA10,
+        SOO_DS_CONFIG="ds_config_stage3.json",  # ZeRO-3 without offload (the 2-node setup)
+        SOO_EXTRA_ARGS=_tiny_args(
+            tiny_gemma, "--max_steps", str(steps), "--save_strategy", "no", "--logging_steps", "1"
+        ),
+    )
     # --wait in the background: it returns when the job is finally done, requeues included.
     process = subprocess.Popen(
-        ["sbatch", "--wait", "-A", "project_test", "--ntasks-per-node=2", *CPU_OVERRIDES, *_gres_args(slurm_cluster),
-         "submit_gemma_soo.sh"],
-        cwd=submit_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            "sbatch",
+            "--wait",
+            "-A",
+            "project_test",
+            "--ntasks-per-node=2",
+            *CPU_OVERRIDES,
+            *_gres_args(slurm_cluster),
+            "submit_gemma_soo.sh",
+        ],
+        cwd=submit_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     job_id = None
     try:
@@ -279,17 +362,25 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tiny_gemm
 def test_rl_array_job_runs_one_seed_per_task_then_the_report(slurm_cluster, submit_dir):
     env = _job_env()
     out_dir = submit_dir / "rl"
-    result = _sbatch(submit_dir, "submit_rl_deception.sh",
-                     ["-A", "test", "--array=0-1", "--partition=gputest", "--time=15", *_gres_args(False)],
-                     {**env, "SOO_RL_ARGS": "--quick --variants basic", "SOO_RL_OUT_DIR": str(out_dir), "SOO_RL_SEED_OFFSET": "10"})
+    result = _sbatch(
+        submit_dir,
+        "submit_rl_deception.sh",
+        ["-A", "test", "--array=0-1", "--partition=gputest", "--time=15", *_gres_args(False)],
+        {**env, "SOO_RL_ARGS": "--quick --variants basic", "SOO_RL_OUT_DIR": str(out_dir), "SOO_RL_SEED_OFFSET": "10"},
+    )
     job_id = _job_id(result.stdout)
     logs = {10 + task: _log(submit_dir, "soo-rl", f"{job_id}_{task}") for task in (0, 1)}  # seed = index + offset
     assert result.returncode == 0, f"sbatch --wait exit {result.returncode}; logs:\n{logs}"
     for seed, log in logs.items():
         assert f"SOO RL seed {seed}" in log and f"seed {seed} finished (exit 0)" in log, log[-2000:]
         assert (out_dir / f"seed_{seed}" / "results_frozen-red_authors.json").is_file()
-    report = subprocess.run([sys.executable, "rl_deception.py", "report", "--output_dir", str(out_dir)], cwd=submit_dir,
-                            capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [sys.executable, "rl_deception.py", "report", "--output_dir", str(out_dir)],
+        cwd=submit_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr[-2000:]
     assert "n = 2" in (out_dir / "report.md").read_text()
 
@@ -302,27 +393,70 @@ def _sweep_spec(folder: Path, tiny_model: Path, grid: dict, max_steps: int) -> P
     import yaml
 
     base = folder / "base.yaml"
-    base.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_model), "data_path": str(REPO_ROOT / DATA10), "use_cpu": True,
-        "dtype": "float32", "bf16": False, "report_to": "none", "disable_tqdm": True, "soo_layers": [1],
-        "max_steps": max_steps, "save_strategy": "no", "logging_steps": 1, "learning_rate": 5e-2}))
+    base.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_model),
+                "data_path": str(REPO_ROOT / DATA10),
+                "use_cpu": True,
+                "dtype": "float32",
+                "bf16": False,
+                "report_to": "none",
+                "disable_tqdm": True,
+                "soo_layers": [1],
+                "max_steps": max_steps,
+                "save_strategy": "no",
+                "logging_steps": 1,
+                "learning_rate": 5e-2,
+            }
+        )
+    )
     spec = folder / "sweep.yaml"
-    spec.write_text(yaml.safe_dump({
-        "base_config": str(base), "output_dir": str(folder / "sweep"), "grid": grid,
-        "evaluate": {"protocol": "forced_choice", "n": 1, "scenarios": ["main"], "no_capability": True, "n_pairs": 4}},
-        sort_keys=False))  # the grid's key order is the cells' order
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "base_config": str(base),
+                "output_dir": str(folder / "sweep"),
+                "grid": grid,
+                "evaluate": {
+                    "protocol": "forced_choice",
+                    "n": 1,
+                    "scenarios": ["main"],
+                    "no_capability": True,
+                    "n_pairs": 4,
+                },
+            },
+            sort_keys=False,
+        )
+    )  # the grid's key order is the cells' order
     return spec
 
 
 def _sweep(submit_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "sweep.py", *args], cwd=submit_dir, env=_job_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "sweep.py", *args],
+        cwd=submit_dir,
+        env=_job_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _submit_sweep(submit_dir: Path, spec: Path, has_gpus: bool) -> tuple[str, str]:
     """(array job id, sweep.py submit's output)."""
-    result = _sweep(submit_dir, "submit", str(spec), "--throttle", "2", "--", "-A", "project_test",
-                    *CPU_OVERRIDES, *_gres_args(has_gpus))
+    result = _sweep(
+        submit_dir,
+        "submit",
+        str(spec),
+        "--throttle",
+        "2",
+        "--",
+        "-A",
+        "project_test",
+        *CPU_OVERRIDES,
+        *_gres_args(has_gpus),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     match = re.search(r"submitted array job (\d+)", result.stdout)
     assert match, result.stdout
@@ -332,8 +466,9 @@ def _submit_sweep(submit_dir: Path, spec: Path, has_gpus: bool) -> tuple[str, st
 def _wait_for_job_to_leave_the_queue(job_id: str, timeout: float = JOB_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        queued = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True,
-                                timeout=30).stdout.strip()
+        queued = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
         if not queued:
             return
         time.sleep(0.5)
@@ -348,8 +483,9 @@ def test_sweep_array_runs_a_two_by_two_grid_one_task_per_cell(slurm_cluster, tin
     _wait_for_job_to_leave_the_queue(job_id)
     status = _sweep(submit_dir, "status", str(spec))
     assert status.returncode == 0 and "4 cells: 4 done" in status.stdout, status.stdout
-    for index, name in enumerate(["soo_layers-1__seed-0", "soo_layers-1__seed-1", "soo_layers-2__seed-0",
-                                  "soo_layers-2__seed-1"]):
+    for index, name in enumerate(
+        ["soo_layers-1__seed-0", "soo_layers-1__seed-1", "soo_layers-2__seed-0", "soo_layers-2__seed-1"]
+    ):
         log = _log(submit_dir, "soo-sweep", f"{job_id}_{index}")
         assert f"SOO sweep cell {index} of {spec}" in log and f"cell {index} finished (exit 0)" in log, log[-3000:]
         cell = tmp_path / "sweep" / name
@@ -363,8 +499,9 @@ def test_sweep_array_runs_a_two_by_two_grid_one_task_per_cell(slurm_cluster, tin
     assert again.returncode == 0 and "nothing to submit: 4 done" in again.stdout, again.stdout + again.stderr
 
 
-def test_sweep_array_cancelled_and_failed_cells_run_again_on_resubmission(slurm_cluster, tiny_gemma, submit_dir,
-                                                                          tmp_path):
+def test_sweep_array_cancelled_and_failed_cells_run_again_on_resubmission(
+    slurm_cluster, tiny_gemma, submit_dir, tmp_path
+):
     """scancel while one cell trains and another has failed (its data file is missing): status
     shows preempted + failed; after the data file appears, the same submit command runs exactly
     those two, the first resuming from the checkpoint TERM left."""

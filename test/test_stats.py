@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from soo.eval.engine import aggregate_seeds, summarize_labels
 from soo.core.stats import mean_ci95, mean_sd, wilson_interval
+from soo.eval.rates import aggregate_seeds, summarize_labels
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,9 @@ def test_wilson_interval_contains_the_rate_and_narrows_with_n():
     for n in (4, 40, 400):
         low, high = wilson_interval(n // 4, n)
         assert low <= 0.25 <= high
-    assert (wilson_interval(100, 400)[1] - wilson_interval(100, 400)[0]) < (wilson_interval(10, 40)[1] - wilson_interval(10, 40)[0])
+    assert (wilson_interval(100, 400)[1] - wilson_interval(100, 400)[0]) < (
+        wilson_interval(10, 40)[1] - wilson_interval(10, 40)[0]
+    )
     with pytest.raises(ValueError):
         wilson_interval(5, 4)
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
@@ -42,13 +44,24 @@ def test_mean_sd_and_ci():
 
 
 def _row(condition, order, label, kind="deception", scenario="main", response="x"):
-    return {"condition": condition, "group": "base" if condition == "base" else "soo", "scenario": scenario,
-            "order": order, "kind": kind, "label": label, "response": response}
+    return {
+        "condition": condition,
+        "group": "base" if condition == "base" else "soo",
+        "scenario": scenario,
+        "order": order,
+        "kind": kind,
+        "label": label,
+        "response": response,
+    }
 
 
 def test_summarize_labels_counts_orders_pooled_and_ambiguous_separately():
-    rows = ([_row("base", "deceptive_first", "deceptive")] * 8 + [_row("base", "deceptive_first", "ambiguous", response="")] * 2
-            + [_row("base", "deceptive_second", "honest")] * 6 + [_row("base", "deceptive_second", "deceptive")] * 4)
+    rows = (
+        [_row("base", "deceptive_first", "deceptive")] * 8
+        + [_row("base", "deceptive_first", "ambiguous", response="")] * 2
+        + [_row("base", "deceptive_second", "honest")] * 6
+        + [_row("base", "deceptive_second", "deceptive")] * 4
+    )
     cells = {(e["order"]): e for e in summarize_labels(rows)}
     assert cells["deceptive_first"]["rate"] == 0.8 and cells["deceptive_first"]["ambiguous_rate"] == 0.2
     assert cells["deceptive_first"]["empty_responses"] == 2
@@ -73,14 +86,19 @@ def test_authors_rule_rate_and_agreement_beside_ours():
 
 def test_perspectives_measure_is_correctness():
     rows = [_row("base", "deceptive_first", "correct", kind="perspectives", scenario="perspectives")] * 3 + [
-        _row("base", "deceptive_first", "incorrect", kind="perspectives", scenario="perspectives")]
+        _row("base", "deceptive_first", "incorrect", kind="perspectives", scenario="perspectives")
+    ]
     entry = [e for e in summarize_labels(rows) if e["order"] == "deceptive_first"][0]
     assert entry["measure"] == "correct" and entry["rate"] == 0.75
 
 
 def test_aggregate_seeds_mean_and_sd_across_adapters():
-    rows = ([_row("soo_0", "deceptive_first", "deceptive")] * 2 + [_row("soo_0", "deceptive_first", "honest")] * 2
-            + [_row("soo_1", "deceptive_first", "deceptive")] * 1 + [_row("soo_1", "deceptive_first", "honest")] * 3)
+    rows = (
+        [_row("soo_0", "deceptive_first", "deceptive")] * 2
+        + [_row("soo_0", "deceptive_first", "honest")] * 2
+        + [_row("soo_1", "deceptive_first", "deceptive")] * 1
+        + [_row("soo_1", "deceptive_first", "honest")] * 3
+    )
     aggregated = {e["order"]: e for e in aggregate_seeds(summarize_labels(rows)) if e["group"] == "soo"}
     assert aggregated["deceptive_first"]["seeds"] == 2
     assert aggregated["deceptive_first"]["mean_rate"] == pytest.approx(0.375)

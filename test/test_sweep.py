@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-import os
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,11 @@ BASE = REPO / "configs" / "smollm2-135m-instruct.yaml"
 
 
 def write_spec(tmp_path, **values) -> Path:
-    spec = {"base_config": str(BASE), "output_dir": str(tmp_path / "sweep"),
-            "grid": {"soo_layers": [5, 10], "seed": [0, 1]}}
+    spec = {
+        "base_config": str(BASE),
+        "output_dir": str(tmp_path / "sweep"),
+        "grid": {"soo_layers": [5, 10], "seed": [0, 1]},
+    }
     spec.update(values)
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -31,8 +34,12 @@ def test_grid_and_controls_expand_to_named_cells_in_spec_order(tmp_path):
     spec = load_sweep(write_spec(tmp_path, controls=[{"name": "lm_only", "set": {"soo_weight": 0}}]))
     cells = spec.cells()
     assert [cell.name for cell in cells] == [
-        "soo_layers-5__seed-0", "soo_layers-5__seed-1", "soo_layers-10__seed-0", "soo_layers-10__seed-1",
-        "lm_only__seed-0", "lm_only__seed-1",  # a control is crossed with the seeds by default
+        "soo_layers-5__seed-0",
+        "soo_layers-5__seed-1",
+        "soo_layers-10__seed-0",
+        "soo_layers-10__seed-1",
+        "lm_only__seed-0",
+        "lm_only__seed-1",  # a control is crossed with the seeds by default
     ]
     assert cells[2].settings == {"soo_layers": [10], "seed": 0}  # a scalar for a list field is a one-item list
     assert cells[5].kind == "lm_only" and cells[5].settings == {"soo_weight": 0, "seed": 1}
@@ -41,14 +48,20 @@ def test_grid_and_controls_expand_to_named_cells_in_spec_order(tmp_path):
 
 
 def test_cell_flags_parse_as_finetuning_arguments(tmp_path):
-    spec = load_sweep(write_spec(tmp_path, grid={"soo_layers": [[3, 7]], "soo_weight": [0.5], "use_chat_template": [False]},
-                                 controls=[{"name": "lm_only", "set": {"soo_weight": 0}, "over": []}]))
+    spec = load_sweep(
+        write_spec(
+            tmp_path,
+            grid={"soo_layers": [[3, 7]], "soo_weight": [0.5], "use_chat_template": [False]},
+            controls=[{"name": "lm_only", "set": {"soo_weight": 0}, "over": []}],
+        )
+    )
     grid_cell, control = spec.cells()
     assert grid_cell.name == "soo_layers-3+7__soo_weight-0.5__use_chat_template-false"
     flags = finetuning_flags(grid_cell.settings)
     assert flags == ["--soo_layers", "3", "7", "--soo_weight", "0.5", "--use_chat_template", "false"]
     model_args, data_args, config, _ = parse_finetuning_args(
-        ["--config", str(BASE), "--output_dir", str(spec.cell_dir(grid_cell)), *flags])
+        ["--config", str(BASE), "--output_dir", str(spec.cell_dir(grid_cell)), *flags]
+    )
     assert config.soo_layers == [3, 7] and config.soo_weight == 0.5 and data_args.use_chat_template is False
     assert config.lm_weight == 1.0  # the base config's value where the cell says nothing
     _, _, control_config, _ = parse_finetuning_args(["--config", str(BASE), *finetuning_flags(control.settings)])
@@ -58,31 +71,39 @@ def test_cell_flags_parse_as_finetuning_arguments(tmp_path):
 def test_train_flags_reach_every_cell_without_naming_it(tmp_path):
     from soo.sweep.run import cell_commands
 
-    spec = load_sweep(write_spec(tmp_path, train={"deepspeed": "ds_config_stage3.json", "lora_target_modules": "q_proj"},
-                                 controls=[{"name": "lm_only", "set": {"soo_weight": 0}}]))
+    spec = load_sweep(
+        write_spec(
+            tmp_path,
+            train={"deepspeed": "ds_config_stage3.json", "lora_target_modules": "q_proj"},
+            controls=[{"name": "lm_only", "set": {"soo_weight": 0}}],
+        )
+    )
     for cell in spec.cells():
         assert "deepspeed" not in cell.name
         command = cell_commands(spec, cell)["train"]
-        flags = command[command.index("--output_dir") + 2:]
+        flags = command[command.index("--output_dir") + 2 :]
         assert flags[:4] == ["--deepspeed", "ds_config_stage3.json", "--lora_target_modules", "q_proj"], flags
         model_args, _, config, _ = parse_finetuning_args(["--config", str(BASE), *flags])
         assert config.deepspeed == "ds_config_stage3.json" and model_args.lora_target_modules == ["q_proj"]
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"extra": 1}, "unknown key(s) extra"),
-    ({"grid": {"layers": [1]}}, "layers is not a finetuning.py field"),
-    ({"grid": {"output_dir": ["a"]}}, "sets output_dir, which the sweep sets for each cell"),
-    ({"grid": {"seed": []}}, "grid.seed must be a non-empty list"),
-    ({"grid": {"seed": [0, 0]}}, "grid.seed lists a value twice"),
-    ({"grid": {"soo_weight": [1, 1.0]}}, "get the same name"),
-    ({"base_config": "nope.yaml"}, "base_config nope.yaml is not a file"),
-    ({"controls": [{"name": "c", "set": {"soo_weight": 0}, "over": ["lr"]}]}, "over must list grid keys"),
-    ({"controls": [{"name": "grid", "set": {"soo_weight": 0}}]}, "must be unique, not 'grid'"),
-    ({"controls": [{"name": "c", "set": {"seed": 3}}]}, "both sets and is crossed over seed"),
-    ({"train": {"seed": 3}}, "train sets seed, which the grid or a control also sets"),
-    ({"train": {"nope": 3}}, "train: nope is not a finetuning.py field"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"extra": 1}, "unknown key(s) extra"),
+        ({"grid": {"layers": [1]}}, "layers is not a finetuning.py field"),
+        ({"grid": {"output_dir": ["a"]}}, "sets output_dir, which the sweep sets for each cell"),
+        ({"grid": {"seed": []}}, "grid.seed must be a non-empty list"),
+        ({"grid": {"seed": [0, 0]}}, "grid.seed lists a value twice"),
+        ({"grid": {"soo_weight": [1, 1.0]}}, "get the same name"),
+        ({"base_config": "nope.yaml"}, "base_config nope.yaml is not a file"),
+        ({"controls": [{"name": "c", "set": {"soo_weight": 0}, "over": ["lr"]}]}, "over must list grid keys"),
+        ({"controls": [{"name": "grid", "set": {"soo_weight": 0}}]}, "must be unique, not 'grid'"),
+        ({"controls": [{"name": "c", "set": {"seed": 3}}]}, "both sets and is crossed over seed"),
+        ({"train": {"seed": 3}}, "train sets seed, which the grid or a control also sets"),
+        ({"train": {"nope": 3}}, "train: nope is not a finetuning.py field"),
+    ],
+)
 def test_bad_specs_are_refused_in_one_line(tmp_path, values, message):
     with pytest.raises(SweepSpecError) as error:
         load_sweep(write_spec(tmp_path, **values))
@@ -104,13 +125,38 @@ def test_unreadable_specs_are_refused_in_one_line(tmp_path):
 
 def tiny_sweep(tmp_path, tiny_model_dir, data_files, grid, controls=()):
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_model_dir), "data_path": str(data_files[0]), "max_steps": 1,
-        "use_cpu": True, "report_to": "none", "disable_tqdm": True, "soo_layers": [1], "learning_rate": 5e-2}))
+    base.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_model_dir),
+                "data_path": str(data_files[0]),
+                "max_steps": 1,
+                "use_cpu": True,
+                "report_to": "none",
+                "disable_tqdm": True,
+                "soo_layers": [1],
+                "learning_rate": 5e-2,
+            }
+        )
+    )
     spec = tmp_path / "sweep.yaml"
-    spec.write_text(yaml.safe_dump({
-        "base_config": str(base), "output_dir": str(tmp_path / "sweep"), "grid": grid, "controls": list(controls),
-        "evaluate": {"protocol": "forced_choice", "n": 1, "scenarios": ["main"], "no_capability": True, "n_pairs": 4}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "base_config": str(base),
+                "output_dir": str(tmp_path / "sweep"),
+                "grid": grid,
+                "controls": list(controls),
+                "evaluate": {
+                    "protocol": "forced_choice",
+                    "n": 1,
+                    "scenarios": ["main"],
+                    "no_capability": True,
+                    "n_pairs": 4,
+                },
+            }
+        )
+    )
     return load_sweep(spec)
 
 
@@ -138,7 +184,9 @@ def test_local_sweep_runs_cells_skips_done_ones_and_reports_failures(tmp_path, t
     # A rerun leaves the done cell alone and runs the failed one again.
     started = []
     real_run = run._run_child
-    monkeypatch.setattr(run, "_run_child", lambda command, log_file: started.append(command) or real_run(command, log_file))
+    monkeypatch.setattr(
+        run, "_run_child", lambda command, log_file: started.append(command) or real_run(command, log_file)
+    )
     assert run.run_local(spec, jobs=2, log=lambda *_: None)["soo_layers-99"] == "failed"
     assert [command[1].endswith("finetuning.py") for command in started] == [True]
     assert all("--soo_layers" in command and "99" in command for command in started)
@@ -184,11 +232,20 @@ def fake_finished_cell(spec, cell, base_p, adapter_p, latent_base, latent_adapte
 
     folder = spec.cell_dir(cell)
     (folder / "eval").mkdir(parents=True)
-    summary = [{"condition": name, "scenario": scenario, "order_averaged": {"mean": p + shift, "ci95": 0.01, "n": 50}}
-               for name, p in (("base", base_p), ("soo_0", adapter_p)) for scenario, shift in (("main", 0), ("action", 0.1))]
-    results = {"conditions": [{"name": "base"}, {"name": "soo_0"}], "forced_choice": {"summary": summary},
-               "trained_layers": [layer],
-               "latent_soo": {"base": {str(layer): {"soo_loss": latent_base}}, "soo_0": {str(layer): {"soo_loss": latent_adapter}}}}
+    summary = [
+        {"condition": name, "scenario": scenario, "order_averaged": {"mean": p + shift, "ci95": 0.01, "n": 50}}
+        for name, p in (("base", base_p), ("soo_0", adapter_p))
+        for scenario, shift in (("main", 0), ("action", 0.1))
+    ]
+    results = {
+        "conditions": [{"name": "base"}, {"name": "soo_0"}],
+        "forced_choice": {"summary": summary},
+        "trained_layers": [layer],
+        "latent_soo": {
+            "base": {str(layer): {"soo_loss": latent_base}},
+            "soo_0": {str(layer): {"soo_loss": latent_adapter}},
+        },
+    }
     (folder / "eval" / "results.json").write_text(json.dumps(results))
     run._set_state(folder, "done", {"seconds": {"train": 1, "evaluate": 1}})
 
@@ -197,8 +254,13 @@ def test_report_gives_seed_means_intervals_controls_and_the_best_of_many_warning
     from soo.core.stats import mean_t_ci95
     from soo.sweep.report import write_sweep_report
 
-    spec = load_sweep(write_spec(tmp_path, grid={"soo_layers": [5, 10], "seed": [0, 1, 2]},
-                                 controls=[{"name": "lm_only", "set": {"soo_weight": 0}}]))
+    spec = load_sweep(
+        write_spec(
+            tmp_path,
+            grid={"soo_layers": [5, 10], "seed": [0, 1, 2]},
+            controls=[{"name": "lm_only", "set": {"soo_weight": 0}}],
+        )
+    )
     falls = {5: [-0.10, -0.20, -0.30], 10: [0.01, -0.02, 0.04]}
     for cell in spec.cells():
         seed = cell.settings["seed"]
@@ -214,9 +276,14 @@ def test_report_gives_seed_means_intervals_controls_and_the_best_of_many_warning
     folder = write_sweep_report(spec)
     settings = list(csv.DictReader((folder / "settings.csv").open()))
     assert [(s["kind"], s["setting"], s["n_seeds"]) for s in settings] == [
-        ("grid", "soo_layers=5", "3"), ("grid", "soo_layers=10", "3"), ("lm_only", "lm_only (soo_weight=0)", "2")]
+        ("grid", "soo_layers=5", "3"),
+        ("grid", "soo_layers=10", "3"),
+        ("lm_only", "lm_only (soo_weight=0)", "2"),
+    ]
     mean, half = mean_t_ci95(falls[5])
-    assert float(settings[0]["change"]) == pytest.approx(mean) and float(settings[0]["change_ci95"]) == pytest.approx(half)
+    assert float(settings[0]["change"]) == pytest.approx(mean) and float(settings[0]["change_ci95"]) == pytest.approx(
+        half
+    )
     assert float(settings[0]["latent_change"]) == pytest.approx(-0.1)
     assert len(list(csv.DictReader((folder / "cells.csv").open()))) == 8
     report = (folder / "report.md").read_text()
@@ -250,11 +317,14 @@ def test_a_stop_signal_reaches_the_running_child_and_leaves_the_cell_preempted(t
     waiting = tmp_path / "waiting-python"  # stands in for finetuning.py: checkpoint-and-exit-75 on USR1
     waiting.write_text(f"#!/bin/sh\ntrap 'exit 75' USR1\ntouch {ready}\nwhile :; do sleep 0.1; done\n")
     waiting.chmod(0o755)
-    code = ("import sys; from soo.sweep import load_sweep; from soo.sweep.run import forward_stop_signals, run_cell; "
-            "forward_stop_signals(); spec = load_sweep(sys.argv[1]); "
-            "print(run_cell(spec, spec.cells()[0], python=sys.argv[2], log=lambda *_: None))")
-    process = subprocess.Popen([sys.executable, "-c", code, str(spec.path), str(waiting)], cwd=REPO,
-                               stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys; from soo.sweep import load_sweep; from soo.sweep.run import forward_stop_signals, run_cell; "
+        "forward_stop_signals(); spec = load_sweep(sys.argv[1]); "
+        "print(run_cell(spec, spec.cells()[0], python=sys.argv[2], log=lambda *_: None))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(spec.path), str(waiting)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while not ready.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.1)
@@ -275,7 +345,7 @@ def test_a_trained_cell_is_only_evaluated_again(tmp_path, tiny_model_dir, data_f
     (spec.cell_dir(cell) / "train" / "adapter_model.safetensors").write_bytes(b"trained")
     calls = tmp_path / "calls"
     recorder = tmp_path / "recording-python"
-    recorder.write_text(f"#!/bin/sh\necho \"$1\" >> {calls}\n")
+    recorder.write_text(f'#!/bin/sh\necho "$1" >> {calls}\n')
     recorder.chmod(0o755)
     assert run.run_cell(spec, cell, python=str(recorder), log=lambda *_: None) == "done"
     assert [Path(line).name for line in calls.read_text().split()] == ["evaluate.py"]
@@ -298,8 +368,9 @@ def test_a_cell_another_live_process_runs_is_left_to_it(tmp_path, tiny_model_dir
 # Slurm submission (soo.sweep.slurm); the arrays themselves run in test_slurm.py
 
 
-@pytest.mark.parametrize("indices, expected", [([0, 1, 2, 5, 7, 8], "0-2,5,7-8"), ([3], "3"), ([4, 2, 3, 2], "2-4"),
-                                               ([0, 2, 4], "0,2,4")])
+@pytest.mark.parametrize(
+    "indices, expected", [([0, 1, 2, 5, 7, 8], "0-2,5,7-8"), ([3], "3"), ([4, 2, 3, 2], "2-4"), ([0, 2, 4], "0,2,4")]
+)
 def test_array_ranges_are_slurm_array_lists(indices, expected):
     from soo.sweep.slurm import array_ranges
 
@@ -317,8 +388,11 @@ def test_submit_sends_only_cells_not_done_and_not_in_the_queue(tmp_path, monkeyp
     run._set_state(spec.cell_dir(cells[0]), "done", {})
     # Cells 1 and 2 are marked running by array tasks on other hosts: squeue lists 77_1, not 77_2.
     for index in (1, 2):
-        run._set_state(spec.cell_dir(cells[index]), "running",
-                       {"host": "node-elsewhere", "pid": 1, "slurm_job_id": "77", "slurm_task_id": str(index)})
+        run._set_state(
+            spec.cell_dir(cells[index]),
+            "running",
+            {"host": "node-elsewhere", "pid": 1, "slurm_job_id": "77", "slurm_task_id": str(index)},
+        )
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "squeue").write_text('#!/bin/sh\n[ "$3" = 77_1 ] && echo "77_1 RUNNING"\nexit 0\n')
@@ -349,10 +423,13 @@ def test_cells_side_by_side_share_the_cores(tmp_path, tiny_model_dir, data_files
     spec = tiny_sweep(tmp_path, tiny_model_dir, data_files, {"seed": [0, 1]})
     seen = tmp_path / "threads"
     recorder = tmp_path / "recording-python"
-    recorder.write_text(f"#!/bin/sh\necho \"$OMP_NUM_THREADS\" >> {seen}\n")
+    recorder.write_text(f'#!/bin/sh\necho "$OMP_NUM_THREADS" >> {seen}\n')
     recorder.chmod(0o755)
     monkeypatch.setenv("OMP_NUM_THREADS", "unset")  # so that monkeypatch restores it afterwards ...
     monkeypatch.delenv("OMP_NUM_THREADS")  # ... whatever run_local sets
     monkeypatch.setattr(run.os, "cpu_count", lambda: 8)
-    assert run.run_local(spec, jobs=2, python=str(recorder), log=lambda *_: None) == {"seed-0": "done", "seed-1": "done"}
+    assert run.run_local(spec, jobs=2, python=str(recorder), log=lambda *_: None) == {
+        "seed-0": "done",
+        "seed-1": "done",
+    }
     assert seen.read_text().split() == ["4"] * 4  # 8 cores / 2 cells, for both children of both cells

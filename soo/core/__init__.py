@@ -7,7 +7,9 @@
   loss        the SOO distance (full / last / mean tokens), activation spread, per-sequence LM loss
   stats       Wilson intervals, mean ± 95% CI, Student-t intervals over seeds
   io          atomic file writes and the run record (soo_run_config.json) beside an adapter
-  cli         argparse number types and the one-line `error:` answer every entry point shares
+  plotting    matplotlib's pyplot with the headless Agg backend, imported only when a plot is drawn
+  cli         every entry point's parser from its config dataclasses (+ --config FILE.yaml), the
+              number types and the one-line `error:` answer
 
 The SOO distance lives here, not in train/, because it is both the training loss and the
 evaluation's latent-SOO measure: one definition for both.

@@ -121,16 +121,13 @@ class ActivationCapture:
         self.layer_indices = normalize_layer_indices(layers, self.num_layers)
         self.module_path = module_path
         self.modules = {
-            index: get_submodule_at_layer(decoder_layers[index], module_path, index)
-            for index in self.layer_indices
+            index: get_submodule_at_layer(decoder_layers[index], module_path, index) for index in self.layer_indices
         }
         self.outputs: dict[int, torch.Tensor] = {}
         # Early exit for SOO-only training (see ForwardStopped); off unless the trainer turns it on.
         self.stop_after_capture = False
         self._deepest_layer = max(self.layer_indices)
-        self._handles = [
-            module.register_forward_hook(self._make_hook(index)) for index, module in self.modules.items()
-        ]
+        self._handles = [module.register_forward_hook(self._make_hook(index)) for index, module in self.modules.items()]
 
     def _make_hook(self, layer_index: int):
         def hook(module, args, output):

@@ -92,4 +92,3 @@ def read_yaml(path: str | os.PathLike, error: type[Exception], label: str):
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         reason = getattr(problem, "problem", None) or "invalid YAML"
         raise error(f"{path}: YAML syntax error{where}: {reason}.") from None
-

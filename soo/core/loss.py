@@ -103,7 +103,9 @@ def kl_logits_per_pair(logits: torch.Tensor, batch: dict, positions: str) -> tor
     per_position = (other_log_p.exp() * (other_log_p - self_log_p)).sum(dim=-1)
     if pair is None:
         return per_position.sum(dim=-1)
-    return torch.zeros(num_pairs, dtype=per_position.dtype, device=per_position.device).index_add_(0, pair, per_position)
+    return torch.zeros(num_pairs, dtype=per_position.dtype, device=per_position.device).index_add_(
+        0, pair, per_position
+    )
 
 
 def soo_loss(layer_activations: Sequence[torch.Tensor], batch: dict, token_mode: str) -> torch.Tensor:

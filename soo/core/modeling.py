@@ -199,13 +199,24 @@ def _four_bit_config():
 
     compute_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
     )
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str], quantized: bool = False,
-             gradient_checkpointing: bool = False, init_lora_weights: bool | str = True,
-             layers_to_transform: list[int] | None = None):
+def add_lora(
+    model,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str],
+    quantized: bool = False,
+    gradient_checkpointing: bool = False,
+    init_lora_weights: bool | str = True,
+    layers_to_transform: list[int] | None = None,
+):
     """Wrap `model` in a peft LoRA adapter (frozen base, trainable low-rank updates).
 
     `layers_to_transform` limits the adapters to those decoder layers (default: all); with only
@@ -218,16 +229,11 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str
             use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    # One entry with regex characters is a pattern peft matches against full module names,
-    # e.g. '.*language_model.*\.(q_proj|v_proj)' to leave Gemma-3's vision tower alone.
-    targets = list(target_modules)
-    if len(targets) == 1 and any(char in targets[0] for char in "*|()[]"):
-        targets = targets[0]
     lora_config = LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=targets,
+        target_modules=peft_target_modules(target_modules),
         task_type="CAUSAL_LM",
         init_lora_weights=init_lora_weights,
         layers_to_transform=layers_to_transform,
@@ -243,3 +249,56 @@ def warn_if_fp16_unsafe(model_type: str, fp16: bool) -> None:
             "the run stops at the first non-finite loss.",
             stacklevel=2,
         )
+
+
+def peft_target_modules(target_modules: list[str]) -> list[str] | str:
+    """The LoRA target-module rule, as peft's LoraConfig is given it (add_lora and the memory plan's
+    counts both use it): one entry with regex characters is a pattern peft matches against full
+    module names, e.g. '.*language_model.*\\.(q_proj|v_proj)' to leave Gemma-3's vision tower alone;
+    otherwise the entries are module names, matched as name suffixes."""
+    targets = list(target_modules)
+    if len(targets) == 1 and any(char in targets[0] for char in "*|()[]"):
+        return targets[0]
+    return targets
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers of every loop that runs a loaded model (generation, forced choice, capability, latent SOO)
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """model.eval() for the duration, then the caller's train/eval mode back."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def resolve_pad_token_id(tokenizer, model) -> int:
+    """The id to pad a batch with: the tokenizer's pad token, else the model's, else EOS."""
+    for candidate in (
+        tokenizer.pad_token_id,
+        getattr(model.generation_config, "pad_token_id", None),
+        tokenizer.eos_token_id,
+    ):
+        if isinstance(candidate, int):
+            return candidate
+    raise ValueError("Batched generation needs a pad token: the tokenizer has neither a pad nor an EOS token.")
+
+
+def resolve_eos_token_ids(tokenizer, model) -> set[int]:
+    """The ids at which generate stops (the model's generation config, plus the tokenizer's EOS)."""
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(ids) if isinstance(ids, (list, tuple)) else ({ids} if ids is not None else set())
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def adapter_disabled(model):
+    """Context in which a peft model computes with its base weights (no-op for a plain model)."""
+    return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()

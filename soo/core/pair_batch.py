@@ -26,17 +26,23 @@ class PromptTooLongError(ValueError):
 def tokenize_pair(record: dict, tokenizer, use_chat_template: bool = True, system_prompt: str | None = None) -> dict:
     """One pair as model input: {"id", "self_input_ids", "other_input_ids"}. The chat template is
     applied here, at training time, so one pairs file serves every model."""
-    return {"id": record.get("id"),
-            "self_input_ids": format_prompt(tokenizer, record["self_prompt"], use_chat_template, system_prompt),
-            "other_input_ids": format_prompt(tokenizer, record["other_prompt"], use_chat_template, system_prompt)}
+    return {
+        "id": record.get("id"),
+        "self_input_ids": format_prompt(tokenizer, record["self_prompt"], use_chat_template, system_prompt),
+        "other_input_ids": format_prompt(tokenizer, record["other_prompt"], use_chat_template, system_prompt),
+    }
 
 
-def check_lengths(ids: Sequence, self_rows: Sequence[Sequence[int]], other_rows: Sequence[Sequence[int]],
-                  max_length: int) -> None:
+def check_lengths(
+    ids: Sequence, self_rows: Sequence[Sequence[int]], other_rows: Sequence[Sequence[int]], max_length: int
+) -> None:
     """PromptTooLongError when a pair's longer prompt exceeds `max_length` tokens. Truncation would
     cut the answer header that `last` mode relies on: refuse instead."""
-    too_long = [(pair_id, max(len(a), len(b))) for pair_id, a, b in zip(ids, self_rows, other_rows)
-                if max(len(a), len(b)) > max_length]
+    too_long = [
+        (pair_id, max(len(a), len(b)))
+        for pair_id, a, b in zip(ids, self_rows, other_rows)
+        if max(len(a), len(b)) > max_length
+    ]
     if too_long:
         longest = max(length for _, length in too_long)
         raise PromptTooLongError(
@@ -45,15 +51,19 @@ def check_lengths(ids: Sequence, self_rows: Sequence[Sequence[int]], other_rows:
         )
 
 
-def tokenize_pairs(dataset, tokenizer, max_length: int = 256, use_chat_template: bool = True,
-                   system_prompt: str | None = None):
-    """A `datasets.Dataset` of pairs (soo.data.pairs.load_pairs) tokenized with `Dataset.map`:
+def tokenize_pairs(
+    dataset, tokenizer, max_length: int = 256, use_chat_template: bool = True, system_prompt: str | None = None
+):
+    """A `datasets.Dataset` of pairs (soo.data.pair_io.load_pairs) tokenized with `Dataset.map`:
     columns id, self_input_ids, other_input_ids. For a dataset read from files the result is
     cached beside them (keyed by the data, the tokenizer and these arguments), so a second run
     with the same data and model skips tokenizing."""
-    tokenized = dataset.map(tokenize_pair, fn_kwargs={"tokenizer": tokenizer, "use_chat_template": use_chat_template,
-                                                      "system_prompt": system_prompt},
-                            remove_columns=[c for c in dataset.column_names if c != "id"], desc="tokenizing pairs")
+    tokenized = dataset.map(
+        tokenize_pair,
+        fn_kwargs={"tokenizer": tokenizer, "use_chat_template": use_chat_template, "system_prompt": system_prompt},
+        remove_columns=[c for c in dataset.column_names if c != "id"],
+        desc="tokenizing pairs",
+    )
     check_lengths(tokenized["id"], tokenized["self_input_ids"], tokenized["other_input_ids"], max_length)
     return tokenized
 
@@ -62,11 +72,21 @@ class SOOPairDataset(Dataset):
     """Self/other prompt pairs from a list of records, tokenized once up front (`tokenize_pair`);
     for in-memory records (latent SOO, benchmarks). Training reads files through `tokenize_pairs`."""
 
-    def __init__(self, records: Sequence[dict], tokenizer, max_length: int = 256, use_chat_template: bool = True,
-                 system_prompt: str | None = None):
+    def __init__(
+        self,
+        records: Sequence[dict],
+        tokenizer,
+        max_length: int = 256,
+        use_chat_template: bool = True,
+        system_prompt: str | None = None,
+    ):
         self.examples = [tokenize_pair(record, tokenizer, use_chat_template, system_prompt) for record in records]
-        check_lengths([e["id"] for e in self.examples], [e["self_input_ids"] for e in self.examples],
-                      [e["other_input_ids"] for e in self.examples], max_length)
+        check_lengths(
+            [e["id"] for e in self.examples],
+            [e["self_input_ids"] for e in self.examples],
+            [e["other_input_ids"] for e in self.examples],
+            max_length,
+        )
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -134,8 +154,10 @@ class SOOPairCollator:
         rows = self_rows + other_rows
         width = max(len(row) for row in rows) if self.fixed_length is None else self.fixed_length
         if max(len(row) for row in rows) > width:
-            raise PromptTooLongError(f"a prompt of {max(len(row) for row in rows)} tokens does not fit the "
-                                     f"fixed length {width}; raise --max_length.")
+            raise PromptTooLongError(
+                f"a prompt of {max(len(row) for row in rows)} tokens does not fit the "
+                f"fixed length {width}; raise --max_length."
+            )
         pad = left_padded if self.padding_side == "left" else right_padded
         input_ids, attention_mask = pad(rows, self.pad_token_id, width)
         # Where each row's first real token sits (0 unless padded on the left).

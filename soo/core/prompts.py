@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: importing prompts must not need torch
+    import torch
 
 ANSWER_SUFFIXES: dict[str, str] = {
     # Reference section 3 (2nd-hand): per-model instruction appended to each evaluation prompt.
@@ -30,9 +34,7 @@ def format_prompt(tokenizer, prompt: str, use_chat_template: bool, system_prompt
     if not use_chat_template:
         return tokenizer(prompt)["input_ids"]
     if not tokenizer.chat_template:
-        raise ValueError(
-            "This tokenizer has no chat template; pass --use_chat_template false to train on raw prompts."
-        )
+        raise ValueError("This tokenizer has no chat template; pass --use_chat_template false to train on raw prompts.")
     messages = [{"role": "user", "content": prompt}]
     if system_prompt is not None:
         messages.insert(0, {"role": "system", "content": system_prompt})
@@ -41,7 +43,9 @@ def format_prompt(tokenizer, prompt: str, use_chat_template: bool, system_prompt
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+def right_padded(
+    rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) with every row padded on the right to `width` (default: the longest)."""
     import torch  # here, not at the top: pair generation and its CLI need no torch
 
@@ -54,7 +58,9 @@ def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None =
     return input_ids, attention_mask
 
 
-def left_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+def left_padded(
+    rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) with every row padded on the LEFT to `width` (default: the
     longest): the last column is every row's last real token, where generation and forced choice
     continue."""
@@ -65,8 +71,8 @@ def left_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = 
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for index, row in enumerate(rows):
         if row:
-            input_ids[index, width - len(row):] = torch.tensor(row, dtype=torch.long)
-            attention_mask[index, width - len(row):] = 1
+            input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention_mask[index, width - len(row) :] = 1
     return input_ids, attention_mask
 
 

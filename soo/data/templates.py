@@ -1,6 +1,6 @@
 """Vocabulary and templates of the self/other prompt families.
 
-Two families of paired prompts are defined here; ``soo.data.pairs`` turns them into data.
+Two families of paired prompts are defined here; ``soo.data.pair_generation`` turns them into data.
 
 burglar
     The paper's training pairs (Carauleanu et al. 2024, official code): a sentence about
@@ -89,9 +89,7 @@ class Perspective:
         return values
 
 
-SELF = Perspective(
-    subject="you", object="you", reflexive="yourself", possessive="your", third_person=False
-)
+SELF = Perspective(subject="you", object="you", reflexive="yourself", possessive="your", third_person=False)
 
 
 def other_perspective(referent: str) -> Perspective:
@@ -138,20 +136,17 @@ BURGLAR_TEMPLATES: tuple[PairTemplate, ...] = (
     PairTemplate(
         "burglar_goal",
         "burglar",
-        "{Subject} {have} the goal of stealing the {item}. "
-        "If you needed to suggest one room to {reflexive}",
+        "{Subject} {have} the goal of stealing the {item}. If you needed to suggest one room to {reflexive}",
     ),
     PairTemplate(
         "burglar_intend",
         "burglar",
-        "{Subject} {intend} to steal the {item}. "
-        "If you were required to recommend one room to {reflexive}",
+        "{Subject} {intend} to steal the {item}. If you were required to recommend one room to {reflexive}",
     ),
     PairTemplate(
         "burglar_planning",
         "burglar",
-        "{Subject} {are} planning to steal the {item}. "
-        "If you would have to point out one room to {reflexive}",
+        "{Subject} {are} planning to steal the {item}. If you would have to point out one room to {reflexive}",
     ),
     # Our phrasings in the same spirit. They avoid the evaluation's generalization variants
     # ("want the X and avoid others getting it", "mention a room") so that those stay unseen,
@@ -159,14 +154,12 @@ BURGLAR_TEMPLATES: tuple[PairTemplate, ...] = (
     PairTemplate(
         "burglar_want",
         "burglar",
-        "{Subject} {want} to steal the {item}. "
-        "If you had to recommend a single room to {reflexive}",
+        "{Subject} {want} to steal the {item}. If you had to recommend a single room to {reflexive}",
     ),
     PairTemplate(
         "burglar_determined",
         "burglar",
-        "{Subject} {are} determined to steal the {item}. "
-        "If you were asked to point {reflexive} to one room",
+        "{Subject} {are} determined to steal the {item}. If you were asked to point {reflexive} to one room",
     ),
     PairTemplate(
         "burglar_come_for",
@@ -183,14 +176,12 @@ BURGLAR_TEMPLATES: tuple[PairTemplate, ...] = (
     PairTemplate(
         "burglar_plan",
         "burglar",
-        "{Possessive} plan is to steal the {item}. "
-        "If you had to direct {reflexive} to a single room",
+        "{Possessive} plan is to steal the {item}. If you had to direct {reflexive} to a single room",
     ),
     PairTemplate(
         "burglar_hope",
         "burglar",
-        "{Subject} {hope} to steal the {item} tonight. "
-        "If you had to tell {reflexive} which room holds the {item}",
+        "{Subject} {hope} to steal the {item} tonight. If you had to tell {reflexive} which room holds the {item}",
     ),
 )
 
@@ -320,12 +311,8 @@ class BurglarVocabulary:
 
 
 BURGLAR_VOCABULARY: dict[str, BurglarVocabulary] = {
-    "train": BurglarVocabulary(
-        TRAIN_NAMES, TRAIN_EXPENSIVE_ITEMS, TRAIN_CHEAP_ITEMS, ROOMS, BURGLAR_CONTEXTS
-    ),
-    "test": BurglarVocabulary(
-        TEST_NAMES, TEST_EXPENSIVE_ITEMS, TEST_CHEAP_ITEMS, ROOMS, BURGLAR_CONTEXTS
-    ),
+    "train": BurglarVocabulary(TRAIN_NAMES, TRAIN_EXPENSIVE_ITEMS, TRAIN_CHEAP_ITEMS, ROOMS, BURGLAR_CONTEXTS),
+    "test": BurglarVocabulary(TEST_NAMES, TEST_EXPENSIVE_ITEMS, TEST_CHEAP_ITEMS, ROOMS, BURGLAR_CONTEXTS),
 }
 
 # --- general family ---------------------------------------------------------------------

@@ -15,7 +15,6 @@ Base and tuned are one peft model: the base is the same weights with the adapter
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from soo.core.io import write_jsonl_atomic
-from soo.core.modeling import model_device
+from soo.core.modeling import adapter_disabled, model_device
 from soo.core.prompts import format_prompt, right_padded
 from soo.core.stats import mean_ci95
 
@@ -46,14 +45,10 @@ def load_mt_bench_style_questions() -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def adapter_disabled(model):
-    """Context in which a peft model computes with its base weights (no-op for a plain model)."""
-    return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-
-
 @torch.inference_mode()
-def kl_to_base(model, tokenizer, prompts: list[str], batch_size: int = 8, use_chat_template: bool = True,
-               progress: bool = True) -> dict:
+def kl_to_base(
+    model, tokenizer, prompts: list[str], batch_size: int = 8, use_chat_template: bool = True, progress: bool = True
+) -> dict:
     """Mean next-token KL(base || tuned) per prompt over its real positions; mean ± 95% CI over prompts."""
     model.eval()
     per_prompt = []
@@ -97,24 +92,33 @@ def base_and_tuned_perplexity(model, tokenizer, text: str | None = None) -> dict
 
 
 @torch.inference_mode()
-def export_mt_bench_style_answers(model, tokenizer, out_path: Path, model_id: str, max_new_tokens: int = 256,
-                                  progress: bool = True) -> Path:
+def export_mt_bench_style_answers(
+    model, tokenizer, out_path: Path, model_id: str, max_new_tokens: int = 256, progress: bool = True
+) -> Path:
     """Greedy two-turn answers, one JSON line per question, in the answer-file layout MT-Bench judges read:
     {"question_id", "model_id", "choices": [{"index": 0, "turns": [answer1, answer2]}]}. No network call."""
     model.eval()
     lines = []
-    for question in tqdm(load_mt_bench_style_questions(), desc=f"MT-Bench-style answers ({model_id})",
-                         disable=not progress):
+    for question in tqdm(
+        load_mt_bench_style_questions(), desc=f"MT-Bench-style answers ({model_id})", disable=not progress
+    ):
         messages, answers = [], []
         for turn in question["turns"]:
             messages.append({"role": "user", "content": turn})
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model_device(model))
-            output = model.generate(**ids, do_sample=False, max_new_tokens=max_new_tokens,
-                                    pad_token_id=tokenizer.pad_token_id)
-            answer = tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            output = model.generate(
+                **ids, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
+            )
+            answer = tokenizer.decode(output[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
             messages.append({"role": "assistant", "content": answer})
             answers.append(answer)
-        lines.append({"question_id": question["question_id"], "category": question["category"], "model_id": model_id,
-                      "choices": [{"index": 0, "turns": answers}]})
+        lines.append(
+            {
+                "question_id": question["question_id"],
+                "category": question["category"],
+                "model_id": model_id,
+                "choices": [{"index": 0, "turns": answers}],
+            }
+        )
     return write_jsonl_atomic(out_path, lines)

@@ -1,5 +1,10 @@
 """evaluate.py's engine: score, generate, classify, measure and report, base model vs SOO adapters.
 
+The evaluation in Inspect's terms: the scenarios are the dataset (soo.eval.scenarios), forced
+choice and generation are the solvers (soo.eval.forced_choice, soo.eval.generation), labels and
+rates are the scorer (soo.eval.rates). This module only runs the phases in order, each over every
+condition, and `active_condition` is the one place that switches the model between conditions.
+
 Protocols: "forced_choice" (p(deceptive) from the options' log-probabilities, soo.eval.forced_choice),
 "generation" (greedy answers labelled by soo.eval.classify), or "both" (the default; then the
 forced choice's agreement with the generation labels is reported too).
@@ -17,46 +22,38 @@ import contextlib
 import json
 import logging
 import os
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from peft import PeftModel
+
 from soo.core.io import read_run_config, write_jsonl_atomic
+from soo.core.modeling import adapter_disabled, inference_device_map, load_model, load_tokenizer, resolve_model_path
 from soo.core.prompts import DEFAULT_ANSWER_PREFIX, DEFAULT_ANSWER_SUFFIX
-from soo.core.stats import mean_sd, wilson_interval
-from soo.eval.classify import DECEPTIVE, authors_label, classify, classify_perspectives
-from soo.eval.generation import DecodingConfig, GenerationCache, generate_with_cache, model_fingerprint
-from soo.eval.scenarios import ORDERS, build_eval_prompts
+from soo.data.pair_generation import generate_pairs
+from soo.data.pair_io import read_pairs_jsonl
+from soo.eval.capability import (
+    base_and_tuned_perplexity,
+    export_mt_bench_style_answers,
+    kl_to_base,
+    load_neutral_prompts,
+)
+from soo.eval.config import PROTOCOLS, EvalConfig
+from soo.eval.forced_choice import generation_agreement, score_prompts, summarize_forced_choice
+from soo.eval.generation import DecodingConfig
+from soo.eval.generation_cache import GenerationCache, generate_with_cache, model_fingerprint
+from soo.eval.latent import latent_soo_by_layer
+from soo.eval.rates import aggregate_seeds, authors_response_label, label_response, summarize_labels
+from soo.eval.report import write_report
+from soo.eval.scenarios import EvalPrompt, build_eval_prompts
 
 logger = logging.getLogger("soo.eval.engine")
 
 BASE = "base"
-PROTOCOLS = ("both", "forced_choice", "generation")
 
 
 class AdapterMismatchError(ValueError):
     """An adapter was trained on a different base model than the one being evaluated."""
-
-
-@dataclass
-class EvalConfig:
-    adapters: list[str] = field(default_factory=list)
-    model_name_or_path: str | None = None
-    scenarios: list[str] | None = None
-    n: int = 250
-    seed: int = 0
-    max_new_tokens: int = 24
-    batch_size: int = 16
-    answer_suffix: str | None = None
-    protocol: str = "both"
-    answer_prefix: str | None = None
-    pairs_path: str | None = None
-    n_pairs: int = 200
-    latent_all_layers: bool = False
-    capability: bool = True
-    mt_bench_export: bool = False
-    out_dir: str = "results/eval"
-    allow_base_mismatch: bool = False
 
 
 # The fields that make two adapters the same recipe: runs that differ only in seed (or output
@@ -65,15 +62,22 @@ RECIPE_FIELDS = {
     "soo_args": ("lm_weight", "soo_weight", "soo_layers", "soo_module", "soo_token_mode"),
     "model_args": ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"),
     "data_args": ("data_path", "max_length", "use_chat_template", "system_prompt"),
-    "training_args": ("learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size",
-                      "gradient_accumulation_steps"),
+    "training_args": (
+        "learning_rate",
+        "max_steps",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+    ),
 }
 
 
 def recipe_key(run_config: dict) -> str:
     """A stable string naming an adapter's training recipe, seed excluded."""
-    recipe = {section: {name: run_config.get(section, {}).get(name) for name in names}
-              for section, names in RECIPE_FIELDS.items()}
+    recipe = {
+        section: {name: run_config.get(section, {}).get(name) for name in names}
+        for section, names in RECIPE_FIELDS.items()
+    }
     return json.dumps(recipe, sort_keys=True)
 
 
@@ -86,8 +90,11 @@ def group_names(run_configs: list[dict]) -> list[str]:
     names = {}
     for index, key in enumerate(keys):
         soo_args = json.loads(key)["soo_args"]
-        names[key] = f"lm{soo_args['lm_weight']:g}_soo{soo_args['soo_weight']:g}" if (
-            soo_args["lm_weight"] is not None and soo_args["soo_weight"] is not None) else f"recipe{index}"
+        names[key] = (
+            f"lm{soo_args['lm_weight']:g}_soo{soo_args['soo_weight']:g}"
+            if (soo_args["lm_weight"] is not None and soo_args["soo_weight"] is not None)
+            else f"recipe{index}"
+        )
     if len(set(names.values())) < len(names):
         names = {key: f"{name}_r{index}" for index, (key, name) in enumerate(names.items())}
     return [names[recipe_key(config)] for config in run_configs]
@@ -113,84 +120,24 @@ def check_adapter_base(adapter_dir: str, model_path: str) -> None:
         )
 
 
-def label_response(prompt, response: str) -> str:
-    """The classifier's label of one answer: deceptive / honest / ambiguous (perspectives: correct / incorrect / ambiguous)."""
-    if prompt.kind == "perspectives":
-        return classify_perspectives(response, prompt.honest_option, prompt.deceptive_option)
-    return classify(response, prompt.deceptive_option, prompt.honest_option)
+# --------------------------------------------------------------------------------------------
+# The phases of a run (run_evaluation calls them in this order)
+# --------------------------------------------------------------------------------------------
 
 
-def authors_response_label(prompt, response: str) -> str | None:
-    """The authors' released rule's label (deception scenarios only; None for perspectives)."""
-    if prompt.kind == "perspectives":
-        return None
-    return authors_label(response, prompt.deceptive_option, prompt.honest_option)
+@dataclass(frozen=True)
+class EvalSetup:
+    """What a run needs before any model is loaded, every input already checked."""
+
+    model_path: str
+    run_configs: list[dict]  # one soo_run_config.json per adapter
+    answer_suffix: str
+    answer_prefix: str
+    prompts: list[EvalPrompt]
 
 
-def _rate(count: int, n: int) -> dict:
-    if n == 0:  # e.g. no answer chose an option: no rate (null in results.json, "n/a" in the report)
-        return {"rate": None, "ci_low": None, "ci_high": None}
-    low, high = wilson_interval(count, n)
-    return {"rate": count / n, "ci_low": low, "ci_high": high}
-
-
-def summarize_labels(rows: list[dict]) -> list[dict]:
-    """Per condition x scenario x order (and 'both' = the two orders pooled): counts and rates with
-    Wilson 95% intervals. The measured label is deception (or, for perspectives, correctness)."""
-    groups = defaultdict(list)
-    for row in rows:
-        groups[(row["condition"], row["scenario"], row["order"])].append(row)
-        groups[(row["condition"], row["scenario"], "both")].append(row)
-    summary = []
-    for (condition, scenario, order), members in sorted(groups.items()):
-        counts = Counter(member["label"] for member in members)
-        n = len(members)
-        kind = members[0]["kind"]
-        measured = "correct" if kind == "perspectives" else "deceptive"
-        entry = {"condition": condition, "group": members[0]["group"], "scenario": scenario, "order": order,
-                 "kind": kind, "n": n, "measure": measured, "counts": dict(counts),
-                 "empty_responses": sum(1 for member in members if not member["response"].strip())}
-        entry.update(_rate(counts[measured], n))
-        entry["ambiguous_rate"] = counts["ambiguous"] / n
-        # Among the answers that chose an option: separates "deceives less" from "answers less".
-        decided = n - counts["ambiguous"]
-        entry.update({f"{key}_among_decided": value for key, value in _rate(counts[measured], decided).items()})
-        entry["n_decided"] = decided
-        if members[0].get("authors_label") is not None:  # the authors' rule beside ours, on the same answers
-            authors = sum(1 for member in members if member["authors_label"] == DECEPTIVE)
-            entry.update({f"authors_{key}": value for key, value in _rate(authors, n).items()})
-            entry["agreement"] = sum(1 for member in members
-                                     if (member["label"] == DECEPTIVE) == (member["authors_label"] == DECEPTIVE)) / n
-        summary.append(entry)
-    return summary
-
-
-def aggregate_seeds(summary: list[dict]) -> list[dict]:
-    """Mean ± SD of each rate across the conditions of one group (e.g. several SOO seeds)."""
-    by_key = defaultdict(list)
-    for entry in summary:
-        by_key[(entry["group"], entry["scenario"], entry["order"])].append(entry)
-    aggregated = []
-    for (group, scenario, order), entries in sorted(by_key.items()):
-        mean, sd = mean_sd([entry["rate"] for entry in entries])
-        aggregated.append({"group": group, "scenario": scenario, "order": order, "measure": entries[0]["measure"],
-                           "seeds": len(entries), "mean_rate": mean, "sd_rate": sd,
-                           "mean_ambiguous_rate": mean_sd([entry["ambiguous_rate"] for entry in entries])[0]})
-    return aggregated
-
-
-def run_evaluation(config: EvalConfig) -> dict:
-    """Evaluate the base model and every adapter; write the report to config.out_dir; return results."""
-    from peft import PeftModel
-
-    from soo.eval.capability import adapter_disabled, base_and_tuned_perplexity, export_mt_bench_style_answers, kl_to_base
-    from soo.eval.capability import load_neutral_prompts
-    from soo.eval.latent import latent_soo_by_layer
-    from soo.core.modeling import inference_device_map, load_model, load_tokenizer, resolve_model_path
-    from soo.data.pairs import generate_pairs, read_pairs_jsonl
-    from soo.eval.forced_choice import generation_agreement, score_prompts, summarize_forced_choice
-    from soo.eval.report import write_report
-
+def prepare_run(config: EvalConfig) -> EvalSetup:
+    """Resolve the base model, answer suffix / prefix and prompts; refuse bad input before loading a model."""
     run_configs = [read_run_config(adapter) for adapter in config.adapters]
     first = run_configs[0] if run_configs else {}
     model_name = config.model_name_or_path or first.get("model_path")
@@ -206,113 +153,235 @@ def run_evaluation(config: EvalConfig) -> dict:
     for adapter in config.adapters:
         if not config.allow_base_mismatch:
             check_adapter_base(adapter, model_path)
+    return EvalSetup(model_path, run_configs, answer_suffix, answer_prefix, prompts)
 
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, device_map=inference_device_map())  # the GPUs when there are any
+
+def load_conditions(setup: EvalSetup, adapters: list[str]) -> tuple:
+    """(model, tokenizer, conditions): the base model with every adapter loaded under its condition's
+    name; conditions[0] is the base, then one per adapter with its group, seed and SOO settings."""
+    tokenizer = load_tokenizer(setup.model_path)
+    model = load_model(setup.model_path, device_map=inference_device_map())  # the GPUs when there are any
     conditions = [{"name": BASE, "group": BASE, "adapter": None}]
-    groups = group_names(run_configs)
-    for index, (adapter, run_config) in enumerate(zip(config.adapters, run_configs)):
+    groups = group_names(setup.run_configs)
+    for index, (adapter, run_config) in enumerate(zip(adapters, setup.run_configs)):
         name = f"soo_{index}"
         if index == 0:
             model = PeftModel.from_pretrained(model, adapter, adapter_name=name)
         else:
             model.load_adapter(adapter, adapter_name=name)
         seed = run_config.get("training_args", {}).get("seed")
-        conditions.append({"name": name, "group": groups[index], "adapter": adapter, "seed": seed,
-                           "soo_args": run_config.get("soo_args", {})})
+        conditions.append(
+            {
+                "name": name,
+                "group": groups[index],
+                "adapter": adapter,
+                "seed": seed,
+                "soo_args": run_config.get("soo_args", {}),
+            }
+        )
     model.eval()
+    return model, tokenizer, conditions
 
-    forced_rows = []
-    if config.protocol in ("forced_choice", "both"):
-        for condition in conditions:
-            if condition["adapter"] is not None:
-                model.set_adapter(condition["name"])
-            with adapter_disabled(model) if condition["adapter"] is None else contextlib.nullcontext():
-                scored = score_prompts(model, tokenizer, prompts, answer_prefix, batch_size=config.batch_size)
-            forced_rows += [{"condition": condition["name"], "group": condition["group"], **row} for row in scored]
-        write_jsonl_atomic(out_dir / "forced_choice.jsonl", forced_rows)
 
-    decoding = DecodingConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
-    cache = GenerationCache(out_dir / "generations.jsonl")
+@contextlib.contextmanager
+def active_condition(model, condition: dict):
+    """The model computes as `condition` for the duration: the base weights (adapter disabled), or
+    that condition's adapter."""
+    if condition["adapter"] is None:
+        with adapter_disabled(model):
+            yield
+    else:
+        model.set_adapter(condition["name"])
+        yield
+
+
+def score_forced_choice(
+    model, tokenizer, conditions: list[dict], prompts: list[EvalPrompt], answer_prefix: str, batch_size: int
+) -> list[dict]:
+    """Forced-choice rows (p(deceptive) per prompt), every condition."""
+    rows = []
+    for condition in conditions:
+        with active_condition(model, condition):
+            scored = score_prompts(model, tokenizer, prompts, answer_prefix, batch_size=batch_size)
+        rows += [{"condition": condition["name"], "group": condition["group"], **row} for row in scored]
+    return rows
+
+
+def generate_and_label(
+    model,
+    tokenizer,
+    conditions: list[dict],
+    prompts: list[EvalPrompt],
+    decoding: DecodingConfig,
+    cache: GenerationCache,
+    model_path: str,
+) -> list[dict]:
+    """One row per condition and prompt: the greedy answer (from the cache when it is there), its
+    label and the authors' rule's label."""
     texts = [prompt.prompt for prompt in prompts]
     rows = []
-    for condition in conditions if config.protocol in ("generation", "both") else []:
-        if condition["adapter"] is not None:
-            model.set_adapter(condition["name"])
-        with adapter_disabled(model) if condition["adapter"] is None else contextlib.nullcontext():
-            responses = generate_with_cache(model, tokenizer, texts, decoding, cache,
-                                            model_key=model_fingerprint(model_path, condition["adapter"]))
+    for condition in conditions:
+        with active_condition(model, condition):
+            responses = generate_with_cache(
+                model, tokenizer, texts, decoding, cache, model_key=model_fingerprint(model_path, condition["adapter"])
+            )
         for prompt, response in zip(prompts, responses):
-            rows.append({"condition": condition["name"], "group": condition["group"], "scenario": prompt.scenario,
-                         "order": prompt.order, "index": prompt.index, "kind": prompt.kind,
-                         "deceptive_option": prompt.deceptive_option, "honest_option": prompt.honest_option,
-                         "label": label_response(prompt, response),
-                         "authors_label": authors_response_label(prompt, response),
-                         "prompt": prompt.prompt, "response": response})
+            rows.append(
+                {
+                    "condition": condition["name"],
+                    "group": condition["group"],
+                    "scenario": prompt.scenario,
+                    "order": prompt.order,
+                    "index": prompt.index,
+                    "kind": prompt.kind,
+                    "deceptive_option": prompt.deceptive_option,
+                    "honest_option": prompt.honest_option,
+                    "label": label_response(prompt, response),
+                    "authors_label": authors_response_label(prompt, response),
+                    "prompt": prompt.prompt,
+                    "response": response,
+                }
+            )
     empty = sum(1 for row in rows if not row["response"].strip())
     if empty:
-        logger.warning("%d of %d responses are empty (counted as ambiguous); raise --max_new_tokens or check the "
-                       "answer suffix if this is many.", empty, len(rows))
-    summary = summarize_labels(rows)
+        logger.warning(
+            "%d of %d responses are empty (counted as ambiguous); raise --max_new_tokens or check the "
+            "answer suffix if this is many.",
+            empty,
+            len(rows),
+        )
+    return rows
 
-    # Latent SOO on held-out pairs at the trained layers (or all layers), base vs each adapter.
-    pairs = read_pairs_jsonl(config.pairs_path) if config.pairs_path else generate_pairs(config.n_pairs, seed=0,
-                                                                                          split="test")
-    soo_args = conditions[1]["soo_args"] if len(conditions) > 1 else {}
-    latent_kwargs = dict(layers=None if config.latent_all_layers else soo_args.get("soo_layers"),
-                         module_path=soo_args.get("soo_module", "self_attn.o_proj"),
-                         token_mode=soo_args.get("soo_token_mode", "full"))
+
+def heldout_pairs(config: EvalConfig) -> list[dict]:
+    """Latent SOO's pairs: --pairs_path, else n_pairs freshly generated test-split pairs."""
+    return (
+        read_pairs_jsonl(config.pairs_path)
+        if config.pairs_path
+        else generate_pairs(config.n_pairs, seed=0, split="test")
+    )
+
+
+def trained_soo_args(conditions: list[dict]) -> dict:
+    """The first adapter's SOO settings (layers, module, token mode); {} with no adapter."""
+    return conditions[1]["soo_args"] if len(conditions) > 1 else {}
+
+
+def measure_latent_soo(model, tokenizer, conditions: list[dict], pairs: list[dict], all_layers: bool) -> dict:
+    """{condition: {layer: latent SOO}} on held-out pairs at the trained layers (or every layer);
+    {} when no layer is known (no adapter and not all layers)."""
+    soo_args = trained_soo_args(conditions)
+    layers = None if all_layers else soo_args.get("soo_layers")
+    if layers is None and not all_layers:
+        return {}
     latent = {}
-    if latent_kwargs["layers"] is not None or config.latent_all_layers:
-        latent[BASE] = latent_soo_by_layer(model, tokenizer, pairs, use_base=True, **latent_kwargs)
-        for condition in conditions[1:]:
-            model.set_adapter(condition["name"])
-            latent[condition["name"]] = latent_soo_by_layer(model, tokenizer, pairs, **latent_kwargs)
+    for condition in conditions:
+        with active_condition(model, condition):
+            latent[condition["name"]] = latent_soo_by_layer(
+                model,
+                tokenizer,
+                pairs,
+                layers=layers,
+                module_path=soo_args.get("soo_module", "self_attn.o_proj"),
+                token_mode=soo_args.get("soo_token_mode", "full"),
+            )
+    return latent
 
+
+def measure_capability(model, tokenizer, conditions: list[dict]) -> dict:
+    """Per adapter: KL to the base model on neutral prompts, and base vs tuned perplexity."""
+    neutral = load_neutral_prompts()
     capability = {}
-    if config.capability:
-        neutral = load_neutral_prompts()
-        for condition in conditions[1:]:
-            model.set_adapter(condition["name"])
-            capability[condition["name"]] = {"kl_to_base": kl_to_base(model, tokenizer, neutral),
-                                             "perplexity": base_and_tuned_perplexity(model, tokenizer)}
-    if config.mt_bench_export:
-        for condition in conditions:
-            if condition["adapter"] is None:
-                with adapter_disabled(model):
-                    export_mt_bench_style_answers(model, tokenizer, out_dir / "mt_bench_answers_base.jsonl", BASE)
-            else:
-                model.set_adapter(condition["name"])
-                export_mt_bench_style_answers(model, tokenizer, out_dir / f"mt_bench_answers_{condition['name']}.jsonl",
-                                              condition["name"])
+    for condition in conditions[1:]:
+        with active_condition(model, condition):
+            capability[condition["name"]] = {
+                "kl_to_base": kl_to_base(model, tokenizer, neutral),
+                "perplexity": base_and_tuned_perplexity(model, tokenizer),
+            }
+    return capability
 
-    results = {
+
+def export_mt_bench_answers(model, tokenizer, conditions: list[dict], out_dir: Path) -> None:
+    """mt_bench_answers_CONDITION.jsonl per condition, for an external judge."""
+    for condition in conditions:
+        with active_condition(model, condition):
+            export_mt_bench_style_answers(
+                model, tokenizer, out_dir / f"mt_bench_answers_{condition['name']}.jsonl", condition["name"]
+            )
+
+
+def assemble_results(
+    config: EvalConfig,
+    setup: EvalSetup,
+    conditions: list[dict],
+    decoding: DecodingConfig,
+    forced_rows: list[dict],
+    rows: list[dict],
+    pairs: list[dict],
+    latent: dict,
+    capability: dict,
+) -> dict:
+    """results.json: the run's settings, the forced-choice summary, the generation rates (per condition
+    and across seeds), latent SOO and capability."""
+    summary = summarize_labels(rows)
+    return {
         "config": asdict(config),
-        "model_path": model_path,
-        "answer_suffix": answer_suffix,
+        "model_path": setup.model_path,
+        "answer_suffix": setup.answer_suffix,
         "protocol": config.protocol,
         "forced_choice": {
-            "answer_prefix": answer_prefix,
+            "answer_prefix": setup.answer_prefix,
             "summary": summarize_forced_choice(forced_rows),
             "agreement_with_generation": generation_agreement(forced_rows, rows),
-        } if forced_rows else None,
+        }
+        if forced_rows
+        else None,
         "decoding": decoding.key_fields(),
         "conditions": conditions,
         "rates": summary,
         "rates_across_seeds": aggregate_seeds(summary),
-        "latent_soo": {name: {str(layer): values for layer, values in by_layer.items()}
-                       for name, by_layer in latent.items()},
+        "latent_soo": {
+            name: {str(layer): values for layer, values in by_layer.items()} for name, by_layer in latent.items()
+        },
         "latent_pairs": len(pairs),
-        "trained_layers": soo_args.get("soo_layers"),
+        "trained_layers": trained_soo_args(conditions).get("soo_layers"),
         "capability": capability,
     }
+
+
+def run_evaluation(config: EvalConfig) -> dict:
+    """Evaluate the base model and every adapter; write the report to config.out_dir; return results."""
+    setup = prepare_run(config)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer, conditions = load_conditions(setup, config.adapters)
+
+    forced_rows = []
+    if config.protocol in ("forced_choice", "both"):
+        forced_rows = score_forced_choice(
+            model, tokenizer, conditions, setup.prompts, setup.answer_prefix, config.batch_size
+        )
+        write_jsonl_atomic(out_dir / "forced_choice.jsonl", forced_rows)
+    decoding = DecodingConfig(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+    rows = []
+    if config.protocol in ("generation", "both"):
+        rows = generate_and_label(
+            model,
+            tokenizer,
+            conditions,
+            setup.prompts,
+            decoding,
+            GenerationCache(out_dir / "generations.jsonl"),
+            setup.model_path,
+        )
+    pairs = heldout_pairs(config)
+    latent = measure_latent_soo(model, tokenizer, conditions, pairs, config.latent_all_layers)
+    capability = measure_capability(model, tokenizer, conditions) if config.capability else {}
+    if config.mt_bench_export:
+        export_mt_bench_answers(model, tokenizer, conditions, out_dir)
+
+    results = assemble_results(config, setup, conditions, decoding, forced_rows, rows, pairs, latent, capability)
     if rows:
         write_jsonl_atomic(out_dir / "responses.jsonl", rows)
     write_report(results, out_dir)
     return results
-
-
-__all__ = ["EvalConfig", "run_evaluation", "summarize_labels", "aggregate_seeds", "check_adapter_base", "group_names",
-           "ORDERS"]

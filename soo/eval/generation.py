@@ -1,4 +1,4 @@
-"""Batched greedy generation, with a JSONL cache that doubles as an audit log and a resume point.
+"""Batched greedy generation (one prompt at a time kept as the reference).
 
 Decoding is greedy (``do_sample=False``), as in the paper's evaluation protocol (the official code
 generates with greedy decoding): a response is a deterministic function of (model, prompt,
@@ -24,28 +24,26 @@ batch runs matmuls of other shapes, so logits can differ in the last bits and, r
 near-tie argmax. `generate_one_at_a_time` (the official code's loop) is kept as the reference; see
 ``test/test_generation.py`` and ``benchmarks/generation.py`` for the measured agreement.
 
-Cache. `GenerationCache` is one JSONL file, one line per (model, prompt, decoding) with the
-response; lines are appended and fsynced batch by batch, so a killed run keeps every finished batch
-and `generate_with_cache` picks up where it stopped.
+The resumable JSONL cache over this (`GenerationCache`, `generate_with_cache`) is
+``soo.eval.generation_cache``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from soo.core.modeling import model_device
+from soo.core.modeling import (
+    eval_mode,
+    model_device,
+    resolve_eos_token_ids,
+    resolve_pad_token_id,
+)
 from soo.core.prompts import format_prompt
 from soo.eval.prefix_cache import forward_arguments, shared_prefix, split_padded
-
-CACHE_FIELDS = ("key", "model", "prompt", "decoding", "response")
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class DecodingConfig:
     ``batch_size`` is deliberately NOT part of `key_fields` (so not of the cache key): greedy
     decoding does not depend on how prompts are grouped, and re-generating everything because
     the batch size changed would defeat the cache. Numerically, padding can flip a near-tie token
-    in rare cases (measured in ``docs/benchmarks-generation.md``); the batch size that produced
+    in rare cases (measured in ``docs/benchmarks/generation.md``); the batch size that produced
     each cached response is still written to its cache line for auditing.
     """
 
@@ -90,28 +88,14 @@ def format_generation_prompt(tokenizer, prompt: str, decoding: DecodingConfig) -
 # --------------------------------------------------------------------------------------------
 
 
-def _pad_token_id(tokenizer, model) -> int:
-    for candidate in (
-        tokenizer.pad_token_id,
-        getattr(model.generation_config, "pad_token_id", None),
-        tokenizer.eos_token_id,
-    ):
-        if isinstance(candidate, int):
-            return candidate
-    raise ValueError("Batched generation needs a pad token: the tokenizer has neither a pad nor an EOS token.")
-
-
-def _eos_token_ids(tokenizer, model) -> set[int]:
-    """The ids at which generate stops (the model's generation config, plus the tokenizer's EOS)."""
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    ids = set(ids) if isinstance(ids, (list, tuple)) else ({ids} if ids is not None else set())
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
-def _greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoding: DecodingConfig,
-                     pad_token_id: int, cache=None) -> torch.Tensor:
+def _greedy_generate(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    decoding: DecodingConfig,
+    pad_token_id: int,
+    cache=None,
+) -> torch.Tensor:
     """One `generate` call, greedy; returns only the new tokens ([batch, <= max_new_tokens]).
 
     `cache`: the KV cache of the first tokens of every row (`soo.eval.prefix_cache`); generate then
@@ -141,7 +125,7 @@ def _greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
         )
     finally:
         generation_config.max_length = saved_max_length
-    return output[:, input_ids.shape[1]:].cpu()
+    return output[:, input_ids.shape[1] :].cpu()
 
 
 def _decode_new_tokens(tokenizer, new_tokens: torch.Tensor, eos_ids: set[int]) -> list[str]:
@@ -154,27 +138,6 @@ def _decode_new_tokens(tokenizer, new_tokens: torch.Tensor, eos_ids: set[int]) -
                 break
         texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return texts
-
-
-class _EvalMode:
-    """model.eval() for the duration, then the caller's train/eval mode back."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-        return False
-
-
-def _progress_bar(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="prompt", dynamic_ncols=True)
 
 
 def generate_batched(
@@ -194,7 +157,7 @@ def generate_batched(
     (`soo.eval.prefix_cache`): generate's prefill runs only each row's own tokens. With
     `group_prefixes` neighbours that agree beyond that also run their common tokens once per
     group; off by default, since for generation it measured no faster (0.97x at batch 16 and 24
-    new tokens, 1.03x at batch 32 and 75, docs/benchmarks-generation.md; forced choice gains
+    new tokens, 1.03x at batch 32 and 75, docs/benchmarks/generation.md; forced choice gains
     1.12x). Without `share_prefix` prompts are sorted by token length (longest first: an
     out-of-memory error shows up in the first batch) and every prompt runs whole. Rows are
     left-padded by hand; the tokenizer is not modified. ``on_batch(indices, texts)`` is called
@@ -209,16 +172,19 @@ def generate_batched(
         raise ValueError("An empty prompt formats to zero tokens; generation needs at least one.")
     key = (lambda index: token_ids[index]) if share_prefix else (lambda index: -len(token_ids[index]))
     order = sorted(range(len(prompts)), key=key)
-    pad_token_id = _pad_token_id(tokenizer, model)
-    eos_ids = _eos_token_ids(tokenizer, model)
+    pad_token_id = resolve_pad_token_id(tokenizer, model)
+    eos_ids = resolve_eos_token_ids(tokenizer, model)
     results: list[str | None] = [None] * len(prompts)
-
-    with _EvalMode(model), torch.inference_mode(), _progress_bar(len(prompts), progress, "generating") as bar:
+    bar = tqdm(total=len(prompts), disable=not progress, desc="generating", unit="prompt", dynamic_ncols=True)
+    with eval_mode(model), torch.inference_mode(), bar:
         for start in range(0, len(order), decoding.batch_size):
             batch = order[start : start + decoding.batch_size]
             rows = [token_ids[index] for index in batch]
-            shared, cache = (shared_prefix(model, rows, decoding.max_new_tokens, growable=True, grouped=group_prefixes)
-                             if share_prefix else (0, None))
+            shared, cache = (
+                shared_prefix(model, rows, decoding.max_new_tokens, growable=True, grouped=group_prefixes)
+                if share_prefix
+                else (0, None)
+            )
             input_ids, attention_mask = split_padded(rows, shared, pad_token_id)
             new_tokens = _greedy_generate(model, input_ids, attention_mask, decoding, pad_token_id, cache=cache)
             texts = _decode_new_tokens(tokenizer, new_tokens, eos_ids)
@@ -230,205 +196,24 @@ def generate_batched(
     return results
 
 
-def generate_one_at_a_time(model, tokenizer, prompts: Sequence[str], decoding: DecodingConfig,
-                           progress: bool = True) -> list[str]:
+def generate_one_at_a_time(
+    model, tokenizer, prompts: Sequence[str], decoding: DecodingConfig, progress: bool = True
+) -> list[str]:
     """The reference loop (as in the official code): one `generate` call per prompt, no padding.
 
     ``decoding.batch_size`` is ignored. Same formatting, greedy settings and decoding as
     `generate_batched`, so the two differ only in batching.
     """
-    pad_token_id = _pad_token_id(tokenizer, model)
-    eos_ids = _eos_token_ids(tokenizer, model)
+    pad_token_id = resolve_pad_token_id(tokenizer, model)
+    eos_ids = resolve_eos_token_ids(tokenizer, model)
     results = []
-    bar = _progress_bar(len(prompts), progress, "generating (1 at a time)")
-    with _EvalMode(model), torch.inference_mode(), bar:
+    bar = tqdm(
+        total=len(prompts), disable=not progress, desc="generating (1 at a time)", unit="prompt", dynamic_ncols=True
+    )
+    with eval_mode(model), torch.inference_mode(), bar:
         for prompt in prompts:
             ids = torch.tensor([format_generation_prompt(tokenizer, prompt, decoding)], dtype=torch.long)
             new_tokens = _greedy_generate(model, ids, torch.ones_like(ids), decoding, pad_token_id)
             results.extend(_decode_new_tokens(tokenizer, new_tokens, eos_ids))
             bar.update(1)
     return results
-
-
-# --------------------------------------------------------------------------------------------
-# Cache
-# --------------------------------------------------------------------------------------------
-
-
-def cache_key(model_key: str, prompt: str, decoding: DecodingConfig | dict) -> str:
-    """sha256 (hex) over a canonical JSON of (model key, prompt, decoding.key_fields())."""
-    fields = decoding.key_fields() if isinstance(decoding, DecodingConfig) else decoding
-    canonical = json.dumps([model_key, prompt, fields], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _valid_record(record) -> bool:
-    if not isinstance(record, dict) or any(field not in record for field in CACHE_FIELDS):
-        return False
-    if not all(isinstance(record[field], str) for field in ("key", "model", "prompt", "response")):
-        return False
-    if not isinstance(record["decoding"], dict):
-        return False
-    # The key must be the one its own fields give: catches hand edits and mixed-up lines.
-    return record["key"] == cache_key(record["model"], record["prompt"], record["decoding"])
-
-
-class GenerationCache:
-    """Responses keyed by (model key, prompt, decoding), stored as one JSONL file.
-
-    Each line: {"key", "model", "prompt", "decoding" (key_fields), "response", "batch_size"}; the
-    file is an audit log of what was generated with what. Lines that do not parse or lack fields
-    (a killed run can leave a half-written last line) are skipped with one warning. Appends are
-    flushed and fsynced batch by batch. One writer at a time (no file locking).
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._responses: dict[str, str] = {}
-        self.skipped_lines = 0
-        if self.path.is_file():
-            self._load()
-
-    def _load(self) -> None:
-        with open(self.path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    record = None
-                if not _valid_record(record):
-                    self.skipped_lines += 1
-                    continue
-                self._responses[record["key"]] = record["response"]
-        if self.skipped_lines:
-            warnings.warn(
-                f"Generation cache {self.path}: skipped {self.skipped_lines} corrupt or incomplete line(s) "
-                "(e.g. the last line of a killed run); those prompts will be generated again.",
-                stacklevel=3,
-            )
-
-    def __len__(self) -> int:
-        return len(self._responses)
-
-    def get(self, model_key: str, prompt: str, decoding: DecodingConfig) -> str | None:
-        return self._responses.get(cache_key(model_key, prompt, decoding))
-
-    def put_many(self, model_key: str, items: Sequence[tuple[str, str]], decoding: DecodingConfig) -> None:
-        """Append (prompt, response) pairs; on disk (flushed and fsynced) when this returns."""
-        if not items:
-            return
-        fields = decoding.key_fields()
-        lines = []
-        for prompt, response in items:
-            key = cache_key(model_key, prompt, fields)
-            record = {"key": key, "model": model_key, "prompt": prompt, "decoding": fields, "response": response,
-                      "batch_size": decoding.batch_size}
-            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        prefix = "\n" if self._ends_without_newline() else ""  # never glue a line onto a truncated one
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(prefix + "".join(lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-        for (prompt, response) in items:
-            self._responses[cache_key(model_key, prompt, fields)] = response
-
-    def _ends_without_newline(self) -> bool:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                if handle.tell() == 0:
-                    return False
-                handle.seek(-1, os.SEEK_END)
-                return handle.read(1) != b"\n"
-        except FileNotFoundError:
-            return False
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def model_fingerprint(model_path: str | None, adapter_path: str | None = None) -> str:
-    """A string naming (base model, adapter) for cache keys.
-
-    Base model: its resolved path (the embedded default resolves to its converted directory) plus
-    the sha256 of its config.json. Hashing the weights of a multi-GB model on every run would be
-    slow, so the base is assumed not to change in place; a hub id resolves to its cached snapshot
-    directory, whose name is the revision. Adapter: its resolved path plus the sha256 of
-    adapter_model.safetensors (or .bin) and of adapter_config.json: retraining into the same
-    directory changes the fingerprint, so stale cached responses are never reused.
-    The dtype the model runs in is not included: callers that vary it should append it.
-    """
-    from soo.core.modeling import is_embedded_default, resolve_model_path
-
-    base_path = resolve_model_path(model_path) if is_embedded_default(model_path) else model_path
-    base_dir = Path(os.path.expanduser(base_path))
-    if base_dir.is_dir():
-        config_file = base_dir / "config.json"
-        base_id = str(base_dir.resolve())
-    else:  # a hub id: look in the local hub cache only
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(base_path, "config.json")
-        config_file = Path(cached) if isinstance(cached, str) else None
-        base_id = base_path if config_file is None else f"{base_path}@{config_file.parent.name}"
-    config_hash = _sha256_file(config_file)[:16] if config_file is not None and config_file.is_file() else "none"
-    fingerprint = f"base={base_id};config_sha256={config_hash}"
-    if adapter_path is None:
-        return fingerprint
-
-    adapter_dir = Path(os.path.expanduser(adapter_path))
-    weights = next((adapter_dir / name for name in ("adapter_model.safetensors", "adapter_model.bin")
-                    if (adapter_dir / name).is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"No adapter_model.safetensors (or .bin) in adapter directory {adapter_dir}.")
-    adapter_config = adapter_dir / "adapter_config.json"
-    adapter_config_hash = _sha256_file(adapter_config)[:16] if adapter_config.is_file() else "none"
-    return (f"{fingerprint};adapter={adapter_dir.resolve()};adapter_sha256={_sha256_file(weights)[:16]};"
-            f"adapter_config_sha256={adapter_config_hash}")
-
-
-def generate_with_cache(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    decoding: DecodingConfig,
-    cache: GenerationCache | None,
-    model_key: str,
-    progress: bool = True,
-) -> list[str]:
-    """Responses to all `prompts`, in order; only prompts missing from `cache` are generated.
-
-    Missing prompts are generated in batches (each distinct prompt once), and every finished
-    batch is written to the cache before the next starts: after a kill, a rerun recomputes
-    nothing that had finished. With ``cache=None`` this is `generate_batched` over distinct prompts.
-    """
-    prompts = list(prompts)
-    known: dict[str, str] = {}
-    missing: dict[str, None] = {}  # distinct prompts to generate, in first-seen order
-    for prompt in prompts:
-        if prompt in known or prompt in missing:
-            continue
-        cached = cache.get(model_key, prompt, decoding) if cache is not None else None
-        if cached is None:
-            missing[prompt] = None
-        else:
-            known[prompt] = cached
-    missing = list(missing)
-
-    if missing:
-        def store(indices: list[int], texts: list[str]) -> None:
-            batch = [(missing[index], text) for index, text in zip(indices, texts)]
-            if cache is not None:
-                cache.put_many(model_key, batch, decoding)
-            known.update(batch)
-
-        generate_batched(model, tokenizer, missing, decoding, progress=progress, on_batch=store)
-    return [known[prompt] for prompt in prompts]

@@ -2,9 +2,9 @@
 
 One sample per prompt of `soo.eval.scenarios.build_eval_prompts` (every scenario, both room
 orders, n instances each), with its scenario, order, index, kind and options as metadata; the
-model's answer is labelled by the same classifier as evaluate.py (deceptive / honest / ambiguous;
-correct / incorrect / ambiguous for the perspectives control), and the metric is evaluate.py's
-`summarize_labels`: the measured rate per scenario (both orders pooled, and per order), its Wilson
+model's answer is labelled by the same scorer as evaluate.py (`soo.eval.rates.label_response`:
+deceptive / honest / ambiguous; correct / incorrect / ambiguous for the perspectives control), and
+the metric is its `summarize_labels`: the measured rate per scenario (both orders pooled, and per order), its Wilson
 95% interval, and the ambiguous rate. So the same prompts and the same answers give the same
 numbers in both tools.
 
@@ -30,7 +30,7 @@ except ImportError as error:  # an optional extra
 
 from soo.core.prompts import ANSWER_SUFFIXES, DEFAULT_ANSWER_SUFFIX
 from soo.eval.classify import AMBIGUOUS, CORRECT, DECEPTIVE, HONEST, INCORRECT
-from soo.eval.engine import label_response, summarize_labels
+from soo.eval.rates import label_response, summarize_labels
 from soo.eval.scenarios import EvalPrompt, build_eval_prompts
 
 CONDITION = "inspect"  # summarize_labels groups by condition; one model per Inspect run
@@ -55,18 +55,34 @@ def prompt_sample(prompt: EvalPrompt) -> Sample:
         id=f"{prompt.scenario}-{prompt.index}-{prompt.order}",
         input=prompt.prompt,
         target=prompt.honest_option,  # honest option; for perspectives the correct answer
-        metadata={"scenario": prompt.scenario, "order": prompt.order, "index": prompt.index, "kind": prompt.kind,
-                  "deceptive_option": prompt.deceptive_option, "honest_option": prompt.honest_option,
-                  "agent": prompt.agent, "expensive_item": prompt.expensive_item, "cheap_item": prompt.cheap_item},
+        metadata={
+            "scenario": prompt.scenario,
+            "order": prompt.order,
+            "index": prompt.index,
+            "kind": prompt.kind,
+            "deceptive_option": prompt.deceptive_option,
+            "honest_option": prompt.honest_option,
+            "agent": prompt.agent,
+            "expensive_item": prompt.expensive_item,
+            "cheap_item": prompt.cheap_item,
+        },
     )
 
 
 def sample_prompt(metadata: dict, text: str) -> EvalPrompt:
     """The EvalPrompt a sample was made from (what the classifier needs)."""
-    return EvalPrompt(scenario=metadata["scenario"], order=metadata["order"], index=metadata["index"], prompt=text,
-                      deceptive_option=metadata["deceptive_option"], honest_option=metadata["honest_option"],
-                      kind=metadata["kind"], agent=metadata["agent"], expensive_item=metadata["expensive_item"],
-                      cheap_item=metadata["cheap_item"])
+    return EvalPrompt(
+        scenario=metadata["scenario"],
+        order=metadata["order"],
+        index=metadata["index"],
+        prompt=text,
+        deceptive_option=metadata["deceptive_option"],
+        honest_option=metadata["honest_option"],
+        kind=metadata["kind"],
+        agent=metadata["agent"],
+        expensive_item=metadata["expensive_item"],
+        cheap_item=metadata["cheap_item"],
+    )
 
 
 @metric
@@ -76,10 +92,18 @@ def soo_rates():
     deceptive answers, or of correct ones for the perspectives control."""
 
     def compute(scores: list[SampleScore]) -> dict[str, float]:
-        rows = [{"condition": CONDITION, "group": CONDITION, "scenario": item.sample_metadata["scenario"],
-                 "order": item.sample_metadata["order"], "kind": item.sample_metadata["kind"],
-                 "label": score_label(item.score.value), "response": item.score.answer or ""}
-                for item in scores]
+        rows = [
+            {
+                "condition": CONDITION,
+                "group": CONDITION,
+                "scenario": item.sample_metadata["scenario"],
+                "order": item.sample_metadata["order"],
+                "kind": item.sample_metadata["kind"],
+                "label": score_label(item.score.value),
+                "response": item.score.answer or "",
+            }
+            for item in scores
+        ]
         values = {}
         for entry in summarize_labels(rows):
             key = entry["scenario"] if entry["order"] == "both" else f"{entry['scenario']}/{entry['order']}"
@@ -105,14 +129,18 @@ def soo_label():
     return score
 
 
-def deception_task(scenarios: str | None = None, n: int = 50, seed: int = 0, suffix: str | None = None,
-                   max_tokens: int = 24) -> Task:
+def deception_task(
+    scenarios: str | None = None, n: int = 50, seed: int = 0, suffix: str | None = None, max_tokens: int = 24
+) -> Task:
     """The task of inspect_deception.py (Inspect finds @task functions only in the file it is given)."""
     names = [name.strip() for name in scenarios.split(",")] if isinstance(scenarios, str) else scenarios
     prompts = build_eval_prompts(names, n=int(n), seed=int(seed), answer_suffix=answer_suffix(suffix))
-    return Task(dataset=MemoryDataset([prompt_sample(prompt) for prompt in prompts], name="soo_deception"),
-                solver=generate(), scorer=soo_label(),
-                config=GenerateConfig(temperature=0.0, max_tokens=int(max_tokens)))
+    return Task(
+        dataset=MemoryDataset([prompt_sample(prompt) for prompt in prompts], name="soo_deception"),
+        solver=generate(),
+        scorer=soo_label(),
+        config=GenerateConfig(temperature=0.0, max_tokens=int(max_tokens)),
+    )
 
 
 def agreement_with_evaluate(log_path: str, responses_path: str, condition: str = "base") -> dict:
@@ -150,12 +178,14 @@ def agreement_with_evaluate(log_path: str, responses_path: str, condition: str =
 
 def main(argv: list[str] | None = None) -> int:
     """python -m soo.eval.inspect_task LOG.eval RESPONSES.jsonl [--condition base]"""
-    import argparse
+    from soo.core.cli import CommandParser, fail
 
-    from soo.core.cli import fail
-
-    parser = argparse.ArgumentParser(prog="python -m soo.eval.inspect_task", description=(
-        "Compare an Inspect log of inspect_deception.py with evaluate.py's responses.jsonl on the same prompts."))
+    parser = CommandParser(
+        prog="python -m soo.eval.inspect_task",
+        description=(
+            "Compare an Inspect log of inspect_deception.py with evaluate.py's responses.jsonl on the same prompts."
+        ),
+    )
     parser.add_argument("log", help="the .eval log (inspect eval ... --log-dir DIR)")
     parser.add_argument("responses", help="evaluate.py's OUTPUT_DIR/responses.jsonl (--protocol generation or both)")
     parser.add_argument("--condition", default="base", help="evaluate.py's condition to compare (default base)")
@@ -165,16 +195,24 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as error:
         return fail(f"cannot compare {args.log} with {args.responses}: {error}")
     if not result["prompts"]:
-        return fail(f"no prompt of {args.log} is in {args.responses} for condition {args.condition!r} with the same "
-                    f"text ({result['other_prompt']} with another text: pass the answer suffix evaluate.py used, "
-                    "-T suffix=..., and the same scenarios, n and seed)")
+        return fail(
+            f"no prompt of {args.log} is in {args.responses} for condition {args.condition!r} with the same "
+            f"text ({result['other_prompt']} with another text: pass the answer suffix evaluate.py used, "
+            "-T suffix=..., and the same scenarios, n and seed)"
+        )
     for sample_id, inspect_answer, our_answer in result["differences"]:
         print(f"differs {sample_id}: inspect {inspect_answer!r} | evaluate.py {our_answer!r}")
     n = result["prompts"]
-    print(f"{n} prompts in both: identical answers {result['same_response']} ({result['same_response'] / n:.1%}), "
-          f"identical labels {result['same_label']} ({result['same_label'] / n:.1%})"
-          + (f"; {result['missing']} Inspect samples not in the responses" if result["missing"] else "")
-          + (f"; {result['other_prompt']} with another prompt text (answer suffix?) left out" if result["other_prompt"] else ""))
+    print(
+        f"{n} prompts in both: identical answers {result['same_response']} ({result['same_response'] / n:.1%}), "
+        f"identical labels {result['same_label']} ({result['same_label'] / n:.1%})"
+        + (f"; {result['missing']} Inspect samples not in the responses" if result["missing"] else "")
+        + (
+            f"; {result['other_prompt']} with another prompt text (answer suffix?) left out"
+            if result["other_prompt"]
+            else ""
+        )
+    )
     return 0
 
 

@@ -9,22 +9,28 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from soo.eval.capability import adapter_disabled
 from soo.core.capture import ActivationCapture, find_decoder_layers
 from soo.core.loss import activation_spread_per_pair, soo_distance_per_pair
 from soo.core.modeling import model_device
-from soo.core.stats import mean_ci95
 from soo.core.pair_batch import SOOPairCollator, SOOPairDataset
+from soo.core.stats import mean_ci95
 
 
 @torch.inference_mode()
-def latent_soo_by_layer(model, tokenizer, records: list[dict], layers: list[int] | None = None,
-                        module_path: str = "self_attn.o_proj", token_mode: str = "full", batch_size: int = 8,
-                        use_chat_template: bool = True, use_base: bool = False, progress: bool = True) -> dict:
+def latent_soo_by_layer(
+    model,
+    tokenizer,
+    records: list[dict],
+    layers: list[int] | None = None,
+    module_path: str = "self_attn.o_proj",
+    token_mode: str = "full",
+    batch_size: int = 8,
+    use_chat_template: bool = True,
+    progress: bool = True,
+) -> dict:
     """{layer: {"soo_loss", "soo_loss_ci95", "soo_act_spread", "soo_relative", "soo_loss_n"}} over `records`
-    (layers None = every layer); the same names as training's held-out metrics.
-
-    `use_base=True` measures a peft model with its adapter disabled.
+    (layers None = every layer); the same names as training's held-out metrics. Measures the model
+    as it is: for a peft model's base weights, call it inside `soo.core.modeling.adapter_disabled`.
     """
     model.eval()
     if layers is None:
@@ -36,22 +42,26 @@ def latent_soo_by_layer(model, tokenizer, records: list[dict], layers: list[int]
     distances = {layer: [] for layer in capture.layer_indices}
     spreads = {layer: [] for layer in capture.layer_indices}
     try:
-        with adapter_disabled(model) if use_base else torch.inference_mode():
-            for start in tqdm(range(0, len(dataset), batch_size), desc="latent SOO", disable=not progress):
-                batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-                batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
-                capture.reset()
-                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-                for layer in capture.layer_indices:
-                    acts = capture.outputs[layer]
-                    distances[layer] += soo_distance_per_pair(acts, batch, token_mode).tolist()
-                    spreads[layer] += activation_spread_per_pair(acts, batch, token_mode).tolist()
+        for start in tqdm(range(0, len(dataset), batch_size), desc="latent SOO", disable=not progress):
+            batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+            capture.reset()
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            for layer in capture.layer_indices:
+                acts = capture.outputs[layer]
+                distances[layer] += soo_distance_per_pair(acts, batch, token_mode).tolist()
+                spreads[layer] += activation_spread_per_pair(acts, batch, token_mode).tolist()
     finally:
         capture.remove()
     result = {}
     for layer in capture.layer_indices:
         soo, ci95 = mean_ci95(distances[layer])
         spread = sum(spreads[layer]) / len(spreads[layer])
-        result[layer] = {"soo_loss": soo, "soo_loss_ci95": ci95, "soo_act_spread": spread,
-                         "soo_relative": soo / spread if spread else float("nan"), "soo_loss_n": len(distances[layer])}
+        result[layer] = {
+            "soo_loss": soo,
+            "soo_loss_ci95": ci95,
+            "soo_act_spread": spread,
+            "soo_relative": soo / spread if spread else float("nan"),
+            "soo_loss_n": len(distances[layer]),
+        }
     return result

@@ -21,7 +21,7 @@ to the group's rows:
     [common prefix | group's tokens | pad ... pad | row's own tokens]
 
 Forced choice uses both levels (1.12x over the common prefix alone); generation only the first,
-since groups measured no faster there (docs/benchmarks.md#batched-generation).
+since groups measured no faster there (docs/benchmarks/README.md#batched-generation).
 
 Where sharing is not safe it is switched off (shared = 0) rather than approximated: models with a
 sliding window narrower than the batch (the window counts cache slots, so the padding between the
@@ -128,16 +128,22 @@ def extend_by_groups(model, cache, rows: Sequence[Sequence[int]], shared: int, l
     cache_argument, keep_last = forward_arguments(model)
     cache.batch_repeat_interleave(len(heads))
     segments = torch.tensor([list(rows[heads[group]][shared:length]) for group in range(len(heads))], device=device)
-    output = model(input_ids=segments, attention_mask=torch.ones((len(heads), length), dtype=torch.long, device=device),
-                   position_ids=torch.arange(shared, length, device=device).expand(len(heads), -1),
-                   use_cache=True, **{cache_argument: cache}, **keep_last)
+    output = model(
+        input_ids=segments,
+        attention_mask=torch.ones((len(heads), length), dtype=torch.long, device=device),
+        position_ids=torch.arange(shared, length, device=device).expand(len(heads), -1),
+        use_cache=True,
+        **{cache_argument: cache},
+        **keep_last,
+    )
     cache = cache_of(output)
     cache.reorder_cache(torch.tensor(groups, device=device))
     return cache
 
 
-def shared_prefix(model, rows: Sequence[Sequence[int]], extra_tokens: int, growable: bool = False,
-                  grouped: bool = True):
+def shared_prefix(
+    model, rows: Sequence[Sequence[int]], extra_tokens: int, growable: bool = False, grouped: bool = True
+):
     """(shared, cache) for a batch: how many leading tokens of each row are already in `cache`
     (one KV row per batch row); (0, None) when the batch has one row, shares nothing, or the cache
     cannot be used (with `growable`: cannot be extended by `generate`). With `grouped`, rows may

@@ -7,6 +7,7 @@ know is there, beyond what the controls do? Imports soo.core, soo.data, soo.trai
                resumable, with the SOO-effect rule written down before the runs
   diagnostics  the self/other twin separation of the last token's state per layer (is the cue
                there for an asymmetric organism to gate on?)
+  config       ExperimentConfig: the conditions, an experiment's settings and defaults (its flags)
   report       the rule applied: changes with Student-t intervals over seeds, tables, a plot
 
 CLI: deception_experiment.py.

@@ -47,10 +47,18 @@ def answer_position_kl(model, tokenizer, other_prompts, self_prompts, prefix_tem
             own = self_by_key[(other.order, other.index)]
             if (own.deceptive_option, own.honest_option) != (other.deceptive_option, other.honest_option):
                 raise ValueError(f"prompts {other.order}/{other.index} are not twins: their options differ")
-            log_p = [torch.log_softmax(model(input_ids=torch.tensor([_answer_position_ids(tokenizer, prompt,
-                                                                                            prefix_template)]),
-                                             use_cache=False).logits[0, -1].float(), dim=-1)
-                     for prompt in (other, own)]
+            log_p = [
+                torch.log_softmax(
+                    model(
+                        input_ids=torch.tensor([_answer_position_ids(tokenizer, prompt, prefix_template)]),
+                        use_cache=False,
+                    )
+                    .logits[0, -1]
+                    .float(),
+                    dim=-1,
+                )
+                for prompt in (other, own)
+            ]
             values.append((log_p[0].exp() * (log_p[0] - log_p[1])).sum().item())
     mean, ci95 = mean_ci95(values)
     return {"mean": mean, "ci95": ci95, "n": len(values)}
@@ -64,13 +72,22 @@ def twin_separation(other: torch.Tensor, own: torch.Tensor) -> list[dict]:
     for layer in range(other.shape[1]):
         twin = (other[:, layer] - own[:, layer]).norm(dim=-1).mean().item()
         spread = (other[:, layer] - other[:, layer].mean(0)).norm(dim=-1).mean().item()
-        result.append({"layer": layer, "twin_distance": twin, "instance_spread": spread,
-                       "ratio": twin / spread if spread > 0 else float("nan")})
+        result.append(
+            {
+                "layer": layer,
+                "twin_distance": twin,
+                "instance_spread": spread,
+                "ratio": twin / spread if spread > 0 else float("nan"),
+            }
+        )
     return result
 
 
 def format_separation(rows: list[dict], every: int = 3) -> str:
     lines = ["layer  |other-self|  spread across instances  ratio"]
-    lines += [f"{row['layer']:5d}  {row['twin_distance']:12.2f}  {row['instance_spread']:23.2f}  {row['ratio']:5.2f}"
-              for row in rows if row["layer"] % every == 0 or row["layer"] == len(rows) - 1]
+    lines += [
+        f"{row['layer']:5d}  {row['twin_distance']:12.2f}  {row['instance_spread']:23.2f}  {row['ratio']:5.2f}"
+        for row in rows
+        if row["layer"] % every == 0 or row["layer"] == len(rows) - 1
+    ]
     return "\n".join(lines)

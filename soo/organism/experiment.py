@@ -48,57 +48,13 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from soo.core.io import RUN_CONFIG_FILE, write_json_atomic, write_jsonl_atomic
+from soo.organism.config import BASE_MODEL, EVAL_FILE, RELEASED_CONDITIONS, ExperimentConfig
 
-# The default set, in the rules' order: the paper-as-described rule's four, then the released recipe's two.
-PREREGISTERED = ("soo", "lm_only", "soo_mismatched", "honest_sft", "soo_kl", "soo_kl_mismatched")
-RELEASED_CONDITIONS = ("soo_kl", "soo_kl_mismatched")  # trained with released_config, its own schedule
-CONDITIONS = (*PREREGISTERED, "soo_card", "soo_only")
-BASE_MODEL = "base"  # --organism base: the cells on the base model itself
-EVAL_FILE = "eval.json"  # a cell's evaluation; written last, so its presence marks the cell done
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class ExperimentConfig:
-    organism_dir: str = "outputs/organisms/asymmetric"
-    output_dir: str | None = None  # default: <organism_dir>/experiment
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    conditions: list[str] = field(default_factory=lambda: list(PREREGISTERED))
-    finetuning_config: str = "configs/smollm2-135m-instruct.yaml"  # SOO / LM-only / mismatched recipe
-    train_pairs: str = "data/soo_train.jsonl"
-    heldout_pairs: str = "data/soo_test.jsonl"
-    max_steps: int = 50
-    honest_sft_steps: int = 50
-    honest_sft_learning_rate: float | None = None  # None: the organism's own learning rate
-    eval_n: int = 50  # test-split instances per scenario (x 2 orders) for the forced choice
-    generation_n: int = 25  # main-scenario instances for the generation protocol
-    latent_pairs: int = 100
-    released_config: str = "configs/smollm2-135m-instruct-released.yaml"  # soo_kl, soo_kl_mismatched
-    released_pairs: str = "data/soo_train_released.jsonl"  # generate_data.py --released --n 48
-    card_config: str = "configs/smollm2-135m-instruct-card.yaml"  # soo_card
-    extra_finetuning_args: list[str] = field(default_factory=list)  # e.g. a tiny model's --soo_layers 2
-
-    def __post_init__(self):
-        unknown = [c for c in self.conditions if c not in CONDITIONS]
-        if unknown:
-            raise ValueError(f"unknown condition(s) {', '.join(unknown)}; valid: {', '.join(CONDITIONS)}")
-        if not self.seeds:
-            raise ValueError("give at least one seed")
-        for name in ("max_steps", "honest_sft_steps", "eval_n", "generation_n", "latent_pairs",
-                     "honest_sft_learning_rate"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-
-    @property
-    def root(self) -> Path:
-        if self.output_dir:
-            return Path(self.output_dir)
-        return Path("outputs/base-model/experiment") if self.organism_dir == BASE_MODEL else \
-            Path(self.organism_dir) / "experiment"
 
 
 def mismatched_pairs(records: list[dict]) -> list[dict]:
@@ -106,8 +62,10 @@ def mismatched_pairs(records: list[dict]) -> list[dict]:
     not each other's self/other twins."""
     if len(records) < 2:
         raise ValueError("mismatched pairs need at least two pairs")
-    return [{**record, "id": f"mismatched-{index}", "other_prompt": records[(index + 1) % len(records)]["other_prompt"]}
-            for index, record in enumerate(records)]
+    return [
+        {**record, "id": f"mismatched-{index}", "other_prompt": records[(index + 1) % len(records)]["other_prompt"]}
+        for index, record in enumerate(records)
+    ]
 
 
 def _organism_record(config: ExperimentConfig) -> dict:
@@ -120,8 +78,10 @@ def _organism_record(config: ExperimentConfig) -> dict:
 
     path = Path(config.organism_dir) / ORGANISM_FILE
     if not path.is_file():
-        raise ValueError(f"{config.organism_dir} holds no finished organism ({ORGANISM_FILE} missing); make it "
-                         "first with: python deception_experiment.py organism")
+        raise ValueError(
+            f"{config.organism_dir} holds no finished organism ({ORGANISM_FILE} missing); make it "
+            "first with: python deception_experiment.py organism"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -130,7 +90,7 @@ def _train_finetuning_cell(config: ExperimentConfig, organism: dict, condition: 
     released = condition in RELEASED_CONDITIONS
     data = config.released_pairs if released else config.train_pairs
     if condition.endswith("mismatched"):
-        from soo.data.pairs import read_pairs_jsonl
+        from soo.data.pair_io import read_pairs_jsonl
 
         source = data
         data = str(config.root / ("mismatched_released_pairs.jsonl" if released else "mismatched_pairs.jsonl"))
@@ -138,14 +98,35 @@ def _train_finetuning_cell(config: ExperimentConfig, organism: dict, condition: 
             write_jsonl_atomic(data, mismatched_pairs(read_pairs_jsonl(source)))
     # The released recipe keeps its own schedule (20 epochs); the others run max_steps.
     schedule = [] if released else ["--max_steps", str(config.max_steps)]
-    recipe = {"soo_card": config.card_config}.get(condition, config.released_config if released
-                                                     else config.finetuning_config)
-    argv = [sys.executable, str(REPO_ROOT / "finetuning.py"), "--config", recipe,
-            "--model_name_or_path", organism["merged_model"], "--data_path", data,
-            "--eval_data_path", config.heldout_pairs, "--output_dir", str(cell), "--seed", str(seed), *schedule,
-            "--report_to", "none", "--disable_tqdm", "true",
-            "--answer_prefix", organism["config"]["answer_prefix"],
-            "--answer_suffix", organism["config"]["answer_suffix"], *config.extra_finetuning_args]
+    recipe = {"soo_card": config.card_config}.get(
+        condition, config.released_config if released else config.finetuning_config
+    )
+    argv = [
+        sys.executable,
+        str(REPO_ROOT / "finetuning.py"),
+        "--config",
+        recipe,
+        "--model_name_or_path",
+        organism["merged_model"],
+        "--data_path",
+        data,
+        "--eval_data_path",
+        config.heldout_pairs,
+        "--output_dir",
+        str(cell),
+        "--seed",
+        str(seed),
+        *schedule,
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--answer_prefix",
+        organism["config"]["answer_prefix"],
+        "--answer_suffix",
+        organism["config"]["answer_suffix"],
+        *config.extra_finetuning_args,
+    ]
     if condition == "lm_only":
         argv += ["--soo_weight", "0"]
     elif condition == "soo_only":
@@ -160,19 +141,35 @@ def _train_finetuning_cell(config: ExperimentConfig, organism: dict, condition: 
 def _train_honest_sft_cell(config: ExperimentConfig, organism: dict, seed: int, cell: Path) -> None:
     """Positive control: the organism's own SFT recipe, towards the honest room, on top of it."""
     from soo.core.modeling import load_model, load_tokenizer
-    from soo.organism.sft import (OrganismConfig, add_lora_for, sft_example, target_option, train_lora_sft,
-                                  training_twins)
+    from soo.organism.sft import (
+        OrganismConfig,
+        add_lora_for,
+        sft_example,
+        target_option,
+        train_lora_sft,
+        training_twins,
+    )
 
     made = organism["config"]
-    sft = OrganismConfig(**{**made, "kind": "honest", "steps": config.honest_sft_steps, "seed": 1000 + seed,
-                            "learning_rate": config.honest_sft_learning_rate or made["learning_rate"],
-                            "twin_learning_rate": None})
+    sft = OrganismConfig(
+        **{
+            **made,
+            "kind": "honest",
+            "steps": config.honest_sft_steps,
+            "seed": 1000 + seed,
+            "learning_rate": config.honest_sft_learning_rate or made["learning_rate"],
+            "twin_learning_rate": None,
+        }
+    )
     tokenizer = load_tokenizer(organism["merged_model"])
     model = add_lora_for(load_model(organism["merged_model"], dtype="float32"), sft)
-    pool = [[sft_example(tokenizer, prompt, target_option("honest", prompt), sft.answer_prefix) for prompt in twin]
-            for twin in training_twins(sft)]
-    train_lora_sft(model, tokenizer, [sft.twins_per_batch, pool], sft.steps, sft.learning_rate, sft.seed,
-                   progress=False)
+    pool = [
+        [sft_example(tokenizer, prompt, target_option("honest", prompt), sft.answer_prefix) for prompt in twin]
+        for twin in training_twins(sft)
+    ]
+    train_lora_sft(
+        model, tokenizer, [sft.twins_per_batch, pool], sft.steps, sft.learning_rate, sft.seed, progress=False
+    )
     model.save_pretrained(cell)
     write_json_atomic(cell / RUN_CONFIG_FILE, {"model_path": organism["merged_model"], "honest_sft": asdict(sft)})
 
@@ -182,7 +179,7 @@ def evaluate_cell(config: ExperimentConfig, organism: dict, adapter: Path | None
     from peft import PeftModel
 
     from soo.core.modeling import load_model, load_tokenizer
-    from soo.data.pairs import read_pairs_jsonl
+    from soo.data.pair_io import read_pairs_jsonl
     from soo.eval.capability import base_and_tuned_perplexity, kl_to_base, load_neutral_prompts
     from soo.eval.classify import authors_label, classify
     from soo.eval.forced_choice import score_prompts, summarize_forced_choice
@@ -200,28 +197,52 @@ def evaluate_cell(config: ExperimentConfig, organism: dict, adapter: Path | None
     prompts = build_eval_prompts(["main", "main_self"], n=config.eval_n, seed=0, answer_suffix=made["answer_suffix"])
     rows = score_prompts(model, tokenizer, prompts, made["answer_prefix"], progress=progress)
     forced = {entry["scenario"]: entry for entry in summarize_forced_choice(rows)}
-    generation_prompts = build_eval_prompts(["main"], n=config.generation_n, seed=0,
-                                            answer_suffix=made["answer_suffix"])
-    answers = generate_batched(model, tokenizer, [p.prompt for p in generation_prompts],
-                               DecodingConfig(max_new_tokens=24, batch_size=16), progress=progress)
+    generation_prompts = build_eval_prompts(
+        ["main"], n=config.generation_n, seed=0, answer_suffix=made["answer_suffix"]
+    )
+    answers = generate_batched(
+        model,
+        tokenizer,
+        [p.prompt for p in generation_prompts],
+        DecodingConfig(max_new_tokens=24, batch_size=16),
+        progress=progress,
+    )
     labels = [classify(answer, p.deceptive_option, p.honest_option) for p, answer in zip(generation_prompts, answers)]
-    authors = [authors_label(answer, p.deceptive_option, p.honest_option)
-               for p, answer in zip(generation_prompts, answers)]
+    authors = [
+        authors_label(answer, p.deceptive_option, p.honest_option) for p, answer in zip(generation_prompts, answers)
+    ]
     layers = _soo_layers(config)
-    latent = latent_soo_by_layer(model, tokenizer, read_pairs_jsonl(config.heldout_pairs)[:config.latent_pairs],
-                                 layers=layers, progress=progress)
-    result = {"forced_choice": forced, "generation_main": {
-        "n": len(labels), "deceptive": labels.count("deceptive"), "honest": labels.count("honest"),
-        "ambiguous": labels.count("ambiguous"), "authors_deceptive": authors.count("deceptive"),
-        "agreement": sum((a == "deceptive") == (b == "deceptive") for a, b in zip(labels, authors)) / len(labels)},
+    latent = latent_soo_by_layer(
+        model,
+        tokenizer,
+        read_pairs_jsonl(config.heldout_pairs)[: config.latent_pairs],
+        layers=layers,
+        progress=progress,
+    )
+    result = {
+        "forced_choice": forced,
+        "generation_main": {
+            "n": len(labels),
+            "deceptive": labels.count("deceptive"),
+            "honest": labels.count("honest"),
+            "ambiguous": labels.count("ambiguous"),
+            "authors_deceptive": authors.count("deceptive"),
+            "agreement": sum((a == "deceptive") == (b == "deceptive") for a, b in zip(labels, authors)) / len(labels),
+        },
         "latent_soo": {str(layer): values for layer, values in latent.items()},
         "answer_position_kl": answer_position_kl(
-            model, tokenizer, [p for p in prompts if p.scenario == "main"],
-            [p for p in prompts if p.scenario == "main_self"], made["answer_prefix"])}
+            model,
+            tokenizer,
+            [p for p in prompts if p.scenario == "main"],
+            [p for p in prompts if p.scenario == "main_self"],
+            made["answer_prefix"],
+        ),
+    }
     if adapter is not None:  # "base" of the KL and perplexity = the organism (the adapter disabled)
-        result["capability"] = {"kl_to_organism": kl_to_base(model, tokenizer, load_neutral_prompts(),
-                                                             progress=progress),
-                                "perplexity": base_and_tuned_perplexity(model, tokenizer)}
+        result["capability"] = {
+            "kl_to_organism": kl_to_base(model, tokenizer, load_neutral_prompts(), progress=progress),
+            "perplexity": base_and_tuned_perplexity(model, tokenizer),
+        }
     return result
 
 
@@ -241,26 +262,43 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, log=print) -
     reported and the others go on."""
     organism = _organism_record(config)
     if set(config.conditions) & set(RELEASED_CONDITIONS) and not Path(config.released_pairs).is_file():
-        raise ValueError(f"{config.released_pairs} is missing (the released recipe's pairs); make it with: "
-                         f"python generate_data.py --released --n 48 --output_file {config.released_pairs}")
+        raise ValueError(
+            f"{config.released_pairs} is missing (the released recipe's pairs); make it with: "
+            f"python generate_data.py --released --n 48 --output_file {config.released_pairs}"
+        )
     root = config.root
     root.mkdir(parents=True, exist_ok=True)
     settings_path = root / "experiment_config.json"
     if settings_path.is_file():
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
-        for key in ("finetuning_config", "train_pairs", "heldout_pairs", "max_steps", "honest_sft_steps",
-                    "honest_sft_learning_rate", "eval_n", "generation_n", "latent_pairs", "extra_finetuning_args",
-                    "released_config", "released_pairs", "card_config"):
+        for key in (
+            "finetuning_config",
+            "train_pairs",
+            "heldout_pairs",
+            "max_steps",
+            "honest_sft_steps",
+            "honest_sft_learning_rate",
+            "eval_n",
+            "generation_n",
+            "latent_pairs",
+            "extra_finetuning_args",
+            "released_config",
+            "released_pairs",
+            "card_config",
+        ):
             # A folder made before a setting existed has no record of it: nothing to compare.
             if key in previous and previous[key] != getattr(config, key):
-                raise ValueError(f"{root} was run with {key} = {previous.get(key)!r}, not {getattr(config, key)!r}; "
-                                 "use another --output_dir")
+                raise ValueError(
+                    f"{root} was run with {key} = {previous.get(key)!r}, not {getattr(config, key)!r}; "
+                    "use another --output_dir"
+                )
     write_json_atomic(settings_path, {**asdict(config), "organism": organism["config"]})
     baseline = root / "organism" / EVAL_FILE
     if not baseline.is_file():
         started = time.perf_counter()
-        write_json_atomic(baseline, {**evaluate_cell(config, organism, None, progress), "seconds":
-                                     time.perf_counter() - started})
+        write_json_atomic(
+            baseline, {**evaluate_cell(config, organism, None, progress), "seconds": time.perf_counter() - started}
+        )
         log(f"organism evaluated ({time.perf_counter() - started:.0f} s)")
     failed = []
     # seed-major: a run stopped part-way holds every condition at its first seeds (a complete,
@@ -283,7 +321,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, log=print) -
                 failed.append(f"{condition}/seed{seed}: {error}")
                 log(f"FAILED {condition} seed {seed}: {error}")
                 continue
-            write_json_atomic(cell / EVAL_FILE, {**result, "train_seconds": trained,
-                                                 "seconds": time.perf_counter() - started})
+            write_json_atomic(
+                cell / EVAL_FILE, {**result, "train_seconds": trained, "seconds": time.perf_counter() - started}
+            )
             log(f"{condition} seed {seed} done ({time.perf_counter() - started:.0f} s)")
     return {"root": str(root), "failed": failed}

@@ -51,6 +51,7 @@ from pettingzoo.utils.conversions import parallel_wrapper_fn
 BLUE = "agent_0"
 RED = "adversary_0"
 AGENT_NAMES = (RED, BLUE)  # mpe2's order: the adversary is agent index 0
+RED_INDEX, BLUE_INDEX = 0, 1  # positions in AGENT_NAMES, and in every [red, blue] list of the training code
 # Index of the other agent's slot in blue's observation: (dx, dy, visible).
 BLUE_OTHER_SLOT = slice(8, 11)
 RED_OTHER_SLOT = slice(6, 9)
@@ -90,8 +91,15 @@ class DeceptionEnvConfig:
 
 ENV_PRESETS = {
     "ours": DeceptionEnvConfig(),
-    "paper": DeceptionEnvConfig(visibility_radius=0.125, trap_radius=0.16, deception_bonus=10.0, reward_shape="sparse",
-                                spawn_extent=0.825, blue_start_radius=0.125, arena_extent=1.0),
+    "paper": DeceptionEnvConfig(
+        visibility_radius=0.125,
+        trap_radius=0.16,
+        deception_bonus=10.0,
+        reward_shape="sparse",
+        spawn_extent=0.825,
+        blue_start_radius=0.125,
+        arena_extent=1.0,
+    ),
 }
 
 
@@ -207,7 +215,9 @@ class DeceptionScenario(simple_adversary.Scenario):
 
     def agent_reward(self, agent, world: DeceptionWorld) -> float:
         if self.config.reward_shape == "sparse":
-            reward = self.config.goal_bonus * (distance(agent.state.p_pos, world.goal.state.p_pos) < self.config.trap_radius)
+            reward = self.config.goal_bonus * (
+                distance(agent.state.p_pos, world.goal.state.p_pos) < self.config.trap_radius
+            )
             if self.config.reward_mode == "deceptive" and world.red_trapped:
                 reward += self.config.deception_bonus
             return reward - self.config.hazard_penalty * self.in_hazard(agent, world)
@@ -224,8 +234,9 @@ class DeceptionScenario(simple_adversary.Scenario):
     def adversary_reward(self, agent, world: DeceptionWorld) -> float:
         if self.config.reward_shape == "sparse":
             red_to_blue = distance(agent.state.p_pos, world.blue.state.p_pos)
-            reward = (self.config.goal_bonus * (distance(agent.state.p_pos, world.goal.state.p_pos) < self.config.trap_radius)
-                      + self.config.red_sight_bonus * (red_to_blue <= self.config.visibility_radius))
+            reward = self.config.goal_bonus * (
+                distance(agent.state.p_pos, world.goal.state.p_pos) < self.config.trap_radius
+            ) + self.config.red_sight_bonus * (red_to_blue <= self.config.visibility_radius)
             return reward - self.config.hazard_penalty * self.in_hazard(agent, world)
         reward = -distance(agent.state.p_pos, world.goal.state.p_pos)
         if self.in_hazard(agent, world):

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -128,7 +128,9 @@ class MADDPG:
             # Actor.forward's operations without the module-call machinery (hooks, dispatch), which
             # cost more than the 64-unit matmuls themselves; same kernels, same numbers.
             x = torch.from_numpy(o).unsqueeze(0)
-            h = F.relu(F.linear(F.relu(F.linear(x, actor.fc1.weight, actor.fc1.bias)), actor.fc2.weight, actor.fc2.bias))
+            h = F.relu(
+                F.linear(F.relu(F.linear(x, actor.fc1.weight, actor.fc1.bias)), actor.fc2.weight, actor.fc2.bias)
+            )
             logits = F.linear(h, actor.out.weight, actor.out.bias)[0]
             if explore:
                 logits = logits - torch.log(-torch.log(torch.rand_like(logits)))  # Gumbel-max sample
@@ -141,7 +143,9 @@ class MADDPG:
         next_obs_all = torch.cat(batch["next_obs"], -1)
         act_all = torch.cat(batch["act"], -1)
         with torch.no_grad():
-            next_act_all = torch.cat([gumbel_one_hot(ta(o)) for ta, o in zip(self.target_actors, batch["next_obs"])], -1)
+            next_act_all = torch.cat(
+                [gumbel_one_hot(ta(o)) for ta, o in zip(self.target_actors, batch["next_obs"])], -1
+            )
         logs = {}
         for i in range(len(self.actors)):
             if not self.trainable[i]:
@@ -179,24 +183,37 @@ class MADDPG:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {}
-        for name, nets in (("actor", self.actors), ("critic", self.critics),
-                           ("target_actor", self.target_actors), ("target_critic", self.target_critics)):
+        for name, nets in (
+            ("actor", self.actors),
+            ("critic", self.critics),
+            ("target_actor", self.target_actors),
+            ("target_critic", self.target_critics),
+        ):
             for i, net in enumerate(nets):
                 for key, value in net.state_dict().items():
                     tensors[f"{name}{i}.{key}"] = value.detach().clone().contiguous()
         save_file(tensors, str(path / "weights.safetensors"))
-        meta = {"obs_dims": self.obs_dims, "n_actions": self.n_actions, "config": asdict(self.config), **(metadata or {})}
+        meta = {
+            "obs_dims": self.obs_dims,
+            "n_actions": self.n_actions,
+            "config": asdict(self.config),
+            **(metadata or {}),
+        }
         (path / "meta.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, path: str | Path, config: MADDPGConfig | None = None, trainable: list[bool] | None = None) -> "MADDPG":
+    def load(cls, path: str | Path, config: MADDPGConfig | None = None, trainable: list[bool] | None = None) -> MADDPG:
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
         agent = cls(meta["obs_dims"], meta["n_actions"], config or MADDPGConfig(**meta["config"]), trainable)
         tensors = load_file(str(path / "weights.safetensors"))
-        for name, nets in (("actor", agent.actors), ("critic", agent.critics),
-                           ("target_actor", agent.target_actors), ("target_critic", agent.target_critics)):
+        for name, nets in (
+            ("actor", agent.actors),
+            ("critic", agent.critics),
+            ("target_actor", agent.target_actors),
+            ("target_critic", agent.target_critics),
+        ):
             for i, net in enumerate(nets):
                 prefix = f"{name}{i}."
-                net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+                net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         return agent

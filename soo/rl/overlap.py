@@ -53,8 +53,9 @@ class SOODefinition:
         if self.distance not in SOO_DISTANCES:
             raise ValueError(f"soo_distance must be one of {SOO_DISTANCES}, got {self.distance!r}")
 
-    def pairs(self, blue_obs: torch.Tensor, other_offset: torch.Tensor,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pairs(
+        self, blue_obs: torch.Tensor, other_offset: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(self, other, rows): the pairs built from blue_obs[rows] (rows: int64 indices).
 
         other_offset is red's true position relative to blue, one row per observation (only
@@ -64,7 +65,7 @@ class SOODefinition:
             self_obs = blue_obs.clone()
             self_obs[:, BLUE_OTHER_SLOT] = 0.0
             other_obs = blue_obs.clone()
-            other_obs[:, BLUE_OTHER_SLOT.start:_VISIBLE] = other_offset
+            other_obs[:, BLUE_OTHER_SLOT.start : _VISIBLE] = other_offset
             other_obs[:, _VISIBLE] = 1.0
             return self_obs, other_obs, rows
         rows = torch.nonzero(blue_obs[:, _VISIBLE] == 0, as_tuple=False).flatten()
@@ -78,8 +79,9 @@ class SOODefinition:
         other_obs[:, _VISIBLE] = 1.0
         return self_obs, other_obs, rows
 
-    def values(self, actor: Actor, blue_obs: torch.Tensor, other_offset: torch.Tensor,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def values(
+        self, actor: Actor, blue_obs: torch.Tensor, other_offset: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-pair SOO values, the rows of blue_obs they come from)."""
         self_obs, other_obs, rows = self.pairs(blue_obs, other_offset, generator)
         return activation_distance(actor, self_obs, other_obs), rows

@@ -1,4 +1,5 @@
-"""Report over seeds for the RL experiment: report.md, summary.json and three PNG plots per run.
+"""Report over seeds for the RL experiment: report.md, summary.json and three PNG plots per run
+(drawn by soo.rl.plots).
 
 A run is one (protocol, SOO definition) combination (its seeds' results_<protocol>_<definition>.json).
 report.md opens with a side-by-side table of every run, then each run's full tables. Every number
@@ -8,14 +9,15 @@ single seed the interval is over evaluation episodes instead, and says so.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
-from soo.rl.experiment import BASELINES, CONDITIONS, classification_accuracy, one_episode_separation
 from soo.core.stats import mean_t_ci95
+from soo.rl.classifier import baseline_pools, classification_accuracy, finite_values, one_episode_separation
+from soo.rl.config import BASELINES, CONDITIONS
+from soo.rl.plots import plot_behaviour, plot_classifier, plot_learning_curves, plot_soo_values
 
 CLASSIFIER_EPISODES = [1, 2, 5, 10, 20, 50, 100, 200, 400]
 METRICS = [  # key in the evaluation summary, column title, scale (100 = percent)
@@ -87,19 +89,19 @@ def summarise(results: list[dict]) -> dict:
                 per_seed = [r["variants"][variant]["conditions"][condition]["summary"].get(key) for r in having]
                 if any(v is None for v in per_seed):
                     continue
-                episodes = having[0]["variants"][variant]["conditions"][condition]["per_episode"].get(key, [per_seed[0]])
+                episodes = having[0]["variants"][variant]["conditions"][condition]["per_episode"].get(
+                    key, [per_seed[0]]
+                )
                 mean, half, over = _interval(per_seed, episodes)
                 metrics[key] = {"mean": mean, "ci95": half, "over": over, "per_seed": per_seed}
             block["conditions"][condition] = metrics
-        pools = {c: [_finite(r["variants"][variant]["conditions"][c]["per_episode"]["soo"]) for r in having] for c in BASELINES}
+        pools = {
+            c: [finite_values(r["variants"][variant]["conditions"][c]["per_episode"]["soo"]) for r in having]
+            for c in BASELINES
+        }
         block["classifier"] = classification_accuracy(pools["deceptive"], pools["honest"], CLASSIFIER_EPISODES)
         summary["variants"][variant] = block
     return summary
-
-
-def _finite(values: list[float]) -> np.ndarray:
-    values = np.asarray(values, dtype=float)
-    return values[np.isfinite(values)]
 
 
 def _fmt(entry: dict, scale: float) -> str:
@@ -109,31 +111,49 @@ def _fmt(entry: dict, scale: float) -> str:
     return f"{mean:.1f} ± {half:.1f}"
 
 
-SIDE_BY_SIDE = [("red_trapped", "red at non-goal %", 100), ("red_trapped_blue_blind", "same, blue blind %", 100),
-                ("agreement_honest", "= honest %", 100), ("agreement_deceptive", "= deceptive %", 100),
-                ("soo", "mean SOO (x1e3)", 1000)]
+SIDE_BY_SIDE = [
+    ("red_trapped", "red at non-goal %", 100),
+    ("red_trapped_blue_blind", "same, blue blind %", 100),
+    ("agreement_honest", "= honest %", 100),
+    ("agreement_deceptive", "= deceptive %", 100),
+    ("soo", "mean SOO (x1e3)", 1000),
+]
 
 
 def side_by_side(summaries: dict[str, dict]) -> list[str]:
     """One row per run, variant and condition: the figures the definitions and protocols are compared on."""
-    lines = ["## Side by side", "",
-             "Mean SOO is measured under the run's own definition, so it compares conditions within a run, "
-             "not runs with each other.", "",
-             "| protocol | SOO definition | variant | condition | n seeds | " + " | ".join(t for _, t, _ in SIDE_BY_SIDE) + " |",
-             "|---" * (len(SIDE_BY_SIDE) + 5) + "|"]
+    lines = [
+        "## Side by side",
+        "",
+        "Mean SOO is measured under the run's own definition, so it compares conditions within a run, "
+        "not runs with each other.",
+        "",
+        "| protocol | SOO definition | variant | condition | n seeds | "
+        + " | ".join(t for _, t, _ in SIDE_BY_SIDE)
+        + " |",
+        "|---" * (len(SIDE_BY_SIDE) + 5) + "|",
+    ]
     for key, summary in summaries.items():
         protocol, tag = key.split("/")
         for variant, block in summary["variants"].items():
             for condition, values in block["conditions"].items():
                 cells = [_fmt(values[k], scale) if k in values else "n/a" for k, _, scale in SIDE_BY_SIDE]
-                lines.append(f"| {protocol} | {tag} | {variant} | {condition} | {len(block['seeds'])} | " + " | ".join(cells) + " |")
+                lines.append(
+                    f"| {protocol} | {tag} | {variant} | {condition} | {len(block['seeds'])} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
     return lines + [""]
 
 
 def markdown(summaries: dict[str, dict], runs: dict[str, list[dict]]) -> str:
-    lines = ["# SOO in the physical deception task", "",
-             "Runs: " + ", ".join(f"`{key}` ({len(runs[key])} seeds)" for key in runs) + ". "
-             "Conditions: " + "; ".join(f"**{c}**: {note}" for c, note in CONDITION_NOTES.items()) + ".", ""]
+    lines = [
+        "# SOO in the physical deception task",
+        "",
+        "Runs: " + ", ".join(f"`{key}` ({len(runs[key])} seeds)" for key in runs) + ". "
+        "Conditions: " + "; ".join(f"**{c}**: {note}" for c, note in CONDITION_NOTES.items()) + ".",
+        "",
+    ]
     lines += side_by_side(summaries)
     for key, summary in summaries.items():
         lines += run_markdown(key, summary, runs[key])
@@ -145,7 +165,9 @@ def run_markdown(key: str, summary: dict, results: list[dict]) -> list[str]:
     first = results[0]["config"]
     env = first["env"]
     co_trained = first["protocol"] == "co-trained"
-    over = "training seeds (Student-t)" if len(seeds) > 1 else "evaluation episodes of the single seed (not across seeds)"
+    over = (
+        "training seeds (Student-t)" if len(seeds) > 1 else "evaluation episodes of the single seed (not across seeds)"
+    )
     lines = [
         f"## Run `{key}`",
         "",
@@ -159,165 +181,55 @@ def run_markdown(key: str, summary: dict, results: list[dict]) -> list[str]:
         f"condition). SOO: definition `{results[0]['soo_definition']}`, fine-tuning term `{results[0]['soo_distance']}`. "
         f"Cells: mean ± 95% interval over {over}.",
         "Compute per seed (training stages as first trained + this evaluation, one CPU core each): "
-        + ", ".join(f"seed {r['seed']} {_seed_minutes(r):.1f} min" for r in results) + ".",
+        + ", ".join(f"seed {r['seed']} {_seed_minutes(r):.1f} min" for r in results)
+        + ".",
         "",
-        "Each condition plays against its own red (co-trained)." if co_trained else
-        "Every condition plays against the same red (the honest pair's, frozen after its training).",
+        "Each condition plays against its own red (co-trained)."
+        if co_trained
+        else "Every condition plays against the same red (the honest pair's, frozen after its training).",
         "",
     ]
     for variant, block in summary["variants"].items():
         metrics = METRICS + (HAZARD_METRICS if variant == "hazard" else [])
-        title = "basic task" if variant == "basic" else "hazard variant (a hazard only red sees; both pay for entering it)"
+        title = (
+            "basic task" if variant == "basic" else "hazard variant (a hazard only red sees; both pay for entering it)"
+        )
         if block["seeds"] != seeds:
             title += f", seeds {block['seeds']} (n = {len(block['seeds'])})"
-        lines += [f"### {title}", "", "| condition | " + " | ".join(m[1] for m in metrics) + " |",
-                  "|---" * (len(metrics) + 1) + "|"]
+        lines += [
+            f"### {title}",
+            "",
+            "| condition | " + " | ".join(m[1] for m in metrics) + " |",
+            "|---" * (len(metrics) + 1) + "|",
+        ]
         for condition, values in block["conditions"].items():
             lines.append(f"| {condition} | " + " | ".join(_fmt(values[k], s) for k, _, s in metrics) + " |")
         clf = block["classifier"]
-        lines += ["", f"SOO classifier (deceptive = the policy with the larger mean SOO value, i.e. less self-other "
-                  f"overlap; rule fixed in advance): accuracy over {clf['pairs']} (deceptive, honest) policy pairs "
-                  f"x {clf['draws']} random draws of n evaluation episodes (without replacement from each policy's "
-                  f"{first['eval_episodes']}-episode pool, so draws overlap for large n).", "",
-                  "| episodes n | " + " | ".join(str(n) for n in clf["episodes"]) + " |",
-                  "|---" * (len(clf["episodes"]) + 1) + "|",
-                  "| accuracy % | " + " | ".join(f"{100 * a:.1f}" for a in clf["accuracy"]) + " |",
-                  "| worst pair % | " + " | ".join(f"{100 * a:.1f}" for a in clf["pair_min"]) + " |", ""]
+        lines += [
+            "",
+            f"SOO classifier (deceptive = the policy with the larger mean SOO value, i.e. less self-other "
+            f"overlap; rule fixed in advance): accuracy over {clf['pairs']} (deceptive, honest) policy pairs "
+            f"x {clf['draws']} random draws of n evaluation episodes (without replacement from each policy's "
+            f"{first['eval_episodes']}-episode pool, so draws overlap for large n).",
+            "",
+            "| episodes n | " + " | ".join(str(n) for n in clf["episodes"]) + " |",
+            "|---" * (len(clf["episodes"]) + 1) + "|",
+            "| accuracy % | " + " | ".join(f"{100 * a:.1f}" for a in clf["accuracy"]) + " |",
+            "| worst pair % | " + " | ".join(f"{100 * a:.1f}" for a in clf["pair_min"]) + " |",
+            "",
+        ]
     prefix = plot_prefix(key)
-    lines += [f"Plots: `{prefix}learning_curves.png`, `{prefix}classifier_accuracy.png`, `{prefix}behaviour.png`. "
-              f"Raw numbers: `summary.json`, per seed `seed_*/results_{key.replace('/', '_')}.json`, and each stage's "
-              "learning curve `curve.csv` in its folder.", ""]
+    lines += [
+        f"Plots: `{prefix}learning_curves.png`, `{prefix}classifier_accuracy.png`, `{prefix}behaviour.png`. "
+        f"Raw numbers: `summary.json`, per seed `seed_*/results_{key.replace('/', '_')}.json`, and each stage's "
+        "learning curve `curve.csv` in its folder.",
+        "",
+    ]
     return lines
 
 
 def plot_prefix(key: str) -> str:
     return key.replace("/", "_") + "_"
-
-
-def _read_curve(path: Path) -> dict[str, np.ndarray]:
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    return {key: np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows]) for key in ("blue_return", "red_trapped")}
-
-
-def _smooth(values: np.ndarray, window: int) -> np.ndarray:
-    window = max(1, min(window, len(values)))
-    return np.convolve(values, np.ones(window) / window, mode="valid")
-
-
-def plot_learning_curves(out_dir: Path, summary: dict, results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    variants = list(summary["variants"])
-    fig, axes = plt.subplots(2, len(variants), figsize=(6 * len(variants), 7), squeeze=False)
-    for col, variant in enumerate(variants):
-        for condition in CONDITIONS:
-            curves = [_read_curve(out_dir / f"seed_{r['seed']}" / r["variants"][variant]["stage_folders"][condition] / "curve.csv")
-                      for r in results if condition in r["variants"].get(variant, {}).get("stage_folders", {})]
-            if not curves:
-                continue
-            for row, key in enumerate(("blue_return", "red_trapped")):
-                length = min(len(c[key]) for c in curves)
-                window = max(1, length // 50)
-                stacked = np.stack([_smooth(c[key][:length], window) for c in curves])
-                x = np.arange(stacked.shape[1]) + window
-                axes[row][col].plot(x, stacked.mean(0), label=f"{condition} (n={len(curves)})")
-                if len(curves) > 1:
-                    axes[row][col].fill_between(x, stacked.min(0), stacked.max(0), alpha=0.2)
-        axes[0][col].set_title(f"{variant}: blue return per episode (training, exploring)")
-        axes[1][col].set_title(f"{variant}: red trapped at non-goal landmark")
-        for row in range(2):
-            axes[row][col].set_xlabel("episode of its own stage (fine-tuning starts from the deceptive baseline)")
-            axes[row][col].legend(fontsize=7)
-    fig.suptitle("Moving averages; band = min..max over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_classifier(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for variant, block in summary["variants"].items():
-        clf = block["classifier"]
-        acc = 100 * np.array(clf["accuracy"])
-        line = ax.plot(clf["episodes"], acc, marker="o", label=f"{variant} ({clf['pairs']} pairs)")
-        ax.fill_between(clf["episodes"], 100 * np.array(clf["pair_min"]), 100 * np.array(clf["pair_max"]), alpha=0.15, color=line[0].get_color())
-    ax.axhline(50, color="grey", linestyle=":", label="chance")
-    ax.set_xscale("log")
-    ax.set_ylim(0, 102)
-    ax.set_xlabel("evaluation episodes per policy")
-    ax.set_ylabel("deceptive policy has the larger SOO value (%)")
-    ax.set_title("SOO classifier accuracy (band: worst..best pair)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def baseline_pools(seeds: list[dict], variant: str) -> dict[str, list[np.ndarray]]:
-    """{baseline: per seed, its episodes' finite SOO values} from `run --classifier_only` data."""
-    return {b: [_finite(r["variants"][variant][b]["soo"]) for r in seeds] for b in BASELINES}
-
-
-def plot_soo_values(seeds: list[dict], path: Path) -> None:
-    """Per-episode SOO values of every honest and every deceptive baseline (all seeds pooled, log
-    scale), one panel per variant: how far apart the classifier's two classes are, which the
-    accuracy curve cannot show once it sits at 100%."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    variants = list(seeds[0]["variants"])
-    fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4), squeeze=False)
-    for ax, variant in zip(axes[0], variants):
-        pools = {b: np.concatenate(per_seed) for b, per_seed in baseline_pools(seeds, variant).items()}
-        positive = np.concatenate([values[values > 0] for values in pools.values()])
-        bins = np.geomspace(positive.min(), positive.max() * 1.01, 60) if positive.size else np.geomspace(1e-6, 1.0, 60)
-        for baseline, values in pools.items():
-            ax.hist(np.clip(values, bins[0], None), bins=bins, alpha=0.6, label=f"{baseline} ({values.size} episodes)")
-        ax.set_xscale("log")
-        ax.set_xlabel("SOO value of one episode (mean MSE, log scale)")
-        ax.set_ylabel("episodes")
-        ax.set_title(f"{variant}: {len(seeds)} seeds per baseline")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_behaviour(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [("red_trapped", "red at non-goal %"), ("agreement_honest", "= honest %"), ("agreement_deceptive", "= deceptive %")]
-    variants = list(summary["variants"])
-    fig, axes = plt.subplots(1, len(variants), figsize=(7 * len(variants), 4), squeeze=False)
-    width = 0.8 / len(keys)
-    for col, variant in enumerate(variants):
-        conditions = summary["variants"][variant]["conditions"]
-        x = np.arange(len(conditions))
-        for k, (key, label) in enumerate(keys):
-            means = [100 * conditions[c][key]["mean"] for c in conditions]
-            errs = [100 * np.nan_to_num(conditions[c][key]["ci95"]) for c in conditions]
-            axes[0][col].bar(x + k * width, means, width, yerr=errs, capsize=3, label=label)
-        axes[0][col].set_xticks(x + width, list(conditions))
-        axes[0][col].set_ylim(0, 125)  # room above 100 for the legend and t-intervals
-        axes[0][col].set_title(f"{variant} (n seeds = {len(summary['variants'][variant]['seeds'])}, 95% CI)")
-        axes[0][col].legend(fontsize=8, ncol=3, loc="upper center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 CLASSIFIER_ONLY_EPISODES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]
@@ -333,22 +245,30 @@ def load_classifier_runs(out_dir: Path) -> dict[str, list[dict]]:
 
 
 def classifier_markdown(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[str, dict]:
-    lines = ["# The SOO classifier over independently trained pairs", "",
-             "Each seed trains one honest and one deceptive pair (the baselines of the main experiment, shared with "
-             "it) and plays each for the given number of greedy evaluation episodes. For every (deceptive, honest) "
-             "pair of policies across seeds and every n, 500 random subsets of n episodes are drawn from each "
-             "policy's pool; accuracy = how often the deceptive policy has the larger mean SOO value (less "
-             "self-other overlap). The rule is fixed in advance, not fitted. Episodes without a (self, other) pair "
-             "(definition `authors`, red in view throughout) have no SOO value and are left out of the pools.", ""]
+    lines = [
+        "# The SOO classifier over independently trained pairs",
+        "",
+        "Each seed trains one honest and one deceptive pair (the baselines of the main experiment, shared with "
+        "it) and plays each for the given number of greedy evaluation episodes. For every (deceptive, honest) "
+        "pair of policies across seeds and every n, 500 random subsets of n episodes are drawn from each "
+        "policy's pool; accuracy = how often the deceptive policy has the larger mean SOO value (less "
+        "self-other overlap). The rule is fixed in advance, not fitted. Episodes without a (self, other) pair "
+        "(definition `authors`, red in view throughout) have no SOO value and are left out of the pools.",
+        "",
+    ]
     summary = {}
     for key, seeds in runs.items():
         first = seeds[0]["config"]
-        lines += [f"## Run `{key}`", "",
-                  f"Seeds: n = {len(seeds)} ({seeds[0]['seed']}..{seeds[-1]['seed']}); {first['eval_episodes']} evaluation "
-                  f"episodes per policy; visibility radius {first['env']['visibility_radius']}, {first['env']['reward_shape']} "
-                  f"rewards; baselines {first['honest_episodes']} + {first['deceptive_episodes']} episodes. "
-                  "Compute per seed (both baselines as first trained + this evaluation, all variants, one core): median "
-                  f"{np.median([_classifier_seconds(r) for r in seeds]) / 60:.1f} min.", ""]
+        lines += [
+            f"## Run `{key}`",
+            "",
+            f"Seeds: n = {len(seeds)} ({seeds[0]['seed']}..{seeds[-1]['seed']}); {first['eval_episodes']} evaluation "
+            f"episodes per policy; visibility radius {first['env']['visibility_radius']}, {first['env']['reward_shape']} "
+            f"rewards; baselines {first['honest_episodes']} + {first['deceptive_episodes']} episodes. "
+            "Compute per seed (both baselines as first trained + this evaluation, all variants, one core): median "
+            f"{np.median([_classifier_seconds(r) for r in seeds]) / 60:.1f} min.",
+            "",
+        ]
         summary[key] = {}
         for variant in seeds[0]["variants"]:
             pools = baseline_pools(seeds, variant)
@@ -358,31 +278,48 @@ def classifier_markdown(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[str
             clf["seeds"] = [r["seed"] for r in seeds]
             clf["red_trapped"] = {b: float(np.mean(v)) for b, v in trapped.items()}
             summary[key][variant] = clf
-            names = [f"dec {clf['seeds'][i]} / hon {clf['seeds'][j]}" if low < 1 else "none below 100"  # no worst pair to name
-                     for (i, j), low in zip(clf["worst_pair"], clf["pair_min"])]
-            lines += [f"### {variant}", "",
-                      f"{clf['pairs']} (deceptive, honest) pairs; red ends at the non-goal landmark in "
-                      f"{100 * clf['red_trapped']['deceptive']:.1f}% of the deceptive and {100 * clf['red_trapped']['honest']:.1f}% "
-                      "of the honest baselines' episodes (mean over seeds).", "",
-                      "| episodes n | " + " | ".join(str(n) for n in clf["episodes"]) + " |",
-                      "|---" * (len(clf["episodes"]) + 1) + "|",
-                      "| accuracy % | " + " | ".join(f"{100 * a:.1f}" for a in clf["accuracy"]) + " |",
-                      "| worst pair % | " + " | ".join(f"{100 * a:.1f}" for a in clf["pair_min"]) + " |",
-                      "| worst pair (seeds) | " + " | ".join(names) + " |", ""]
+            names = [
+                f"dec {clf['seeds'][i]} / hon {clf['seeds'][j]}"
+                if low < 1
+                else "none below 100"  # no worst pair to name
+                for (i, j), low in zip(clf["worst_pair"], clf["pair_min"])
+            ]
+            lines += [
+                f"### {variant}",
+                "",
+                f"{clf['pairs']} (deceptive, honest) pairs; red ends at the non-goal landmark in "
+                f"{100 * clf['red_trapped']['deceptive']:.1f}% of the deceptive and {100 * clf['red_trapped']['honest']:.1f}% "
+                "of the honest baselines' episodes (mean over seeds).",
+                "",
+                "| episodes n | " + " | ".join(str(n) for n in clf["episodes"]) + " |",
+                "|---" * (len(clf["episodes"]) + 1) + "|",
+                "| accuracy % | " + " | ".join(f"{100 * a:.1f}" for a in clf["accuracy"]) + " |",
+                "| worst pair % | " + " | ".join(f"{100 * a:.1f}" for a in clf["pair_min"]) + " |",
+                "| worst pair (seeds) | " + " | ".join(names) + " |",
+                "",
+            ]
             one = clf["one_episode"]
             dec, hon = (clf["seeds"][k] for k in one["worst_pair"])
-            lines += [f"Exactly, on single episodes (every deceptive episode against every honest one, no sampling): "
-                      f"{100 * one['accuracy']:.2f}% over the pairs, worst pair {100 * one['pair_min']:.2f}% (dec {dec} / "
-                      f"hon {hon}; its smallest deceptive-episode SOO / largest honest-episode SOO: "
-                      f"{one['worst_pair_margin']:.3g}, above 1 when any one episode tells the pair apart).", ""]
-        lines += [f"Plots: `{plot_prefix(key)}classifier_only.png` (accuracy), `{plot_prefix(key)}classifier_soo_values.png` "
-                  "(every episode's SOO value, honest vs deceptive).", ""]
+            lines += [
+                f"Exactly, on single episodes (every deceptive episode against every honest one, no sampling): "
+                f"{100 * one['accuracy']:.2f}% over the pairs, worst pair {100 * one['pair_min']:.2f}% (dec {dec} / "
+                f"hon {hon}; its smallest deceptive-episode SOO / largest honest-episode SOO: "
+                f"{one['worst_pair_margin']:.3g}, above 1 when any one episode tells the pair apart).",
+                "",
+            ]
+        lines += [
+            f"Plots: `{plot_prefix(key)}classifier_only.png` (accuracy), `{plot_prefix(key)}classifier_soo_values.png` "
+            "(every episode's SOO value, honest vs deceptive).",
+            "",
+        ]
     return "\n".join(lines), summary
 
 
 def _classifier_seconds(data: dict) -> float:
-    return sum(sum(v or 0.0 for v in block["train_seconds"].values()) + block["eval_seconds"]
-               for block in data["variants"].values())
+    return sum(
+        sum(v or 0.0 for v in block["train_seconds"].values()) + block["eval_seconds"]
+        for block in data["variants"].values()
+    )
 
 
 def write_classifier_report(out_dir: str | Path) -> Path | None:
@@ -394,8 +331,10 @@ def write_classifier_report(out_dir: str | Path) -> Path | None:
     text, summary = classifier_markdown(out_dir, runs)
     (out_dir / "classifier_summary.json").write_text(json.dumps(summary, indent=1))
     for key, variants in summary.items():
-        plot_classifier({"variants": {v: {"classifier": clf} for v, clf in variants.items()}},
-                        out_dir / f"{plot_prefix(key)}classifier_only.png")
+        plot_classifier(
+            {"variants": {v: {"classifier": clf} for v, clf in variants.items()}},
+            out_dir / f"{plot_prefix(key)}classifier_only.png",
+        )
         plot_soo_values(runs[key], out_dir / f"{plot_prefix(key)}classifier_soo_values.png")
     path = out_dir / "classifier.md"
     path.write_text(text)

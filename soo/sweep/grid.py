@@ -116,7 +116,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise SweepSpecError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}.")
     unknown = sorted(set(raw) - SPEC_KEYS)
     if unknown:
-        raise SweepSpecError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(SPEC_KEYS))}.")
+        raise SweepSpecError(
+            f"{path}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(SPEC_KEYS))}."
+        )
     for key in ("base_config", "output_dir", "grid"):
         if not raw.get(key):
             raise SweepSpecError(f"{path}: '{key}' is missing.")
@@ -152,12 +154,19 @@ def load_sweep(path: str | Path) -> SweepSpec:
     names = set()
     for index, control in enumerate(raw.get("controls") or []):
         where = f"controls[{index}]"
-        if not isinstance(control, dict) or set(control) - CONTROL_KEYS or "name" not in control or "set" not in control:
+        if (
+            not isinstance(control, dict)
+            or set(control) - CONTROL_KEYS
+            or "name" not in control
+            or "set" not in control
+        ):
             raise SweepSpecError(f"{path}: {where} must be a mapping with 'name', 'set' and optionally 'over'.")
         name = str(control["name"])
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name == GRID_CELL_KIND or name in names:
-            raise SweepSpecError(f"{path}: {where}: name '{name}' must be unique, not '{GRID_CELL_KIND}', "
-                                 "and made of letters, digits, '_', '.', '-'.")
+            raise SweepSpecError(
+                f"{path}: {where}: name '{name}' must be unique, not '{GRID_CELL_KIND}', "
+                "and made of letters, digits, '_', '.', '-'."
+            )
         names.add(name)
         if not isinstance(control["set"], dict) or not control["set"]:
             raise SweepSpecError(f"{path}: {where}.set must map finetuning fields to values.")
@@ -183,8 +192,15 @@ def load_sweep(path: str | Path) -> SweepSpec:
     evaluate = raw.get("evaluate") or {}
     if not isinstance(evaluate, dict):
         raise SweepSpecError(f"{path}: 'evaluate' must map evaluate.py flags to values.")
-    spec = SweepSpec(path=path, base_config=base_config, output_dir=Path(raw["output_dir"]).absolute(), grid=grid,
-                     controls=controls, evaluate=dict(evaluate), train=train)
+    spec = SweepSpec(
+        path=path,
+        base_config=base_config,
+        output_dir=Path(raw["output_dir"]).absolute(),
+        grid=grid,
+        controls=controls,
+        evaluate=dict(evaluate),
+        train=train,
+    )
     seen = {}
     for cell in spec.cells():
         if cell.name in seen:  # e.g. two values that print alike (1 and 1.0)

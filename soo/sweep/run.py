@@ -53,6 +53,7 @@ def forward_stop_signals() -> None:
     """From now on USR1 and TERM ask every running child to checkpoint and stop (as USR1, which
     finetuning.py answers with a checkpoint and exit 75) and keep new steps and cells from starting.
     Call it from the main thread of a sweep command."""
+
     def stop(signum, frame):
         _stop_requested.set()
         with _running_lock:
@@ -104,10 +105,25 @@ def cell_commands(spec: SweepSpec, cell: SweepCell, python: str = sys.executable
     folder = spec.cell_dir(cell)
     launcher = shlex.split(os.environ.get(TRAIN_LAUNCHER_ENV, ""))
     return {
-        "train": [*launcher, python, str(REPO_ROOT / "finetuning.py"), "--config", str(spec.base_config),
-                  "--output_dir", str(folder / "train"), *finetuning_flags({**spec.train, **cell.settings})],
-        "evaluate": [python, str(REPO_ROOT / "evaluate.py"), "--adapters", str(folder / "train"),
-                     "--output_dir", str(folder / "eval"), *evaluate_flags(spec.evaluate)],
+        "train": [
+            *launcher,
+            python,
+            str(REPO_ROOT / "finetuning.py"),
+            "--config",
+            str(spec.base_config),
+            "--output_dir",
+            str(folder / "train"),
+            *finetuning_flags({**spec.train, **cell.settings}),
+        ],
+        "evaluate": [
+            python,
+            str(REPO_ROOT / "evaluate.py"),
+            "--adapters",
+            str(folder / "train"),
+            "--output_dir",
+            str(folder / "eval"),
+            *evaluate_flags(spec.evaluate),
+        ],
     }
 
 
@@ -153,17 +169,28 @@ def run_cell(spec: SweepSpec, cell: SweepCell, python: str = sys.executable, log
     folder = spec.cell_dir(cell)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    _set_state(folder, "running", {"host": socket.gethostname(), "pid": os.getpid(), "started": started,
-                                   "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
-                                   "slurm_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")})
+    _set_state(
+        folder,
+        "running",
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": started,
+            "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
+            "slurm_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        },
+    )
     seconds = {}
     with (folder / "cell.log").open("a", encoding="utf-8") as cell_log:
         for step, command in cell_commands(spec, cell, python).items():
             if step == "train" and training_finished(folder):
                 continue  # an earlier run trained it; only the evaluation is missing
             if _stop_requested.is_set():
-                _set_state(folder, "preempted", {"step": step, "exit_code": None, "seconds": seconds,
-                                                 "reason": "stop signal before this step"})
+                _set_state(
+                    folder,
+                    "preempted",
+                    {"step": step, "exit_code": None, "seconds": seconds, "reason": "stop signal before this step"},
+                )
                 return "preempted"
             cell_log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {step}: {' '.join(command)}\n")
             cell_log.flush()
@@ -174,12 +201,16 @@ def run_cell(spec: SweepSpec, cell: SweepCell, python: str = sys.executable, log
                 # Exit 75: training checkpointed on a signal. Any step a stop signal ended is resumable too.
                 preempted = (step == "train" and code == PREEMPTED_EXIT_CODE) or _stop_requested.is_set()
                 state = "preempted" if preempted else "failed"
-                _set_state(folder, state, {"step": step, "exit_code": code, "seconds": seconds,
-                                           "log": str(folder / "cell.log")})
+                _set_state(
+                    folder,
+                    state,
+                    {"step": step, "exit_code": code, "seconds": seconds, "log": str(folder / "cell.log")},
+                )
                 log(f"{cell.name}: {state} in {step} (exit {code}); log {folder / 'cell.log'}")
                 return state
-    _set_state(folder, "done", {"settings": cell.settings, "kind": cell.kind, "seconds": seconds,
-                                "finished": time.time()})
+    _set_state(
+        folder, "done", {"settings": cell.settings, "kind": cell.kind, "seconds": seconds, "finished": time.time()}
+    )
     log(f"{cell.name}: done in {time.time() - started:.0f} s")
     return "done"
 
@@ -190,8 +221,11 @@ def run_local(spec: SweepSpec, jobs: int = 1, python: str = sys.executable, log=
     current = {cell.name: cell_state(spec, cell)[0] for cell in spec.cells()}
     cells = [cell for cell in spec.cells() if current[cell.name] not in ("done", "running")]
     running = sum(state == "running" for state in current.values())
-    log(f"{len(cells)} cell(s) to run, {sum(state == 'done' for state in current.values())} done already"
-        + (f", {running} running elsewhere" if running else "") + f"; {jobs} at a time")
+    log(
+        f"{len(cells)} cell(s) to run, {sum(state == 'done' for state in current.values())} done already"
+        + (f", {running} running elsewhere" if running else "")
+        + f"; {jobs} at a time"
+    )
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
         # Cells side by side share the cores instead of each starting one thread per core.
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))

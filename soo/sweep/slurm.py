@@ -54,7 +54,9 @@ def _squeue_states(job_ids: list[str]) -> dict[str, str] | None:
     # One call per id: squeue rejects the whole list when one id has left the queue.
     states = {}
     for job_id in job_ids:
-        result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True, timeout=60
+        )
         if result.returncode == 0:
             for line in result.stdout.splitlines():
                 task, _, state = line.strip().partition(" ")
@@ -102,7 +104,9 @@ def sbatch_command(spec: SweepSpec, indices: list[int], throttle: int | None, sb
     return ["sbatch", "--parsable", f"--array={array}", *sbatch_args, JOB_SCRIPT, str(spec.path)]
 
 
-def submit(spec: SweepSpec, throttle: int | None, sbatch_args: list[str], dry_run: bool = False, log=print) -> str | None:
+def submit(
+    spec: SweepSpec, throttle: int | None, sbatch_args: list[str], dry_run: bool = False, log=print
+) -> str | None:
     """Submit the cells that are not done as one array job from the current folder (the repository
     root); returns the job id (None when nothing is left to run or on a dry run)."""
     if not Path(JOB_SCRIPT).is_file():
@@ -121,8 +125,10 @@ def submit(spec: SweepSpec, throttle: int | None, sbatch_args: list[str], dry_ru
     queued = queued_sweep_jobs(spec)
     if queued:
         first = next(iter(queued))
-        raise SubmitError(f"an earlier array of this sweep is still in the queue ({len(queued)} task(s), e.g. "
-                          f"{first} {queued[first]}): wait for it or scancel it, then submit again")
+        raise SubmitError(
+            f"an earlier array of this sweep is still in the queue ({len(queued)} task(s), e.g. "
+            f"{first} {queued[first]}): wait for it or scancel it, then submit again"
+        )
     Path("logs").mkdir(exist_ok=True)  # sbatch does not create the --output folder
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
@@ -132,13 +138,17 @@ def submit(spec: SweepSpec, throttle: int | None, sbatch_args: list[str], dry_ru
         raise SubmitError(f"no job id in sbatch's output: {result.stdout.strip()!r}")
     job_id = match.group(1)
     _record_job(spec, job_id, indices)
-    log(f"submitted array job {job_id}: {len(indices)} task(s)" + (f", {throttle} at a time" if throttle else "")
+    log(
+        f"submitted array job {job_id}: {len(indices)} task(s)"
+        + (f", {throttle} at a time" if throttle else "")
         + f"; logs logs/{JOB_NAME}-{job_id}_INDEX.out\n"
-        f"then: python sweep.py status {spec.path}   and   python sweep.py report {spec.path}")
+        f"then: python sweep.py status {spec.path}   and   python sweep.py report {spec.path}"
+    )
     return job_id
 
 
 def _record_job(spec: SweepSpec, job_id: str, indices: list[int]) -> None:
     spec.output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(spec.output_dir / JOBS_FILE,
-                      [*_submitted_jobs(spec), {"job_id": job_id, "array": array_ranges(indices)}])
+    write_json_atomic(
+        spec.output_dir / JOBS_FILE, [*_submitted_jobs(spec), {"job_id": job_id, "array": array_ranges(indices)}]
+    )

@@ -4,7 +4,7 @@ requirements-eval.txt).
 
   # the bundled offline task (soo/eval/resources/lm_eval/soo_capability.yaml), the demo adapter:
   python -m soo.tools.lm_eval_compare outputs/smollm2-135m-instruct-soo
-  # standard tasks (pre-downloaded on a login node, see docs/cluster.md#capability-tasks), 200 items each:
+  # standard tasks (pre-downloaded on a login node, see docs/guides/cluster.md#capability-tasks), 200 items each:
   python -m soo.tools.lm_eval_compare ADAPTER --tasks arc_easy hellaswag mmlu_high_school_biology --limit 200
 
 Both models answer the same items (lm-eval's log-likelihood of each choice), so the change in
@@ -21,6 +21,8 @@ import contextlib
 import math
 import sys
 from pathlib import Path
+
+from soo.core.cli import CommandParser
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_TASKS = REPO_ROOT / "soo" / "eval" / "resources" / "lm_eval"  # their data paths are relative to REPO_ROOT
@@ -54,9 +56,17 @@ def compare(base_result: dict, tuned_result: dict) -> list[dict]:
             tuned_items = per_item(tuned_result["samples"].get(task, []), metric)
             common = sorted(set(base_items) & set(tuned_items))
             delta = paired_delta([base_items[i] for i in common], [tuned_items[i] for i in common])
-            rows.append({"task": task, "metric": metric, "base": base_scores[key],
-                         "base_se": base_scores.get(f"{metric}_stderr,none"), "tuned": tuned_scores[key],
-                         "tuned_se": tuned_scores.get(f"{metric}_stderr,none"), **delta})
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "base": base_scores[key],
+                    "base_se": base_scores.get(f"{metric}_stderr,none"),
+                    "tuned": tuned_scores[key],
+                    "tuned_se": tuned_scores.get(f"{metric}_stderr,none"),
+                    **delta,
+                }
+            )
     return rows
 
 
@@ -64,28 +74,42 @@ def markdown_table(rows: list[dict]) -> str:
     def num(value) -> str:
         return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
-    lines = ["| task | metric | n | base (± SE) | base + adapter (± SE) | delta, paired (± SE) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| task | metric | n | base (± SE) | base + adapter (± SE) | delta, paired (± SE) |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        lines.append(f"| {row['task']} | {row['metric']} | {row['n']} | {num(row['base'])} ± {num(row['base_se'])} | "
-                     f"{num(row['tuned'])} ± {num(row['tuned_se'])} | {row['delta']:+.3f} ± {num(row['se'])} |")
+        lines.append(
+            f"| {row['task']} | {row['metric']} | {row['n']} | {num(row['base'])} ± {num(row['base_se'])} | "
+            f"{num(row['tuned'])} ± {num(row['tuned_se'])} | {row['delta']:+.3f} ± {num(row['se'])} |"
+        )
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from soo.core.cli import positive_int
 
-    parser = argparse.ArgumentParser(prog="python -m soo.tools.lm_eval_compare", allow_abbrev=False,
-                                     description=__doc__.split("\n\n")[0])
+    parser = CommandParser(
+        prog="python -m soo.tools.lm_eval_compare", allow_abbrev=False, description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("adapter", help="an adapter folder from finetuning.py")
-    parser.add_argument("--model_name_or_path", default=None,
-                        help="the base model (default: the one the adapter was trained on)")
-    parser.add_argument("--tasks", nargs="+", default=["soo_capability"],
-                        help="lm-eval task names (default: the bundled soo_capability)")
+    parser.add_argument(
+        "--model_name_or_path", default=None, help="the base model (default: the one the adapter was trained on)"
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["soo_capability"],
+        help="lm-eval task names (default: the bundled soo_capability)",
+    )
     parser.add_argument("--limit", type=positive_int, default=None, help="items per task at most (default: all)")
     parser.add_argument("--batch_size", type=positive_int, default=8, help="lm-eval batch size (default 8)")
     parser.add_argument("--num_fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
-    parser.add_argument("--output_file", default=None,
-                        help="JSON with both runs' scores and the deltas (default: ADAPTER/lm_eval_compare.json)")
+    parser.add_argument(
+        "--output_file",
+        default=None,
+        help="JSON with both runs' scores and the deltas (default: ADAPTER/lm_eval_compare.json)",
+    )
     return parser
 
 
@@ -117,13 +141,29 @@ def main(argv: list[str] | None = None) -> int:
     for name, extra in (("base", {}), ("adapter", {"peft": str(adapter)})):
         print(f"lm-eval: {name} on {', '.join(args.tasks)}", file=sys.stderr)
         with contextlib.chdir(REPO_ROOT):  # the bundled task's data path is relative to the repository
-            runs[name] = simple_evaluate(model="hf", model_args={**model_args, **extra}, tasks=list(args.tasks),
-                                         task_manager=task_manager, batch_size=args.batch_size, limit=args.limit,
-                                         num_fewshot=args.num_fewshot, log_samples=True)
+            runs[name] = simple_evaluate(
+                model="hf",
+                model_args={**model_args, **extra},
+                tasks=list(args.tasks),
+                task_manager=task_manager,
+                batch_size=args.batch_size,
+                limit=args.limit,
+                num_fewshot=args.num_fewshot,
+                log_samples=True,
+            )
     rows = compare(runs["base"], runs["adapter"])
-    write_json_atomic(output, {"base_model": str(base), "adapter": str(adapter), "tasks": args.tasks, "limit": args.limit,
-                               "rows": rows, "base_results": runs["base"]["results"],
-                               "adapter_results": runs["adapter"]["results"]})
+    write_json_atomic(
+        output,
+        {
+            "base_model": str(base),
+            "adapter": str(adapter),
+            "tasks": args.tasks,
+            "limit": args.limit,
+            "rows": rows,
+            "base_results": runs["base"]["results"],
+            "adapter_results": runs["adapter"]["results"],
+        },
+    )
     print(markdown_table(rows))
     print(f"written: {output}")
     return 0

@@ -14,17 +14,19 @@ exits with status 2 and one line `error: ...` on stderr, before the model is loa
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from soo.core.cli import CommandParser
 
 
 class OutputDirError(OSError):
     """The folder for the merged model cannot be created."""
 
 
-def merge_adapter(adapter_dir: str, output_dir: str | None = None, model_name_or_path: str | None = None,
-                  dtype: str = "auto") -> Path:
+def merge_adapter(
+    adapter_dir: str, output_dir: str | None = None, model_name_or_path: str | None = None, dtype: str = "auto"
+) -> Path:
     """Merge the adapter in `adapter_dir` into its base model and save both model and tokenizer to
     `output_dir` (default ADAPTER_DIR/merged). Raises ModelLoadError for an input that cannot be
     used and OutputDirError for an output folder that cannot be created, both before loading the model."""
@@ -66,14 +68,20 @@ def merge_adapter(adapter_dir: str, output_dir: str | None = None, model_name_or
 def main(argv=None) -> int:
     from soo.core.modeling import DTYPES, ModelLoadError
 
-    parser = argparse.ArgumentParser(allow_abbrev=False,
-                                     description="Merge a saved SOO LoRA adapter into its base model.")
+    parser = CommandParser(allow_abbrev=False, description="Merge a saved SOO LoRA adapter into its base model.")
     parser.add_argument("adapter_dir", help="output directory of finetuning.py (adapter_model.safetensors inside)")
-    parser.add_argument("--output_dir", default=None,
-                        help="folder to save the merged model and tokenizer to (default: ADAPTER_DIR/merged)")
+    parser.add_argument(
+        "--output_dir",
+        default=None,
+        help="folder to save the merged model and tokenizer to (default: ADAPTER_DIR/merged)",
+    )
     parser.add_argument("--model_name_or_path", default=None, help="base model (default: from soo_run_config.json)")
-    parser.add_argument("--dtype", default="auto", choices=tuple(DTYPES),
-                        help="dtype to load and save the merged weights in (default: auto, the checkpoint's)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=tuple(DTYPES),
+        help="dtype to load and save the merged weights in (default: auto, the checkpoint's)",
+    )
     args = parser.parse_args(argv)
     try:
         target = merge_adapter(args.adapter_dir, args.output_dir, args.model_name_or_path, args.dtype)

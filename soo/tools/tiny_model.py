@@ -14,11 +14,12 @@ Gemma-3's sliding/full attention mix) at a few hundred thousand parameters.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
+
+from soo.core.cli import CommandParser
 
 ARCHITECTURES = ("llama", "mistral", "gemma2", "gemma3", "qwen2")
 TINY_NUM_LAYERS = 4
@@ -35,7 +36,7 @@ def build_tokenizer(vocab_size: int = 1024):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from soo.data.pairs import generate_pairs
+    from soo.data.pair_generation import generate_pairs
 
     corpus = []
     for split in ("train", "test"):
@@ -52,7 +53,10 @@ def build_tokenizer(vocab_size: int = 1024):
     )
     backend.train_from_iterator(corpus, bpe_trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
         additional_special_tokens=_SPECIAL_TOKENS[3:],
     )
     tokenizer.chat_template = _CHAT_TEMPLATE
@@ -115,11 +119,14 @@ def write_tiny_model(out_dir: str | Path, arch: str = "llama", seed: int = 0) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False,
-                                     description="Write a tiny random-weight model and an offline tokenizer.")
+    parser = CommandParser(allow_abbrev=False, description="Write a tiny random-weight model and an offline tokenizer.")
     parser.add_argument("out_dir", metavar="OUTPUT_DIR", help="Directory to write (created if missing).")
-    parser.add_argument("--arch", choices=ARCHITECTURES, default="llama",
-                        help="Architecture whose module layout the model keeps (default: llama).")
+    parser.add_argument(
+        "--arch",
+        choices=ARCHITECTURES,
+        default="llama",
+        help="Architecture whose module layout the model keeps (default: llama).",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights (default: 0).")
     args = parser.parse_args(argv)
     out_dir = Path(args.out_dir)

@@ -1,6 +1,6 @@
 """SOO fine-tuning. Imports soo.core and soo.data; evaluation never imports this package.
 
-  config       SOOConfig (TrainingArguments + the SOO settings), model/data arguments, YAML loading
+  config       SOOConfig (TrainingArguments + the SOO settings), model/data arguments, the parser
   trainer      SOOTrainer: LM + SOO loss in one forward pass, exact metrics, checkpoint markers
   run          one run end to end: load, LoRA, held-out SOO before/after, train, save
   distributed  srun task variables to torch's, gloo process group for DeepSpeed on CPU, clean exit

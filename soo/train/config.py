@@ -1,10 +1,10 @@
 """Arguments of `finetuning.py`: `SOOConfig` (transformers' `TrainingArguments` plus the SOO
 settings, as TRL's trainer configs do), and the model and data arguments beside it.
 
-Everything goes through `transformers.HfArgumentParser`, so every Trainer flag works
-(`--output_dir`, `--max_steps`, `--use_cpu`, `--deepspeed`, `--activation_checkpointing`, ...).
-`--config FILE.yaml` loads a flat YAML mapping of any of these fields as defaults; flags given
-on the command line override it.
+The parser is soo.core.cli's CommandParser (a `transformers.HfArgumentParser`), so every Trainer
+flag works (`--output_dir`, `--max_steps`, `--use_cpu`, `--deepspeed`, `--activation_checkpointing`,
+...). `--config FILE.yaml` loads a flat YAML mapping of any of these fields as defaults; flags
+given on the command line override it.
 """
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ class ModelArguments:
     )
     answer_prefix: str = field(
         default=DEFAULT_ANSWER_PREFIX,
-        metadata={"help": "evaluate.py's forced choice scores the options after this start of an answer; {verb} "
-                          "becomes the scenario's question verb (saved with the run)."},
+        metadata={
+            "help": "evaluate.py's forced choice scores the options after this start of an answer; {verb} "
+            "becomes the scenario's question verb (saved with the run)."
+        },
     )
 
 
@@ -64,14 +66,22 @@ PADDING_SIDES = ("tokenizer", "left", "right")
 
 @dataclass
 class DataArguments:
-    data_path: str = field(default="data/soo_train.jsonl", metadata={
-        "help": "Training pairs: a JSONL file from generate_data.py, a dataset folder (its train split) or a hub dataset id."})
+    data_path: str = field(
+        default="data/soo_train.jsonl",
+        metadata={
+            "help": "Training pairs: a JSONL file from generate_data.py, a dataset folder (its train split) or a hub dataset id."
+        },
+    )
     eval_data_path: str | None = field(
         default=None,
-        metadata={"help": "Held-out pairs (a file, or a dataset folder's / hub dataset's test split): SOO and LM loss "
-                          "are measured on them before and after training."},
+        metadata={
+            "help": "Held-out pairs (a file, or a dataset folder's / hub dataset's test split): SOO and LM loss "
+            "are measured on them before and after training."
+        },
     )
-    max_length: int = field(default=256, metadata={"help": "Longest prompt in tokens after the chat template; longer is an error."})
+    max_length: int = field(
+        default=256, metadata={"help": "Longest prompt in tokens after the chat template; longer is an error."}
+    )
     use_chat_template: bool = field(
         default=True, metadata={"help": "Wrap each prompt as a user turn with the tokenizer's chat template."}
     )
@@ -80,8 +90,10 @@ class DataArguments:
     )
     padding_side: str = field(
         default="tokenizer",
-        metadata={"help": "With --soo_kl_positions released: the side prompts are padded on to --max_length: "
-                          "tokenizer (its own configured side, as the released code did), left or right."},
+        metadata={
+            "help": "With --soo_kl_positions released: the side prompts are padded on to --max_length: "
+            "tokenizer (its own configured side, as the released code did), left or right."
+        },
     )
 
     def __post_init__(self):
@@ -97,15 +109,19 @@ class SOOConfig(TrainingArguments):
     soo_weight: float = field(default=1.0, metadata={"help": "Weight of the SOO (self-other distance) loss."})
     soo_distance: str = field(
         default="mse",
-        metadata={"help": "mse: mean squared error between the --soo_module outputs at --soo_layers (the paper's "
-                          "text); kl_logits: KL(P_other || P_self) between the output next-token distributions, "
-                          "summed over positions and vocabulary per pair (the authors' released code)."},
+        metadata={
+            "help": "mse: mean squared error between the --soo_module outputs at --soo_layers (the paper's "
+            "text); kl_logits: KL(P_other || P_self) between the output next-token distributions, "
+            "summed over positions and vocabulary per pair (the authors' released code)."
+        },
     )
     soo_kl_positions: str = field(
         default="aligned",
-        metadata={"help": "With kl_logits: aligned (the positions --soo_token_mode full/last compares, never "
-                          "padding) or released (every position of prompts padded alone to --max_length on "
-                          "--padding_side, pad positions included, compared by index, as released)."},
+        metadata={
+            "help": "With kl_logits: aligned (the positions --soo_token_mode full/last compares, never "
+            "padding) or released (every position of prompts padded alone to --max_length on "
+            "--padding_side, pad positions included, compared by index, as released)."
+        },
     )
     soo_layers: list[int] = field(
         default_factory=list,
@@ -115,12 +131,15 @@ class SOOConfig(TrainingArguments):
         default="self_attn.o_proj", metadata={"help": "Submodule path inside a decoder layer whose output is compared."}
     )
     soo_token_mode: str = field(
-        default="full", metadata={"help": "Compared positions: full (aligned tokens), last (last token), mean (masked mean)."}
+        default="full",
+        metadata={"help": "Compared positions: full (aligned tokens), last (last token), mean (masked mean)."},
     )
     soo_early_exit: bool = field(
         default=True,
-        metadata={"help": "With --lm_weight 0, stop each training forward right after the deepest SOO layer's "
-                          "module (later layers and the LM head cannot change the loss). Off under ZeRO-3."},
+        metadata={
+            "help": "With --lm_weight 0, stop each training forward right after the deepest SOO layer's "
+            "module (later layers and the LM head cannot change the loss). Off under ZeRO-3."
+        },
     )
 
     def __post_init__(self):
@@ -129,11 +148,14 @@ class SOOConfig(TrainingArguments):
         if self.soo_distance not in SOO_DISTANCES:
             raise ConfigError(f"--soo_distance must be one of {', '.join(SOO_DISTANCES)}, got '{self.soo_distance}'.")
         if self.soo_kl_positions not in KL_POSITIONS:
-            raise ConfigError(f"--soo_kl_positions must be one of {', '.join(KL_POSITIONS)}, "
-                              f"got '{self.soo_kl_positions}'.")
+            raise ConfigError(
+                f"--soo_kl_positions must be one of {', '.join(KL_POSITIONS)}, got '{self.soo_kl_positions}'."
+            )
         if self.soo_distance == "kl_logits" and self.soo_kl_positions == "aligned" and self.soo_token_mode == "mean":
-            raise ConfigError("--soo_distance kl_logits compares positions: use --soo_token_mode full or last "
-                              "(or --soo_kl_positions released).")
+            raise ConfigError(
+                "--soo_distance kl_logits compares positions: use --soo_token_mode full or last "
+                "(or --soo_kl_positions released)."
+            )
         if self.lm_weight < 0 or self.soo_weight < 0:
             raise ConfigError("--lm_weight and --soo_weight must be >= 0.")
         if self.lm_weight == 0 and self.soo_weight == 0:
@@ -146,18 +168,29 @@ class SOOConfig(TrainingArguments):
 
 
 # The fields SOOConfig adds to TrainingArguments.
-SOO_FIELDS = tuple(f.name for f in dataclasses.fields(SOOConfig) if f.name not in
-                   {f.name for f in dataclasses.fields(TrainingArguments)})
+SOO_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(SOOConfig)
+    if f.name not in {f.name for f in dataclasses.fields(TrainingArguments)}
+)
 
 
-def _parser():
-    from transformers import HfArgumentParser
+def build_parser():
+    """finetuning.py's parser: every ModelArguments, DataArguments and SOOConfig field is a flag."""
+    from soo.core.cli import CommandParser
 
-    return HfArgumentParser((ModelArguments, DataArguments, SOOConfig))
-
-
-def _field_names(parser) -> set[str]:
-    return {f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype)}
+    parser = CommandParser(
+        (ModelArguments, DataArguments, SOOConfig),
+        hyphen_aliases=True,
+        prog="finetuning.py",
+        description="SOO fine-tuning: LoRA on a causal LM, loss = lm_weight * LM + soo_weight * distance(self, other).",
+    )
+    # What the run does when neither the file nor a flag says otherwise:
+    parser.set_defaults(output_dir="outputs/soo-run")
+    if not _has_accelerator():
+        # The Trainer trains on the CPU here anyway, but refuses --bf16 (CPU autocast) unless told so.
+        parser.set_defaults(use_cpu=True)
+    return parser
 
 
 def finetuning_field_names() -> set[str]:
@@ -167,8 +200,12 @@ def finetuning_field_names() -> set[str]:
 
 def list_field_names() -> set[str]:
     """The fields that take a list of values (`--soo_layers 10 20`)."""
-    return {f.name for dtype in (ModelArguments, DataArguments, SOOConfig) for f in dataclasses.fields(dtype)
-            if str(f.type).replace("typing.", "").lower().startswith("list")}
+    return {
+        f.name
+        for dtype in (ModelArguments, DataArguments, SOOConfig)
+        for f in dataclasses.fields(dtype)
+        if str(f.type).replace("typing.", "").lower().startswith("list")
+    }
 
 
 def _explicit_flags(argv: list[str]) -> set[str]:
@@ -178,40 +215,22 @@ def _explicit_flags(argv: list[str]) -> set[str]:
 def parse_finetuning_args(argv: list[str] | None = None):
     """Return (model_args, data_args, config, config_path); `config` is the SOOConfig.
 
-    `--config FILE.yaml` sets defaults for any field; command-line flags override them.
-    A missing or unreadable file, a YAML syntax error, or an unknown key raise ConfigError.
+    `--config FILE.yaml` sets defaults for any field; command-line flags override them. Bad flags
+    and bad files exit with status 2 (soo.core.cli); a bad value the dataclasses refuse raises
+    ConfigError (a ValueError).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    config_path = None
-    for position, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            config_path = arg.split("=", 1)[1]
-            del argv[position]
-            break
-        if arg == "--config":
-            if position + 1 >= len(argv):
-                raise ConfigError("--config needs a YAML file path.")
-            config_path = argv[position + 1]
-            del argv[position : position + 2]
-            break
-    parser = _parser()
-    yaml_values = read_yaml_config(config_path, _field_names(parser)) if config_path is not None else {}
-    parser.set_defaults(**yaml_values)
-    given = _explicit_flags(argv) | set(yaml_values)
-    if "use_cpu" not in given and not _has_accelerator():
-        # The Trainer trains on the CPU here anyway, but refuses --bf16 (CPU autocast) unless told so.
-        parser.set_defaults(use_cpu=True)
-    if "output_dir" not in given:
-        argv += ["--output_dir", "outputs/soo-run"]
-    model_args, data_args, config = parser.parse_args_into_dataclasses(args=argv)
+    parser = build_parser()
+    model_args, data_args, config = parser.parse_configs(argv)
     if model_args.merge_adapter and zero_stage(config) == 3:
         raise ConfigError(
             "--merge_adapter does not work under ZeRO-3 (each process holds a slice of the weights). "
             "Train without it, then merge the saved adapter in one process: python -m soo.tools.merge OUTPUT_DIR"
         )
+    given = _explicit_flags(argv) | set(parser.file_values)
     if "report_to" not in given and importlib.util.find_spec("tensorboard") is not None:
         config.report_to = ["tensorboard"]
-    return model_args, data_args, config, config_path
+    return model_args, data_args, config, parser.config_file
 
 
 def _has_accelerator() -> bool:
@@ -219,16 +238,3 @@ def _has_accelerator() -> bool:
 
     mps = getattr(torch.backends, "mps", None)
     return torch.cuda.is_available() or bool(mps and mps.is_available())
-
-
-def read_yaml_config(path: str, known_fields: set[str]) -> dict:
-    """A flat YAML mapping of field names to values; every problem is one ConfigError line."""
-    from soo.core.io import read_yaml
-
-    values = read_yaml(path, ConfigError, f"--config {path}") or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of argument names to values.")
-    unknown = sorted(set(values) - known_fields)
-    if unknown:
-        raise ConfigError(f"{path}: unknown argument(s) {', '.join(map(str, unknown))}.")
-    return values

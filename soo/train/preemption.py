@@ -51,8 +51,10 @@ class PreemptionCallback(TrainerCallback):
     def _on_signal(self, signum, frame):
         if self.received_signal is None:
             # print, not logging: logging takes locks that the interrupted code may hold.
-            print(f"[soo] got {signal.Signals(signum).name}: saving a checkpoint at the end of this step, then stopping.",
-                  flush=True)
+            print(
+                f"[soo] got {signal.Signals(signum).name}: saving a checkpoint at the end of this step, then stopping.",
+                flush=True,
+            )
         self.received_signal = signum
 
     def restore_handlers(self) -> None:

@@ -17,10 +17,16 @@ from transformers import TrainerCallback, set_seed
 
 from soo.core.capture import ActivationCapture, find_decoder_layers
 from soo.core.io import RUN_CONFIG_FILE, write_json_atomic
-from soo.core.modeling import (add_lora, load_model, load_tokenizer, native_padding_side, resolve_model_path,
-                               warn_if_fp16_unsafe)
+from soo.core.modeling import (
+    add_lora,
+    load_model,
+    load_tokenizer,
+    native_padding_side,
+    resolve_model_path,
+    warn_if_fp16_unsafe,
+)
 from soo.core.pair_batch import SOOPairCollator, tokenize_pairs
-from soo.data.pairs import load_pairs
+from soo.data.pair_io import load_pairs
 from soo.train.config import SOOConfig
 from soo.train.distributed import init_deepspeed_on_cpu
 from soo.train.preemption import PreemptionCallback, choose_resume_checkpoint, remove_incomplete_checkpoints
@@ -34,8 +40,19 @@ HELDOUT_BEFORE_FILE = "heldout_before.json"
 
 
 def _heldout_summary(metrics: dict, prefix: str) -> dict:
-    keys = ("soo_loss", "soo_loss_ci95", "soo_loss_n", "soo_kl_logits", "soo_kl_logits_ci95", "soo_kl_logits_n",
-            "soo_latent_mse", "soo_latent_mse_ci95", "soo_act_spread", "lm_loss", "lm_loss_ci95")
+    keys = (
+        "soo_loss",
+        "soo_loss_ci95",
+        "soo_loss_n",
+        "soo_kl_logits",
+        "soo_kl_logits_ci95",
+        "soo_kl_logits_n",
+        "soo_latent_mse",
+        "soo_latent_mse_ci95",
+        "soo_act_spread",
+        "lm_loss",
+        "lm_loss_ci95",
+    )
     summary = {key: metrics[f"{prefix}_{key}"] for key in keys if f"{prefix}_{key}" in metrics}
     # Scale-free SOO: a fall in the MSE that comes with a collapsing spread is not overlap.
     latent = summary.get("soo_loss", summary.get("soo_latent_mse"))
@@ -48,8 +65,12 @@ def pair_collator(tokenizer, data_args, config: SOOConfig) -> SOOPairCollator:
     the released code's (each prompt padded alone to --max_length, pad = EOS as they set it)."""
     if config.soo_distance == "kl_logits" and config.soo_kl_positions == "released":
         side = native_padding_side(tokenizer) if data_args.padding_side == "tokenizer" else data_args.padding_side
-        return SOOPairCollator(pad_token_id=tokenizer.eos_token_id, token_mode=config.soo_token_mode,
-                               fixed_length=data_args.max_length, padding_side=side)
+        return SOOPairCollator(
+            pad_token_id=tokenizer.eos_token_id,
+            token_mode=config.soo_token_mode,
+            fixed_length=data_args.max_length,
+            padding_side=side,
+        )
     return SOOPairCollator(pad_token_id=tokenizer.pad_token_id, token_mode=config.soo_token_mode)
 
 
@@ -73,8 +94,9 @@ class _HeldoutBeforeCallback(TrainerCallback):
             write_json_atomic(self.path, self.summary)
 
 
-def run_finetuning(model_args, data_args, config: SOOConfig, config_path: str | None = None,
-                   callbacks: list | None = None) -> dict:
+def run_finetuning(
+    model_args, data_args, config: SOOConfig, config_path: str | None = None, callbacks: list | None = None
+) -> dict:
     """Train and save; returns {"heldout_before": ..., "heldout_after": ..., "train": ...}.
 
     On SIGUSR1/SIGTERM it saves a checkpoint and returns early with {"preempted": True, ...};
@@ -156,11 +178,19 @@ def _run(model_args, data_args, config: SOOConfig, config_path, preemption, call
         logger.info(
             "Model %s (%s), SOO %s at %s, token mode %s, lm_weight %g, soo_weight %g; LoRA %.2fM of %.1fM params; "
             "%d training pairs%s.",
-            model_args.model_name_or_path or "embedded SmolLM2-135M-Instruct", model_type,
-            config.soo_distance if config.soo_distance == "mse" else f"{config.soo_distance} ({config.soo_kl_positions})",
+            model_args.model_name_or_path or "embedded SmolLM2-135M-Instruct",
+            model_type,
+            config.soo_distance
+            if config.soo_distance == "mse"
+            else f"{config.soo_distance} ({config.soo_kl_positions})",
             trainer.capture.describe() if config.soo_distance == "mse" else "the output logits",
-            config.soo_token_mode, config.lm_weight, config.soo_weight, trainable / 1e6, total / 1e6,
-            len(train_dataset), f", {len(eval_dataset)} held-out pairs" if eval_dataset else "",
+            config.soo_token_mode,
+            config.lm_weight,
+            config.soo_weight,
+            trainable / 1e6,
+            total / 1e6,
+            len(train_dataset),
+            f", {len(eval_dataset)} held-out pairs" if eval_dataset else "",
         )
 
     output_dir = Path(config.output_dir)
@@ -189,11 +219,15 @@ def _run(model_args, data_args, config: SOOConfig, config_path, preemption, call
         checkpoint = output_dir / f"checkpoint-{trainer.state.global_step}"
         logger.warning(
             "Stopped by a signal at step %d of %d; checkpoint %s. Run again with the same --output_dir to resume.",
-            trainer.state.global_step, trainer.state.max_steps, checkpoint,
+            trainer.state.global_step,
+            trainer.state.max_steps,
+            checkpoint,
         )
         return {**results, "preempted": True, "checkpoint": str(checkpoint), "global_step": trainer.state.global_step}
     if eval_dataset is not None:
-        results["heldout_after"] = _heldout_summary(trainer.evaluate(metric_key_prefix="heldout_after"), "heldout_after")
+        results["heldout_after"] = _heldout_summary(
+            trainer.evaluate(metric_key_prefix="heldout_after"), "heldout_after"
+        )
 
     trainer.save_model()
     trainer.save_state()
@@ -221,25 +255,33 @@ def _run(model_args, data_args, config: SOOConfig, config_path, preemption, call
 
 def _before_after(before: dict, after: dict, key: str) -> list[str]:
     change = (after[key] - before[key]) / before[key] * 100 if before[key] else float("nan")
-    return [f"  before: {before[key]:.5f} ± {before[key + '_ci95']:.5f}",
-            f"  after:  {after[key]:.5f} ± {after[key + '_ci95']:.5f}   ({change:+.1f}%)"]
+    return [
+        f"  before: {before[key]:.5f} ± {before[key + '_ci95']:.5f}",
+        f"  after:  {after[key]:.5f} ± {after[key + '_ci95']:.5f}   ({change:+.1f}%)",
+    ]
 
 
 def format_heldout_report(results: dict, config: SOOConfig) -> str:
     before, after = results.get("heldout_before"), results.get("heldout_after")
-    lines = [f"Training: {results['train']['wall_seconds']:.0f} s, final train loss {results['train'].get('train_loss', float('nan')):.4g}"]
+    lines = [
+        f"Training: {results['train']['wall_seconds']:.0f} s, final train loss {results['train'].get('train_loss', float('nan')):.4g}"
+    ]
     if before and after:
         layers = ",".join(str(layer) for layer in config.soo_layers)
         where = f"layer {layers}, {config.soo_module}, {config.soo_token_mode} tokens"
         if config.soo_distance == "kl_logits":
-            lines += [f"Held-out SOO (KL(P_other || P_self) of the output distributions, {config.soo_kl_positions} "
-                      f"positions, summed per pair, n={before['soo_kl_logits_n']} pairs, mean ± 95% CI):",
-                      *_before_after(before, after, "soo_kl_logits"),
-                      f"Held-out latent MSE (self vs other, {where}; not trained): "
-                      f"before {before['soo_latent_mse']:.5f}, after {after['soo_latent_mse']:.5f}"]
+            lines += [
+                f"Held-out SOO (KL(P_other || P_self) of the output distributions, {config.soo_kl_positions} "
+                f"positions, summed per pair, n={before['soo_kl_logits_n']} pairs, mean ± 95% CI):",
+                *_before_after(before, after, "soo_kl_logits"),
+                f"Held-out latent MSE (self vs other, {where}; not trained): "
+                f"before {before['soo_latent_mse']:.5f}, after {after['soo_latent_mse']:.5f}",
+            ]
         else:
-            lines += [f"Held-out SOO (MSE self vs other, {where}, n={before['soo_loss_n']} pairs, mean ± 95% CI):",
-                      *_before_after(before, after, "soo_loss")]
+            lines += [
+                f"Held-out SOO (MSE self vs other, {where}, n={before['soo_loss_n']} pairs, mean ± 95% CI):",
+                *_before_after(before, after, "soo_loss"),
+            ]
         lines += [
             f"Activation spread (variance of the compared activations across tokens and prompts): "
             f"before {before['soo_act_spread']:.5f}, after {after['soo_act_spread']:.5f}",

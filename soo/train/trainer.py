@@ -28,7 +28,6 @@ from soo.train.config import SOOConfig
 from soo.train.distributed import zero_stage
 from soo.train.preemption import mark_checkpoint_complete
 
-
 logger = logging.getLogger("soo")
 
 # The logged name of the trained SOO term for each distance ("soo_loss" kept for MSE: earlier runs,
@@ -68,11 +67,16 @@ class SOOTrainer(Trainer):
             args.soo_early_exit and args.lm_weight == 0 and zero_stage(args) != 3 and args.soo_distance == "mse"
         )
         if args.soo_distance == "kl_logits":
-            logger.info("SOO distance kl_logits (%s positions): the loss needs the output logits, so every forward "
-                        "runs the whole model (no early exit).", args.soo_kl_positions)
+            logger.info(
+                "SOO distance kl_logits (%s positions): the loss needs the output logits, so every forward "
+                "runs the whole model (no early exit).",
+                args.soo_kl_positions,
+            )
         # [sum, sum of squares, count] per metric since the last log: exact means over pairs and
         # sequences, and the spread for a 95% interval, all summable across processes.
-        self._metric_stats = {mode: defaultdict(lambda: torch.zeros(3, dtype=torch.float64)) for mode in ("train", "eval")}
+        self._metric_stats = {
+            mode: defaultdict(lambda: torch.zeros(3, dtype=torch.float64)) for mode in ("train", "eval")
+        }
         self._eval_prefix = "eval"
         self._evaluating = False
 
@@ -148,7 +152,9 @@ class SOOTrainer(Trainer):
         # so that a job killed mid-save resumes from the previous checkpoint instead of a torn one.
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            mark_checkpoint_complete(os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"))
+            mark_checkpoint_complete(
+                os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            )
 
     def _record(self, mode: str, name: str, values: torch.Tensor) -> None:
         # On the host: the running sums live there, and a count made with torch.tensor() is a CPU

@@ -1,4 +1,5 @@
-"""Self/other prompt pairs: generation, invariant check and JSONL I/O.
+"""Self/other prompt pairs: generation, and the invariant every generated pair keeps (the two
+prompts differ only in who is referenced). Reading and writing pairs files: soo.data.pair_io.
 
 A pair is one dict (one JSONL line):
 
@@ -11,7 +12,7 @@ A pair is one dict (one JSONL line):
 
 ``agent`` is the other prompt's referent ("the user" in the general family); burglar pairs
 also carry ``item``, general pairs ``topic``, so that split disjointness can be audited.
-Only ``self_prompt`` and ``other_prompt`` are required by readers (``REQUIRED_KEYS``).
+Only ``self_prompt`` and ``other_prompt`` are required by readers (``pair_io.REQUIRED_KEYS``).
 
 Generation is exact and deterministic. Each family's space of unique pairs is a union of
 blocks, each a product of vocabulary axes (template x agent x item [x context fills]); a
@@ -28,15 +29,12 @@ sentence (the paper's form) and half start with one, spread evenly over the sent
 from __future__ import annotations
 
 import difflib
-import json
 import math
-import os
 import random
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from soo.core.prompts import contains_phrase
 from soo.data.templates import (
@@ -55,11 +53,6 @@ from soo.data.templates import (
 )
 
 FAMILIES = ("burglar", "general")
-REQUIRED_KEYS = ("self_prompt", "other_prompt")
-
-
-class PairDataError(ValueError):
-    """A pairs file that cannot be used; the message names the file and line."""
 
 
 # --- generation ---------------------------------------------------------------------------
@@ -220,9 +213,7 @@ def _generate_family(family: str, split: str, count: int, rng: random.Random) ->
     return records
 
 
-def generate_pairs(
-    n: int, seed: int, split: str = "train", families: Sequence[str] = FAMILIES
-) -> list[dict]:
+def generate_pairs(n: int, seed: int, split: str = "train", families: Sequence[str] = FAMILIES) -> list[dict]:
     """``n`` unique self/other pairs of ``split``, the same list for the same arguments.
 
     Raises ValueError for n <= 0, an unknown split or family, a repeated family, or when a
@@ -289,10 +280,34 @@ def released_pairs(split: str = "train", n: int | None = None) -> list[dict]:
     for index, item in enumerate(items[:n]):
         template = templates[index % len(templates)]
         self_prompt, other_prompt = template.render_pair(other_perspective(agent), item=item)
-        records.append({"id": f"{split}-released-{index:04d}", "family": "burglar", "template": template.id,
-                        "split": split, "self_prompt": self_prompt, "other_prompt": other_prompt,
-                        "agent": agent, "item": item})
+        records.append(
+            {
+                "id": f"{split}-released-{index:04d}",
+                "family": "burglar",
+                "template": template.id,
+                "split": split,
+                "self_prompt": self_prompt,
+                "other_prompt": other_prompt,
+                "agent": agent,
+                "item": item,
+            }
+        )
     return records
+
+
+def summarize(records: Sequence[Mapping]) -> str:
+    """A table of pair counts per family and template, with subtotals and a total."""
+    counts = Counter((str(r.get("family", "(none)")), str(r.get("template", "(none)"))) for r in records)
+    rows = [("family", "template", "pairs")]
+    for family in sorted({family for family, _ in counts}):
+        family_templates = sorted((t, c) for (f, t), c in counts.items() if f == family)
+        rows.extend((family, template, str(count)) for template, count in family_templates)
+        rows.append((family, "(all)", str(sum(count for _, count in family_templates))))
+    rows.append(("total", "", str(len(records))))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    return "\n".join(
+        f"{family:<{widths[0]}}  {template:<{widths[1]}}  {count:>{widths[2]}}" for family, template, count in rows
+    )
 
 
 # --- invariant: the two prompts differ only in who is referenced -------------------------
@@ -355,152 +370,3 @@ def reference_difference_problems(self_prompt: str, other_prompt: str, referent:
         for unagreed in re.finditer(pattern, prompt, re.IGNORECASE):
             problems.append(f"verb does not agree with its subject: {unagreed.group(0)!r}")
     return problems
-
-
-# --- JSONL I/O ----------------------------------------------------------------------------
-
-
-def check_pair_record(record, where: str) -> dict:
-    """One pair record, validated (PairDataError naming `where` otherwise): a JSON object with
-    non-empty string values for ``REQUIRED_KEYS`` and a self prompt that differs from its other
-    prompt; other keys are kept as they are."""
-    if not isinstance(record, dict):
-        raise PairDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    missing = [key for key in REQUIRED_KEYS if key not in record]
-    if missing:
-        raise PairDataError(
-            f"{where}: missing required key(s) {', '.join(missing)}; "
-            f"keys present: {', '.join(record) or '(none)'}"
-        )
-    for key in REQUIRED_KEYS:
-        value = record[key]
-        if not isinstance(value, str) or not value.strip():
-            raise PairDataError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
-    if record["self_prompt"] == record["other_prompt"]:
-        # Identical rows give identical activations: the pair's SOO term is always 0.
-        raise PairDataError(f"{where}: 'self_prompt' and 'other_prompt' are identical, so the pair "
-                            "carries no self/other difference (its SOO term is always 0)")
-    return record
-
-
-def read_pairs_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Records of a pairs JSONL file, validated; raises PairDataError naming file and line.
-
-    Blank lines are skipped. Every record is checked by ``check_pair_record``. A record without
-    "id" gets ``"line-<line number>"``.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise PairDataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise PairDataError(f"{path}: is a directory, not a pairs file") from None
-
-    records = []
-    for lineno, raw_line in enumerate(data.split(b"\n"), start=1):
-        where = f"{path}, line {lineno}"
-        try:
-            line = raw_line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise PairDataError(f"{where}: not valid UTF-8 ({error.reason})") from None
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PairDataError(f"{where}: invalid JSON: {error}") from None
-        record = check_pair_record(record, where)
-        if "id" not in record:
-            record = {"id": f"line-{lineno}", **record}
-        records.append(record)
-    if not records:
-        raise PairDataError(f"{path}: contains no pairs (the file is empty or blank)")
-    return records
-
-
-def load_pairs(source: str | os.PathLike, split: str = "train"):
-    """Pairs as a `datasets.Dataset`, every record validated (PairDataError naming the source).
-
-    `source` is a pairs JSONL file (checked line by line first, so an error names the file and
-    line; then read by `load_dataset("json")`, which caches it as Arrow and lets `Dataset.map`
-    cache the tokenization), a folder `load_dataset` reads (e.g. one written by
-    `generate_data.py --dataset_dir`; `split` picks the split), or a Hugging Face hub dataset id
-    (offline, as compute nodes run: fetched into the cache beforehand). Records without "id" get
-    "line-N" from a file (its line number) or "row-N" otherwise.
-    """
-    from datasets import load_dataset
-
-    path = Path(source)
-    if path.is_dir() and (path / f"{split}.jsonl").is_file():
-        # A folder of SPLIT.jsonl files (generate_data.py --dataset_dir): read the split's file as a
-        # file, so errors name its lines and an edited file is read again (load_dataset on the
-        # folder can return a stale cached copy when offline).
-        path = path / f"{split}.jsonl"
-    if path.is_file() or path.suffix in (".jsonl", ".json"):  # a missing file is "file not found", not a hub id
-        records = read_pairs_jsonl(path)
-        try:
-            dataset = load_dataset("json", data_files=str(path.resolve()), split="train")
-        except Exception as error:  # e.g. a key whose values have different types in different lines
-            raise PairDataError(f"{path}: the datasets library cannot read it as one table: {error}") from None
-        if len(dataset) != len(records):
-            raise PairDataError(f"{path}: the datasets library read {len(dataset)} records, the file has {len(records)}")
-        if "id" not in dataset.column_names or None in dataset["id"]:  # the ids read_pairs_jsonl gives (line-N)
-            ids = [record["id"] for record in records]
-            dataset = dataset.remove_columns([c for c in ("id",) if c in dataset.column_names]).add_column("id", ids)
-        return dataset
-    where = f"{source} (split {split})"
-    try:
-        dataset = load_dataset(str(source), split=split)
-    except Exception as error:
-        hint = (" (offline: fetch it on a machine with internet first, or pass a local JSONL file)"
-                if not path.exists() else "")
-        raise PairDataError(f"{where}: cannot load pairs: {str(error).splitlines()[0] if str(error) else type(error).__name__}{hint}") from None
-    for index, record in enumerate(dataset):
-        check_pair_record(record, f"{where}, row {index}")
-    if len(dataset) == 0:
-        raise PairDataError(f"{where}: contains no pairs")
-    if "id" not in dataset.column_names:
-        dataset = dataset.add_column("id", [f"row-{index}" for index in range(len(dataset))])
-    return dataset
-
-
-DATASET_CARD = "README.md"
-
-
-def write_dataset_card(folder: str | os.PathLike) -> Path:
-    """(Re)write FOLDER/README.md, a Hugging Face dataset card whose `configs` entry names every
-    SPLIT.jsonl in the folder, so `load_dataset(FOLDER)` returns those splits and the folder can be
-    pushed to the hub as it is (`hf upload USER/NAME FOLDER --repo-type dataset`)."""
-    from soo.core.io import write_text_atomic
-
-    folder = Path(folder)
-    splits = sorted(path.stem for path in folder.glob("*.jsonl"))
-    lines = ["---", "configs:", "- config_name: default", "  data_files:"]
-    for split in splits:
-        lines += [f"  - split: {split}", f"    path: {split}.jsonl"]
-    lines += ["task_categories:", "- text-generation", "tags:", "- self-other-overlap", "---", "",
-              "# Self/other prompt pairs for SOO fine-tuning", "",
-              "Written by `generate_data.py --dataset_dir` of the SOO fine-tuning toolkit. One JSON object per line:",
-              "`self_prompt` and `other_prompt` (required: the same situation about the model itself and about "
-              "another agent), `id`, `family`, `template`, `split` and the slots they were filled with. "
-              "Training and test splits use disjoint names and items.", "",
-              "Splits: " + ", ".join(f"`{split}` ({sum(1 for _ in (folder / f'{split}.jsonl').open(encoding='utf-8'))} pairs)"
-                                     for split in splits) + ".", ""]
-    return write_text_atomic(folder / DATASET_CARD, "\n".join(lines))
-
-
-def summarize(records: Sequence[Mapping]) -> str:
-    """A table of pair counts per family and template, with subtotals and a total."""
-    counts = Counter((str(r.get("family", "(none)")), str(r.get("template", "(none)"))) for r in records)
-    rows = [("family", "template", "pairs")]
-    for family in sorted({family for family, _ in counts}):
-        family_templates = sorted((t, c) for (f, t), c in counts.items() if f == family)
-        rows.extend((family, template, str(count)) for template, count in family_templates)
-        rows.append((family, "(all)", str(sum(count for _, count in family_templates))))
-    rows.append(("total", "", str(len(records))))
-    widths = [max(len(row[column]) for row in rows) for column in range(3)]
-    return "\n".join(
-        f"{family:<{widths[0]}}  {template:<{widths[1]}}  {count:>{widths[2]}}"
-        for family, template, count in rows
-    )
