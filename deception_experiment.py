@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from soo.core.cli import CommandParser, config_from, positive_int
+from soo.core.cli import CommandParser, config_from, fail, positive_int
 
 
 def build_parser() -> CommandParser:
@@ -99,8 +99,7 @@ def main(argv=None) -> int:
             config = config_from(OrganismConfig, args, output_dir=args.output_dir or f"outputs/organisms/{args.kind}")
             record = make_organism(config, progress=not args.no_progress)
         except (ValueError, ModelLoadError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return fail(error)
         print(format_organism(record))
     elif args.command == "separation":
         from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
@@ -111,8 +110,7 @@ def main(argv=None) -> int:
             path = resolve_model_path(args.model_name_or_path)
             tokenizer, model = load_tokenizer(path), load_model(path, dtype="float32").eval()
         except (ValueError, ModelLoadError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return fail(error)
         twins = training_twins(OrganismConfig(n_train_instances=args.n))
         states = [
             last_token_states(model, tokenizer, [twin[index] for twin in twins], args.answer_prefix) for index in (0, 1)
@@ -133,8 +131,7 @@ def main(argv=None) -> int:
                     raise ValueError(f"{path}: no such file (generate the pairs first, see --help)")
             outcome = run_experiment(config, progress=not args.no_progress)
         except (ValueError, ModelLoadError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return fail(error)
         if outcome["failed"]:
             print(
                 "failed cells (rerun the same command to retry):\n  " + "\n  ".join(outcome["failed"]), file=sys.stderr
@@ -149,8 +146,7 @@ def main(argv=None) -> int:
         roots = {Path(folder).name: ExperimentConfig(organism_dir=folder).root for folder in args.organisms}
         missing = [str(root) for root in roots.values() if not (root / "organism").is_dir()]
         if missing:
-            print(f"error: no experiment results in {', '.join(missing)} (run it first)", file=sys.stderr)
-            return 2
+            return fail(f"no experiment results in {', '.join(missing)} (run it first)")
         try:
             # JSON is YAML: one reader with one-line errors for both
             earlier = (
@@ -159,8 +155,7 @@ def main(argv=None) -> int:
                 else None
             )
         except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return fail(error)
         summaries = write_report(roots, Path(args.output_dir), earlier)
         print(markdown(summaries))
     return 0

@@ -29,7 +29,7 @@ import os
 import sys
 from pathlib import Path
 
-from soo.core.cli import CommandParser, config_from
+from soo.core.cli import CommandParser, config_from, fail
 
 
 def build_parser() -> CommandParser:
@@ -92,15 +92,13 @@ def main(argv=None) -> int:
         build_eval_prompts(args.scenarios, n=args.n, seed=args.seed)
         created = check_inputs(args)
     except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     config = config_from(EvalConfig, args)
     try:
         results = run_evaluation(config)
     except (AdapterMismatchError, ModelLoadError, PairDataError) as error:
         remove_empty_folders(created)  # e.g. the model could not be loaded: leave no empty output folder
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     print(Path(config.out_dir, "report.md").read_text(encoding="utf-8"))
     print(f"Report written to {config.out_dir}/ ({len(results['rates'])} rate rows).")
     return 0

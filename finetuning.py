@@ -29,9 +29,8 @@ checkpoint. --resume_from_checkpoint no starts over; a path resumes from that ch
   python finetuning.py --model_name_or_path /tmp/tiny --soo_layers 2 --max_steps 5 --use_cpu --output_dir /tmp/tiny-run
 """
 
-import sys
-
 from soo.core.capture import LayerResolutionError
+from soo.core.cli import fail
 from soo.core.modeling import ModelLoadError
 from soo.core.pair_batch import PromptTooLongError
 from soo.data.pair_io import PairDataError
@@ -46,14 +45,12 @@ def main(argv=None) -> int:
     try:  # an unknown flag or a bad --config file exits with status 2 inside the parser
         model_args, data_args, config, config_path = parse_finetuning_args(argv)
     except ValueError as error:  # a value the configs refuse (token mode, weights, ...)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     try:
         results = run_finetuning(model_args, data_args, config, config_path)
     except (PairDataError, ModelLoadError, LayerResolutionError, PromptTooLongError, FileNotFoundError) as error:
         # Input problems: one clear line, not a traceback from deep inside a library.
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     return PREEMPTED_EXIT_CODE if results.get("preempted") else 0
 
 

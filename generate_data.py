@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import sys
 
-from soo.core.cli import CommandParser, positive_int
+from soo.core.cli import CommandParser, fail, positive_int
 from soo.core.io import write_jsonl_atomic
 from soo.data.pair_generation import FAMILIES, generate_pairs, released_pairs, summarize
 from soo.data.pair_io import write_dataset_card
@@ -107,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             write_dataset_card(args.dataset_dir)
     except OSError as error:  # a folder that cannot be created, a directory in the way, no permission
         where = f" ({error.filename})" if error.filename and str(error.filename) != str(out) else ""
-        print(f"error: cannot write {out}: {error.strerror or error}{where}", file=sys.stderr)
-        return 2
+        return fail(f"cannot write {out}: {error.strerror or error}{where}")
     print(summarize(records))
     print(
         f"wrote {len(records)} pairs to {path}"

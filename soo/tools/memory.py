@@ -31,7 +31,7 @@ import json
 import sys
 from pathlib import Path
 
-from soo.core.cli import CommandParser
+from soo.core.cli import CommandParser, fail
 from soo.tools.memory_estimate import (
     CUDA_OVERHEAD_GIB,
     DTYPE_BYTES,
@@ -326,8 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             overhead_gib=args.overhead_gib,
         )
     except MemoryPlanError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
     return 0
 

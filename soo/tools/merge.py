@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from soo.core.cli import CommandParser
+from soo.core.cli import CommandParser, fail
 
 
 class OutputDirError(OSError):
@@ -86,8 +86,7 @@ def main(argv=None) -> int:
     try:
         target = merge_adapter(args.adapter_dir, args.output_dir, args.model_name_or_path, args.dtype)
     except (ModelLoadError, OutputDirError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     print(f"Merged model saved to {target}")
     return 0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from soo.core.cli import CommandParser
+from soo.core.cli import CommandParser, fail
 
 ARCHITECTURES = ("llama", "mistral", "gemma2", "gemma3", "qwen2")
 TINY_NUM_LAYERS = 4
@@ -132,14 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir)
     # Checked before building anything: given a file, transformers only logs and writes no model.
     if out_dir.exists() and not out_dir.is_dir():
-        print(f"error: the output folder {out_dir} exists and is not a folder", file=sys.stderr)
-        return 2
+        return fail(f"the output folder {out_dir} exists and is not a folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         where = f" ({error.filename})" if error.filename and str(error.filename) != str(out_dir) else ""
-        print(f"error: cannot create the output folder {out_dir}: {error.strerror or error}{where}", file=sys.stderr)
-        return 2
+        return fail(f"cannot create the output folder {out_dir}: {error.strerror or error}{where}")
     path = write_tiny_model(out_dir, args.arch, args.seed)
     print(f"Wrote a tiny {args.arch} model ({TINY_NUM_LAYERS} layers) and tokenizer to {path}")
     return 0
