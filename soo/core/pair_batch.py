@@ -152,11 +152,11 @@ class SOOPairCollator:
         self_rows = [feature["self_input_ids"] for feature in features]
         other_rows = [feature["other_input_ids"] for feature in features]
         rows = self_rows + other_rows
-        width = max(len(row) for row in rows) if self.fixed_length is None else self.fixed_length
-        if max(len(row) for row in rows) > width:
+        longest = max(len(row) for row in rows)
+        width = longest if self.fixed_length is None else self.fixed_length
+        if longest > width:
             raise PromptTooLongError(
-                f"a prompt of {max(len(row) for row in rows)} tokens does not fit the "
-                f"fixed length {width}; raise --max_length."
+                f"a prompt of {longest} tokens does not fit the fixed length {width}; raise --max_length."
             )
         pad = left_padded if self.padding_side == "left" else right_padded
         input_ids, attention_mask = pad(rows, self.pad_token_id, width)
