@@ -1,7 +1,7 @@
 """Self-Other Overlap (SOO) fine-tuning of language models (Carauleanu et al. 2024, arXiv 2412.16325).
 
 Packages in pipeline order; each package's docstring is its module map. Imports point one way:
-core <- data <- train, eval <- organism, sweep, tools; rl uses core only. Evaluation never imports training.
+core <- data <- train, eval <- organism, sweep, tools, subliminal; rl uses core only. Evaluation never imports training.
 
   core   what every stage shares: model loading, prompt formatting, pair batching, the SOO
          distance and activation capture, statistics, atomic files
@@ -12,6 +12,7 @@ core <- data <- train, eval <- organism, sweep, tools; rl uses core only. Evalua
   sweep  grids of fine-tuning settings (layers x seeds x weights, controls) as train -> evaluate cells
   tools  stand-alone commands: memory plan, adapter merge, tiny test models
   rl     SOO in the physical deception task (MADDPG)
+  subliminal  subliminal learning (Cloud et al. 2025): the auxiliary-logit mechanism on digits
 
 Entry points are the scripts at the repository root: generate_data.py, finetuning.py,
 evaluate.py, rl_deception.py, deception_experiment.py, sweep.py.

@@ -20,6 +20,7 @@ ALLOWED = {
     "organism": {"core", "data", "train", "eval"},
     "tools": {"core", "data", "train", "eval"},
     "sweep": {"core", "data", "train", "eval"},
+    "subliminal": {"core", "data", "train", "eval"},
 }
 
 
