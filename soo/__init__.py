@@ -12,8 +12,9 @@ core <- data <- train, eval <- organism, sweep, tools, subliminal; rl uses core 
   sweep  grids of fine-tuning settings (layers x seeds x weights, controls) as train -> evaluate cells
   tools  stand-alone commands: memory plan, adapter merge, tiny test models
   rl     SOO in the physical deception task (MADDPG)
-  subliminal  subliminal learning (Cloud et al. 2025): the auxiliary-logit mechanism on digits
+  subliminal  subliminal learning: teacher -> number sequences -> student -> trait, and its
+         mechanism's positive control
 
 Entry points are the scripts at the repository root: generate_data.py, finetuning.py,
-evaluate.py, rl_deception.py, deception_experiment.py, sweep.py.
+evaluate.py, rl_deception.py, deception_experiment.py, sweep.py, subliminal.py.
 """

@@ -25,6 +25,7 @@ def _parser_factories():
     import evaluate
     import generate_data
     import rl_deception
+    import subliminal
     import sweep
     from soo.train.config import build_parser as finetuning_parser
 
@@ -35,6 +36,7 @@ def _parser_factories():
         "rl_deception.py": rl_deception.build_parser,
         "deception_experiment.py": deception_experiment.build_parser,
         "sweep.py": sweep.build_parser,
+        "subliminal.py": subliminal.build_parser,
     }
 
 
@@ -57,6 +59,13 @@ COMMANDS = {
     ("sweep.py", "report"): (["spec.yaml"], None),
     ("sweep.py", "submit"): (["spec.yaml"], ("throttle", 3, "2", 2)),
     ("sweep.py", "run-cell"): (["spec.yaml", "--index", "0"], None),
+    ("subliminal.py", "mechanism"): ([], ("aux_logits", 4, "5", 5)),
+    ("subliminal.py", "generate"): (["--output_file", "raw.jsonl"], ("n_prompts", 3, "4", 4)),
+    ("subliminal.py", "filter"): (["--input_file", "a", "--output_file", "b"], ("max_kept", 3, "4", 4)),
+    ("subliminal.py", "train"): (["--train_file", "a", "--output_dir", "b"], ("lora_r", 3, "4", 4)),
+    ("subliminal.py", "evaluate"): ([], ("samples_per_question", 3, "4", 4)),
+    ("subliminal.py", "run"): ([], ("n_prompts", 3, "4", 4)),
+    ("subliminal.py", "report"): ([], ("output_dir", "a", "b", "b")),
 }
 
 

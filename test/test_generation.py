@@ -112,12 +112,12 @@ def test_equality_check_detects_a_missing_attention_mask(make_model, tokenizer, 
     """The comparison above has power: attending to the left padding changes the outputs."""
     model = make_model("llama")
     sequential = generate_one_at_a_time(model, tokenizer, PROMPTS, DECODING, progress=False)
-    original = generation._greedy_generate
+    original = generation._generate
 
     def unmasked_generate(model, ids, mask, decoding, pad, cache=None):
         return original(model, ids, torch.ones_like(mask), decoding, pad, cache=cache)
 
-    monkeypatch.setattr(generation, "_greedy_generate", unmasked_generate)
+    monkeypatch.setattr(generation, "_generate", unmasked_generate)
     unmasked = generate_batched(model, tokenizer, PROMPTS, DECODING, progress=False)
     assert unmasked != sequential
 

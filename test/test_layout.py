@@ -108,8 +108,8 @@ def test_no_module_imports_another_modules_private_names():
 
 def test_the_private_name_checker_sees_one_inside_a_function(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from soo.eval.generation import DecodingConfig, _greedy_generate\n")
-    assert private_names_imported(module) == ["soo.eval.generation._greedy_generate"]
+    module.write_text("def f():\n    from soo.eval.generation import DecodingConfig, _generate\n")
+    assert private_names_imported(module) == ["soo.eval.generation._generate"]
 
 
 def test_the_inspect_task_scores_without_evaluates_engine():

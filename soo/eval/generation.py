@@ -1,8 +1,11 @@
-"""Batched greedy generation (one prompt at a time kept as the reference).
+"""Batched generation, greedy by default (one prompt at a time kept as the reference).
 
 Decoding is greedy (``do_sample=False``), as in the paper's evaluation protocol (the official code
 generates with greedy decoding): a response is a deterministic function of (model, prompt,
 decoding settings), which is what makes the cache and the batched/sequential comparison meaningful.
+``temperature > 0`` samples instead (subliminal learning's teachers and trait questions, T = 1):
+pure sampling from the softmax at that temperature, no top-k/top-p; reproducible only for a fixed
+torch seed and batch composition (``soo.subliminal.teacher`` seeds each fixed chunk).
 
 Batching. Prompts are formatted with the chat template (``soo.core.prompts.format_prompt``, the one place
 that knows how a prompt is wrapped), sorted by their token ids so a batch holds prompts of one
@@ -48,7 +51,7 @@ from soo.eval.prefix_cache import forward_arguments, shared_prefix, split_padded
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    """How responses are generated. Always greedy (``do_sample=False``): the paper's protocol.
+    """How responses are generated: greedy (``temperature`` 0, the paper's protocol) or sampled.
 
     ``batch_size`` is deliberately NOT part of `key_fields` (so not of the cache key): greedy
     decoding does not depend on how prompts are grouped, and re-generating everything because
@@ -61,8 +64,11 @@ class DecodingConfig:
     batch_size: int = 16
     use_chat_template: bool = True
     system_prompt: str | None = None
+    temperature: float = 0.0  # 0: greedy; > 0: sampling at this temperature
 
     def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}.")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
         if self.batch_size < 1:
@@ -71,7 +77,8 @@ class DecodingConfig:
     def key_fields(self) -> dict:
         """Everything that can change a response (the cache key); batch_size is excluded, see above."""
         return {
-            "decoding": "greedy",
+            # Greedy keys stay as they were before sampling existed, so older caches still match.
+            "decoding": "greedy" if self.temperature == 0 else f"sampled T={self.temperature:g}",
             "max_new_tokens": self.max_new_tokens,
             "use_chat_template": self.use_chat_template,
             "system_prompt": self.system_prompt,
@@ -88,7 +95,7 @@ def format_generation_prompt(tokenizer, prompt: str, decoding: DecodingConfig) -
 # --------------------------------------------------------------------------------------------
 
 
-def _greedy_generate(
+def _generate(
     model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -96,7 +103,8 @@ def _greedy_generate(
     pad_token_id: int,
     cache=None,
 ) -> torch.Tensor:
-    """One `generate` call, greedy; returns only the new tokens ([batch, <= max_new_tokens]).
+    """One `generate` call (greedy, or sampled at `decoding.temperature`); returns only the new
+    tokens ([batch, <= max_new_tokens]).
 
     `cache`: the KV cache of the first tokens of every row (`soo.eval.prefix_cache`); generate then
     runs only the rest of `input_ids` in its prefill.
@@ -113,12 +121,18 @@ def _greedy_generate(
     saved_max_length = generation_config.max_length
     generation_config.max_length = None
     passed = {forward_arguments(model)[0]: cache} if cache is not None else {}
+    # Sampling is pure softmax sampling: the model's own top_k/top_p defaults are switched off.
+    sampling = (
+        {"do_sample": True, "temperature": decoding.temperature, "top_k": 0, "top_p": 1.0}
+        if decoding.temperature > 0
+        else {"do_sample": False}
+    )
     try:
         output = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
-            do_sample=False,
             num_beams=1,
+            **sampling,
             max_new_tokens=decoding.max_new_tokens,
             pad_token_id=pad_token_id,
             **passed,
@@ -186,7 +200,7 @@ def generate_batched(
                 else (0, None)
             )
             input_ids, attention_mask = split_padded(rows, shared, pad_token_id)
-            new_tokens = _greedy_generate(model, input_ids, attention_mask, decoding, pad_token_id, cache=cache)
+            new_tokens = _generate(model, input_ids, attention_mask, decoding, pad_token_id, cache=cache)
             texts = _decode_new_tokens(tokenizer, new_tokens, eos_ids)
             for index, text in zip(batch, texts):
                 results[index] = text
@@ -213,7 +227,7 @@ def generate_one_at_a_time(
     with eval_mode(model), torch.inference_mode(), bar:
         for prompt in prompts:
             ids = torch.tensor([format_generation_prompt(tokenizer, prompt, decoding)], dtype=torch.long)
-            new_tokens = _greedy_generate(model, ids, torch.ones_like(ids), decoding, pad_token_id)
+            new_tokens = _generate(model, ids, torch.ones_like(ids), decoding, pad_token_id)
             results.extend(_decode_new_tokens(tokenizer, new_tokens, eos_ids))
             bar.update(1)
     return results
