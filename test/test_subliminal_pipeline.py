@@ -4,6 +4,7 @@ CLI's one-line errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -112,6 +113,8 @@ def test_the_whole_chain_runs_resumes_and_reports(tiny_model_dir, tmp_path, monk
     stamps = {path: path.stat().st_mtime_ns for path in root.rglob("eval.json")}
     run_subliminal(config, progress=False, log=lambda *_: None)  # everything reused
     assert {path: path.stat().st_mtime_ns for path in root.rglob("eval.json")} == stamps
+    with pytest.raises(ValueError, match="evaluated with other settings"):  # no silent mix of settings
+        run_subliminal(dataclasses.replace(config, samples_per_question=3), progress=False, log=lambda *_: None)
     summary = write_report(root, tmp_path / "report")
     owl = summary["animals"]["owl"]
     assert owl["paired_difference"]["rate"]["seeds"] == [0, 1, 2]

@@ -111,7 +111,7 @@ def kept_file(config: SubliminalExperimentConfig, teacher: str) -> Path:
 def filter_teacher(config: SubliminalExperimentConfig, teacher: str, log=print) -> int:
     """Filter the teacher's raw answers (no cap: the common count is applied at training)."""
     raw = config.root / "teachers" / teacher / "raw.jsonl"
-    kept, rejected, counts = filter_records(read_records(raw))
+    kept, rejected, counts = filter_records(read_records(raw)[: config.n_prompts])
     write_jsonl_atomic(rejected_path(kept_file(config, teacher)), rejected)
     write_jsonl_atomic(kept_file(config, teacher), kept)
     write_json_atomic(raw.parent / "filter.json", counts)
@@ -120,6 +120,7 @@ def filter_teacher(config: SubliminalExperimentConfig, teacher: str, log=print) 
 
 
 def evaluate_model(config: SubliminalExperimentConfig, adapter: Path | None, progress: bool) -> dict:
+    """The trait evaluation of the base model (adapter None) or a student, with its settings."""
     from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
     from soo.subliminal.evaluation import evaluate_trait
 
@@ -129,7 +130,17 @@ def evaluate_model(config: SubliminalExperimentConfig, adapter: Path | None, pro
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
-    return evaluate_trait(model.eval(), tokenizer, config.eval_config(), progress=progress)
+    results = evaluate_trait(model.eval(), tokenizer, config.eval_config(), progress=progress)
+    return {"eval_config": asdict(config.eval_config()), **results}
+
+
+def needs_evaluation(config: SubliminalExperimentConfig, path: Path) -> bool:
+    """True if `path` is missing; refuses an evaluation made with other settings."""
+    if not path.is_file():
+        return True
+    if json.loads(path.read_text(encoding="utf-8")).get("eval_config") != asdict(config.eval_config()):
+        raise ValueError(f"{path} was evaluated with other settings; use a new --output_dir")
+    return False
 
 
 def run_subliminal(config: SubliminalExperimentConfig, progress: bool = True, log=print) -> dict:
@@ -148,7 +159,7 @@ def run_subliminal(config: SubliminalExperimentConfig, progress: bool = True, lo
         raise ValueError(f"a teacher kept no examples ({counts}); more prompts or another temperature")
     log(f"kept per teacher: {counts}; every student trains on the first {n_examples}")
     base_eval = config.root / "base" / EVAL_FILE
-    if not base_eval.is_file():
+    if needs_evaluation(config, base_eval):
         log("evaluating the base model")
         write_json_atomic(base_eval, evaluate_model(config, None, progress))
     for seed in config.seeds:
@@ -170,7 +181,7 @@ def run_subliminal(config: SubliminalExperimentConfig, progress: bool = True, lo
                 log(f"training student of {teacher}, seed {seed}")
                 record = train_student(student, progress=progress)
                 log(f"  {record['steps']} steps in {record['train_seconds']} s, loss {record['final_loss']}")
-            if not (folder / EVAL_FILE).is_file():
+            if needs_evaluation(config, folder / EVAL_FILE):
                 log(f"evaluating student of {teacher}, seed {seed}")
                 write_json_atomic(folder / EVAL_FILE, evaluate_model(config, folder, progress))
     return {"examples": n_examples, "kept": counts}
