@@ -17,7 +17,10 @@ Layout under `output_dir`:
   teachers/<teacher>/raw.jsonl, kept.jsonl, kept.rejected.jsonl, filter.json
   students/<teacher>/seed<s>/  adapter, student.json, eval.json
   base/eval.json
-A stage whose output exists is reused, so rerunning the command continues a killed run.
+A stage whose output exists is reused, so rerunning the command continues a killed run; one made
+with other settings is refused. Evaluations count every candidate animal, so a target added
+later (`--animals owl dolphin` after `--animals owl`) reuses them; pass a `--max_examples` below
+every teacher's kept count so that the common count, and with it the existing students, stay.
 """
 
 from __future__ import annotations
@@ -94,8 +97,10 @@ class SubliminalExperimentConfig:
         )
 
     def eval_config(self) -> TraitEvalConfig:
+        # Every candidate's rate is counted from the same answers: adding a target animal later
+        # reuses every evaluation already made.
         return TraitEvalConfig(
-            animals=list(self.animals),
+            animals=list(CANDIDATES),
             samples_per_question=self.samples_per_question,
             n_questions=self.n_questions,
         )
