@@ -20,7 +20,7 @@
 #   mkdir -p logs
 #   sbatch -A project_xxx submit_subliminal.sh teachers
 #   sbatch -A project_xxx --array=0-2 --dependency=afterok:JOBID submit_subliminal.sh students
-#   sbatch -A project_xxx --partition=small --gres=none --cpus-per-task=1 --mem=4G --time=30 \
+#   sbatch -A project_xxx --partition=small --gres=none --cpus-per-task=1 --mem-per-cpu=4G --time=30 \
 #     --dependency=afterany:ARRAYJOBID submit_subliminal.sh report
 #
 # Every stage is resumable: generation appends whole chunks (rerunning continues), a finished
@@ -32,8 +32,8 @@
 #   student: micro-batch 22 does NOT fit (~51-72 GiB estimated, no activation checkpointing);
 #            micro-batch 6 x accumulation 11 = 66 (the published 22 x 3) fits, ~27 GiB at 192 tokens;
 #   teacher: 7B fp16 generation at batch 256 ~21 GiB (weights 14.2 GiB + KV cache + prefill).
-# Needs fp16 weights on the GPU in `generate`, `train` and `evaluate`: see docs/subliminal.md for
-# what the code does today on a V100 (read it before the first run).
+# generate, train and evaluate run in fp16 on a V100 (soo.core.modeling.accelerator_dtype; no bf16
+# there, fp32 does not fit): check the first job's keep rates and losses for overflow (nan).
 #
 # Environment overrides (defaults in brackets):
 #   SUBLIMINAL_OUTPUT_DIR    [outputs/subliminal/qwen2.5-7b]   the experiment's folder
@@ -151,7 +151,8 @@ submit_all() {  # outside Slurm: the three jobs with their dependencies; "$@" go
   teachers_job="$(submit_job "$@" submit_subliminal.sh teachers)" || exit 2
   students_job="$(submit_job "$@" "$array" --output=logs/%x-%A_%a.out --dependency="afterok:$teachers_job" \
     --kill-on-invalid-dep=yes submit_subliminal.sh students)" || exit 2
-  submit_job "$@" --partition=small --gres=none --cpus-per-task=1 --mem=4G --time=30 \
+  # The report on CPU; --mem-per-cpu, not --mem: sbatch refuses both, and the #SBATCH lines set the former.
+  submit_job "$@" --partition=small --gres=none --cpus-per-task=1 --mem-per-cpu=4G --time=30 \
     --dependency="afterany:$students_job" --kill-on-invalid-dep=yes submit_subliminal.sh report >/dev/null || exit 2
   if [ "$dry_run" = 1 ]; then
     echo "dry run: nothing submitted (the sbatch lines are above)"

@@ -196,6 +196,7 @@ def test_submit_chains_three_jobs_with_dependencies(submit_dir, tmp_path):
     job_ids = re.findall(r"teachers (\d+), students (\d+)", result.stdout)[0]
     assert f"--dependency=afterok:{job_ids[0]}" in calls[1] and "--array=0-3" in calls[1]
     assert f"--dependency=afterany:{job_ids[1]}" in calls[2] and "--partition=small" in calls[2]
+    assert not any(arg.startswith("--mem=") for call in calls for arg in call)  # #SBATCH sets --mem-per-cpu
     assert (submit_dir / "logs").is_dir()
 
 
