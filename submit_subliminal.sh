@@ -19,7 +19,7 @@
 # Or one stage by hand (the same as `submit` does):
 #   mkdir -p logs
 #   sbatch -A project_xxx submit_subliminal.sh teachers
-#   sbatch -A project_xxx --array=0-2 --dependency=afterok:JOBID submit_subliminal.sh students
+#   sbatch -A project_xxx --array=0-2 --output=logs/%x-%A_%a.out --dependency=afterok:JOBID submit_subliminal.sh students
 #   sbatch -A project_xxx --partition=small --gres=none --cpus-per-task=1 --mem-per-cpu=4G --time=30 \
 #     --dependency=afterany:ARRAYJOBID submit_subliminal.sh report
 #
