@@ -78,7 +78,13 @@ def _filter(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
+    from soo.core.modeling import (
+        accelerator_dtype,
+        inference_device_map,
+        load_model,
+        load_tokenizer,
+        resolve_model_path,
+    )
     from soo.eval.engine import check_adapter_base
     from soo.subliminal.evaluation import TraitEvalConfig, evaluate_trait, format_trait
 
@@ -86,7 +92,8 @@ def _evaluate(args) -> int:
     path = resolve_model_path(args.model_name_or_path)
     if args.adapter:
         check_adapter_base(args.adapter, path)
-    tokenizer, model = load_tokenizer(path), load_model(path, dtype="float32")
+    tokenizer = load_tokenizer(path)
+    model = load_model(path, dtype=accelerator_dtype(), device_map=inference_device_map())
     if args.adapter:
         from peft import PeftModel
 

@@ -99,6 +99,7 @@ def test_bundled_architectures_have_the_published_sizes():
         "google/gemma-3-4b-it": 4_300_079_472,
         "meta-llama/Llama-3.2-1B-Instruct": 1_235_814_400,
         "mistralai/Mistral-7B-Instruct-v0.2": 7_241_732_096,
+        "Qwen/Qwen2.5-7B-Instruct": 7_615_616_512,
         memory_model.EMBEDDED_ARCHITECTURE: 134_515_008,
     }
     assert sorted(expected) == memory_model.bundled_hub_ids()
@@ -107,6 +108,7 @@ def test_bundled_architectures_have_the_published_sizes():
         "google/gemma-2-2b-it",
         "meta-llama/Llama-3.2-1B-Instruct",
         "mistralai/Mistral-7B-Instruct-v0.2",
+        "Qwen/Qwen2.5-7B-Instruct",
         memory_model.EMBEDDED_ARCHITECTURE,
     ):
         config = memory_model.load_bundled_config(memory_model.bundled_config_path(hub_id))

@@ -120,3 +120,17 @@ def test_evaluation_puts_the_model_on_the_gpus_when_there_are_any(monkeypatch, t
     assert seen == {"device_map": "auto"}
     monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: False)
     assert modeling.inference_device_map() is None
+
+
+@pytest.mark.parametrize(
+    ("cuda", "native_bf16", "expected"),
+    [(False, False, "float32"), (True, False, "float16"), (True, True, "bfloat16")],
+    ids=["cpu", "v100", "ampere"],
+)
+def test_accelerator_dtype_is_fp16_where_bf16_is_only_emulated(monkeypatch, cuda, native_bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    # A V100 answers True when emulation counts (torch's default), False natively.
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or native_bf16
+    )
+    assert modeling.accelerator_dtype() == expected

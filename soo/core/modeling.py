@@ -176,6 +176,15 @@ def load_model(
         return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
 
 
+def accelerator_dtype() -> str:
+    """The dtype a model runs in where it runs: float32 on the CPU; on a GPU bfloat16 where the GPU
+    has it natively (Ampere or newer), else float16 (V100). Not torch's plain
+    is_bf16_supported(): it says True on a V100, where bf16 is only emulated."""
+    if not torch.cuda.is_available():
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
+
+
 def inference_device_map() -> str | None:
     """Where evaluation puts a model: on the GPUs when there are any ("auto": one GPU when it fits,
     else split across the visible ones), else the CPU (None: from_pretrained's default)."""

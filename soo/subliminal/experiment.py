@@ -126,11 +126,18 @@ def filter_teacher(config: SubliminalExperimentConfig, teacher: str, log=print) 
 
 def evaluate_model(config: SubliminalExperimentConfig, adapter: Path | None, progress: bool) -> dict:
     """The trait evaluation of the base model (adapter None) or a student, with its settings."""
-    from soo.core.modeling import load_model, load_tokenizer, resolve_model_path
+    from soo.core.modeling import (
+        accelerator_dtype,
+        inference_device_map,
+        load_model,
+        load_tokenizer,
+        resolve_model_path,
+    )
     from soo.subliminal.evaluation import evaluate_trait
 
     path = resolve_model_path(config.model_name_or_path)
-    tokenizer, model = load_tokenizer(path), load_model(path, dtype="float32")
+    tokenizer = load_tokenizer(path)
+    model = load_model(path, dtype=accelerator_dtype(), device_map=inference_device_map())
     if adapter is not None:
         from peft import PeftModel
 

@@ -119,11 +119,11 @@ def _append(path: Path, records: list[dict]) -> None:
 def _hf_sampler(config: TeacherConfig, model_path: str):
     import torch
 
-    from soo.core.modeling import load_model, load_tokenizer
+    from soo.core.modeling import accelerator_dtype, inference_device_map, load_model, load_tokenizer
     from soo.eval.generation import DecodingConfig, generate_batched
 
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, dtype="float32" if not torch.cuda.is_available() else "bfloat16")
+    model = load_model(model_path, dtype=accelerator_dtype(), device_map=inference_device_map())
     if config.adapter:
         from peft import PeftModel
 
