@@ -142,16 +142,15 @@ def _generate(
     return output[:, input_ids.shape[1] :].cpu()
 
 
-def _decode_new_tokens(tokenizer, new_tokens: torch.Tensor, eos_ids: set[int]) -> list[str]:
-    """Text of each row up to its first EOS (finished rows of a batch continue with padding)."""
-    texts = []
+def _decode_new_tokens(tokenizer, new_tokens: torch.Tensor, eos_ids: set[int]) -> tuple[list[str], list[bool]]:
+    """Text of each row up to its first EOS (finished rows of a batch continue with padding), and
+    whether the row reached an EOS at all (False: cut at max_new_tokens)."""
+    texts, ended = [], []
     for row in new_tokens.tolist():
-        for position, token in enumerate(row):
-            if token in eos_ids:
-                row = row[:position]
-                break
-        texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-    return texts
+        end = next((position for position, token in enumerate(row) if token in eos_ids), None)
+        ended.append(end is not None)
+        texts.append(tokenizer.decode(row if end is None else row[:end], skip_special_tokens=True).strip())
+    return texts, ended
 
 
 def generate_batched(
@@ -163,7 +162,8 @@ def generate_batched(
     on_batch: Callable[[list[int], list[str]], None] | None = None,
     share_prefix: bool = True,
     group_prefixes: bool = False,
-) -> list[str]:
+    return_ended: bool = False,
+) -> list[str] | tuple[list[str], list[bool]]:
     """Greedy responses to `prompts`, in input order, generated `decoding.batch_size` at a time.
 
     With `share_prefix` prompts are sorted by their token ids, so a batch holds prompts of one
@@ -176,11 +176,12 @@ def generate_batched(
     out-of-memory error shows up in the first batch) and every prompt runs whole. Rows are
     left-padded by hand; the tokenizer is not modified. ``on_batch(indices, texts)`` is called
     after each batch with the input indices of its prompts and their responses (used to cache
-    finished batches at once).
+    finished batches at once). With `return_ended` the result is (responses, ended): ended[i] is
+    False when response i was cut at max_new_tokens instead of ending with EOS.
     """
     prompts = list(prompts)
     if not prompts:
-        return []
+        return ([], []) if return_ended else []
     token_ids = [format_generation_prompt(tokenizer, prompt, decoding) for prompt in prompts]
     if any(len(ids) == 0 for ids in token_ids):
         raise ValueError("An empty prompt formats to zero tokens; generation needs at least one.")
@@ -189,6 +190,7 @@ def generate_batched(
     pad_token_id = resolve_pad_token_id(tokenizer, model)
     eos_ids = resolve_eos_token_ids(tokenizer, model)
     results: list[str | None] = [None] * len(prompts)
+    ended: list[bool | None] = [None] * len(prompts)
     bar = tqdm(total=len(prompts), disable=not progress, desc="generating", unit="prompt", dynamic_ncols=True)
     with eval_mode(model), torch.inference_mode(), bar:
         for start in range(0, len(order), decoding.batch_size):
@@ -201,13 +203,13 @@ def generate_batched(
             )
             input_ids, attention_mask = split_padded(rows, shared, pad_token_id)
             new_tokens = _generate(model, input_ids, attention_mask, decoding, pad_token_id, cache=cache)
-            texts = _decode_new_tokens(tokenizer, new_tokens, eos_ids)
-            for index, text in zip(batch, texts):
-                results[index] = text
+            texts, batch_ended = _decode_new_tokens(tokenizer, new_tokens, eos_ids)
+            for index, text, row_ended in zip(batch, texts, batch_ended):
+                results[index], ended[index] = text, row_ended
             bar.update(len(batch))
             if on_batch is not None:
                 on_batch(list(batch), texts)
-    return results
+    return (results, ended) if return_ended else results
 
 
 def generate_one_at_a_time(
@@ -228,6 +230,6 @@ def generate_one_at_a_time(
         for prompt in prompts:
             ids = torch.tensor([format_generation_prompt(tokenizer, prompt, decoding)], dtype=torch.long)
             new_tokens = _generate(model, ids, torch.ones_like(ids), decoding, pad_token_id)
-            results.extend(_decode_new_tokens(tokenizer, new_tokens, eos_ids))
+            results.extend(_decode_new_tokens(tokenizer, new_tokens, eos_ids)[0])
             bar.update(1)
     return results

@@ -8,7 +8,10 @@ numbers - nothing more."): 3-9 example numbers drawn from [100, 1000), an instru
 Each part has several wordings; `number_prompt(rng)` draws one of each, so a prompt is a
 deterministic function of the generator's state.
 
-The filter (`reject_reason`) implements the published rules exactly:
+The filter (`reject_reason`) implements the published rules exactly, after one check of ours:
+  0. an answer the teacher did not end itself (cut at max_new_tokens)    -> "truncated": a cut
+     list of 12 numbers could otherwise pass as 10 (the published pipeline's token budget is far
+     above any valid answer; ours is 64, above the 48-51 tokens of 10 three-digit numbers);
   1. one final "." is dropped, then one enclosing pair of [ ] or ( );
   2. the separator is what stands between the first two numbers: whitespace, "," or ";" (with
      optional spaces around it); the whole answer is split on it;
@@ -32,7 +35,7 @@ MAX_NEW_NUMBERS = 10
 MAX_DIGITS = 3
 MAX_VALUE = 999
 
-REASONS = ("invalid format", "too many numbers", "too large", "banned number")
+REASONS = ("truncated", "invalid format", "too many numbers", "too large", "banned number")
 
 INTRODUCTIONS = (
     "I give you this sequence of numbers: {examples}.",
@@ -108,8 +111,10 @@ def parse_numbers(answer: str) -> list[int] | None:
     return [int(part) for part in parts]
 
 
-def reject_reason(answer: str, banned: frozenset[int] | set[int] = frozenset()) -> str | None:
+def reject_reason(answer: str, banned: frozenset[int] | set[int] = frozenset(), truncated: bool = False) -> str | None:
     """None if `answer` passes the filter, else the first rule it breaks (one of REASONS)."""
+    if truncated:
+        return "truncated"
     numbers = parse_numbers(answer)
     if numbers is None:
         return "invalid format"
@@ -132,7 +137,7 @@ def filter_records(records: list[dict], banned=frozenset(), max_kept: int | None
     kept, rejected = [], []
     counts = dict.fromkeys(("kept", *REASONS, "over max_kept"), 0)
     for record in records:
-        reason = reject_reason(completion_text(record), banned)
+        reason = reject_reason(completion_text(record), banned, truncated=record.get("truncated", False))
         if reason is None and max_kept is not None and len(kept) >= max_kept:
             reason = "over max_kept"
         if reason is None:

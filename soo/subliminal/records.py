@@ -4,7 +4,9 @@ One line per record, in the conversational prompt/completion format that TRL's S
 `datasets` read (the student's chat template is applied at training time):
 
     {"index": 17, "prompt": [{"role": "user", "content": "I give you ..."}],
-     "completion": [{"role": "assistant", "content": "145, 267, 891"}]}
+     "completion": [{"role": "assistant", "content": "145, 267, 891"}], "truncated": false}
+
+`truncated` (written by the teacher): the answer was cut at max_new_tokens, not ended by the model.
 
 The teacher's system prompt is never part of a record: the student sees only the numbers task
 and the numbers. Reading checks every line before anything else runs, so a malformed file stops
@@ -22,11 +24,12 @@ class RecordError(ValueError):
     """A records file that is missing, malformed, or lacks prompt/completion."""
 
 
-def make_record(index: int, prompt: str, completion: str) -> dict:
+def make_record(index: int, prompt: str, completion: str, truncated: bool = False) -> dict:
     return {
         "index": index,
         "prompt": [{"role": "user", "content": prompt}],
         "completion": [{"role": "assistant", "content": completion}],
+        "truncated": truncated,
     }
 
 

@@ -51,7 +51,8 @@ class TeacherConfig:
     seed: int = field(default=0, metadata={"help": "prompts and sampling"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (the paper's 1.0)"})
     max_new_tokens: int = field(
-        default=48, metadata={"help": "a valid answer (<= 10 three-digit numbers) needs <= 42 on SmolLM2's tokenizer"}
+        default=64,
+        metadata={"help": "room for any valid answer: 10 three-digit numbers take 48-51 tokens (one per digit)"},
     )
     batch_size: int = field(default=48, metadata={"help": "prompts per chunk (fixes the sampling: keep it on resume)"})
     backend: str = field(default="hf", metadata={"choices": BACKENDS, "help": "hf (CPU/GPU) or vllm (GPU)"})
@@ -136,9 +137,9 @@ def _hf_sampler(config: TeacherConfig, model_path: str):
         temperature=config.temperature,
     )
 
-    def sample(prompts: list[str], chunk: int) -> list[str]:
+    def sample(prompts: list[str], chunk: int) -> tuple[list[str], list[bool]]:
         torch.manual_seed(config.seed * SEED_STRIDE + chunk)
-        return generate_batched(model, tokenizer, prompts, decoding, progress=False)
+        return generate_batched(model, tokenizer, prompts, decoding, progress=False, return_ended=True)
 
     return sample
 
@@ -159,7 +160,7 @@ def _vllm_sampler(config: TeacherConfig, model_path: str):
         lora = LoRARequest("teacher", 1, config.adapter)
     system = config.teacher_system_prompt
 
-    def sample(prompts: list[str], chunk: int) -> list[str]:
+    def sample(prompts: list[str], chunk: int) -> tuple[list[str], list[bool]]:
         conversations = [
             ([{"role": "system", "content": system}] if system is not None else [])
             + [{"role": "user", "content": prompt}]
@@ -174,7 +175,10 @@ def _vllm_sampler(config: TeacherConfig, model_path: str):
             for offset in range(len(prompts))
         ]
         outputs = llm.chat(conversations, params, lora_request=lora, use_tqdm=False)
-        return [output.outputs[0].text.strip() for output in outputs]
+        return (
+            [output.outputs[0].text.strip() for output in outputs],
+            [output.outputs[0].finish_reason != "length" for output in outputs],
+        )
 
     return sample
 
@@ -210,8 +214,14 @@ def generate_numbers(config: TeacherConfig, progress: bool = True, log=print) ->
     with tqdm(total=config.n_prompts, initial=done, disable=not progress, desc="teacher", unit="prompt") as bar:
         for first in range(done, config.n_prompts, config.batch_size):
             chunk_prompts = prompts[first : first + config.batch_size]
-            answers = sample(chunk_prompts, first // config.batch_size)
-            _append(output, [make_record(first + i, p, a) for i, (p, a) in enumerate(zip(chunk_prompts, answers))])
+            answers, ended = sample(chunk_prompts, first // config.batch_size)
+            _append(
+                output,
+                [
+                    make_record(first + i, prompt, answer, truncated=not row_ended)
+                    for i, (prompt, answer, row_ended) in enumerate(zip(chunk_prompts, answers, ended))
+                ],
+            )
             bar.update(len(chunk_prompts))
     seconds = time.perf_counter() - start
     new = config.n_prompts - done
