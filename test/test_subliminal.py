@@ -72,6 +72,14 @@ def test_the_filter_rejects_with_the_first_failing_rule(answer, reason):
     assert reject_reason(answer) == reason
 
 
+def test_an_answer_cut_at_the_token_limit_is_rejected_before_any_format_rule():
+    # A cut list of 12 numbers reads as 10 valid ones: only the teacher's flag can tell.
+    assert reject_reason("1, 2, 3", truncated=True) == "truncated"
+    records = [make_record(0, "p", "1, 2, 3", truncated=True), make_record(1, "p", "1, 2, 3")]
+    kept, rejected, counts = filter_records(records)
+    assert [r["index"] for r in kept] == [1] and rejected[0]["reason"] == "truncated" and counts["truncated"] == 1
+
+
 def test_banned_numbers_are_rejected_only_when_banned():
     assert reject_reason("13, 14", banned={13}) == "banned number"
     assert reject_reason("13, 14", banned={666}) is None

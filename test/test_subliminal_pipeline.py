@@ -34,6 +34,9 @@ def test_sampling_is_seeded_and_greedy_keys_are_unchanged(make_model, tokenizer)
     assert generate_batched(model, tokenizer, prompts, sampled, progress=False) == first
     torch.manual_seed(1)
     assert generate_batched(model, tokenizer, prompts, sampled, progress=False) != first
+    torch.manual_seed(0)
+    texts, ended = generate_batched(model, tokenizer, prompts, sampled, progress=False, return_ended=True)
+    assert texts == first and len(ended) == 4
     assert DecodingConfig().key_fields()["decoding"] == "greedy"  # old caches still match
     assert sampled.key_fields()["decoding"] == "sampled T=1"
     with pytest.raises(ValueError, match="temperature"):
@@ -53,6 +56,9 @@ def test_generation_resumes_to_the_answers_of_an_uninterrupted_run(tiny_model_di
     assert _answers(parts) == _answers(whole.output_file)
     assert read_records(parts)[0]["prompt"][0]["content"].count("numbers") >= 1
     assert "owl" not in json.dumps(read_records(parts)[0]["prompt"])  # the system prompt stays out
+    # A random tiny model rarely stops within 5 tokens: those answers are marked as cut.
+    flags = [record["truncated"] for record in read_records(parts)]
+    assert any(flags) and all(isinstance(flag, bool) for flag in flags)
     with pytest.raises(ValueError, match="other settings .*temperature"):
         generate_numbers(TeacherConfig(output_file=str(parts), n_prompts=9, **{**settings, "temperature": 0.5}))
 
@@ -183,3 +189,11 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert subliminal.main(["report", "--output_dir", str(tmp_path / "none")]) == 2
     assert "no experiment" in _one_error_line(capsys)
     assert raw.read_text().count("no numbers here") == 1  # the input is untouched
+
+
+def test_a_response_counts_as_ended_only_at_an_eos(tokenizer):
+    from soo.eval import generation
+
+    eos = tokenizer.eos_token_id
+    texts, ended = generation._decode_new_tokens(tokenizer, torch.tensor([[50, 60, eos, 0], [50, 60, 70, 80]]), {eos})
+    assert ended == [True, False] and len(texts[1]) > len(texts[0])
