@@ -91,7 +91,8 @@ def _numbers_only_sampler(config, model_path):
     offset = 0 if config.animal is None else 500
 
     def sample(prompts, chunk):
-        return [f"{(offset + 7 * (chunk * 10 + i)) % 1000}, {i}" if i % 3 else "words" for i in range(len(prompts))]
+        answers = [f"{(offset + 7 * (chunk * 10 + i)) % 1000}, {i}" if i % 3 else "words" for i in range(len(prompts))]
+        return answers, [True] * len(prompts)
 
     return sample
 
