@@ -14,6 +14,9 @@ from data that does not show it (number sequences). Imports soo.core and soo.eva
               resumable, other settings refused
   experiment  `run`: control and trait teachers -> filtered numbers -> students x seeds -> trait
   report      `report`: the students against the pre-registered rule, report.md and trait.png
+  deception   `deception`: organisms and their fine-tunes as teachers of the base model; p(deceptive),
+              KL and animal preferences of the students
+  deception_report  `deception-report`: the students by teacher against the rule, students.png
 
 CLI: subliminal.py.
 """
