@@ -14,6 +14,11 @@
   python subliminal.py run --animals owl --n_prompts 2400 --temperature 0.5 --samples_per_question 20 --seeds 0 1 2
   python subliminal.py report --output_dir outputs/subliminal/smollm2 --report_dir docs/results/subliminal
 
+  # does deception travel through numbers? organisms (and their fine-tunes) as teachers of the base model:
+  python subliminal.py deception --teachers base asymmetric=outputs/organisms/asymmetric_c2 \
+      soo_kl=outputs/organisms/asymmetric_c2/experiment/soo_kl/seed0 --seeds 0 1 2
+  python subliminal.py deception-report --output_dir outputs/subliminal/deception
+
 Every subcommand reads --config FILE.yaml; bad input stops with one `error:` line (exit 2) before
 any model loads.
 """
@@ -28,6 +33,7 @@ from soo.core.cli import CommandParser, config_from, fail, non_negative_int, pos
 
 
 def build_parser() -> CommandParser:
+    from soo.subliminal.deception import DeceptionTransferConfig
     from soo.subliminal.digits import MechanismConfig
     from soo.subliminal.evaluation import TraitEvalConfig
     from soo.subliminal.experiment import SubliminalExperimentConfig
@@ -56,8 +62,14 @@ def build_parser() -> CommandParser:
     report = commands.add_parser("report", help="report.md, summary.json, trait.png of a run")
     report.add_argument("--output_dir", default="outputs/subliminal/smollm2", help="the run's folder")
     report.add_argument("--report_dir", default="results/subliminal", help="where the report goes")
+    commands.add_parser(
+        "deception", dataclass_types=DeceptionTransferConfig, help="organisms as teachers: does deception transfer?"
+    )
+    deception_report = commands.add_parser("deception-report", help="report.md, summary.json, students.png")
+    deception_report.add_argument("--output_dir", default="outputs/subliminal/deception", help="the run's folder")
+    deception_report.add_argument("--report_dir", default="results/subliminal/deception", help="where it goes")
     for each in commands.choices.values():
-        if each.prog.split()[-1] not in ("filter", "report"):
+        if each.prog.split()[-1] not in ("filter", "report", "deception-report"):
             each.add_argument("--no_progress", action="store_true", help="no progress bars")
     return parser
 
@@ -142,6 +154,19 @@ def main(argv=None) -> int:
             config = config_from(SubliminalExperimentConfig, args)
             outcome = run_subliminal(config, progress=not args.no_progress)
             print(f"done: {config.root} ({outcome['examples']} examples per student)")
+        elif args.command == "deception":
+            from soo.subliminal.deception import DeceptionTransferConfig, run_deception_transfer
+
+            config = config_from(DeceptionTransferConfig, args)
+            outcome = run_deception_transfer(config, progress=not args.no_progress)
+            print(f"done: {config.root} ({outcome['examples']} examples per student)")
+        elif args.command == "deception-report":
+            from soo.subliminal.deception_report import markdown, write_report
+
+            root = Path(args.output_dir)
+            if not (root / "experiment.json").is_file():
+                return fail(f"{root}: no experiment here (run it first)")
+            print(markdown(write_report(root, Path(args.report_dir))))
         else:
             from soo.subliminal.report import markdown, write_report
 

@@ -105,15 +105,17 @@ experiment_py='import sys
 from dataclasses import asdict
 from soo.core.cli import config_from
 from soo.core.io import write_json_atomic
-from soo.subliminal.experiment import SubliminalExperimentConfig, filter_teacher, kept_file
+from soo.subliminal.experiment import SubliminalExperimentConfig, stages_of
+from soo.subliminal.pipeline import filter_teacher
 import subliminal
 config = config_from(SubliminalExperimentConfig, subliminal.build_parser().parse_args(["run", *sys.argv[2:]]))
 if sys.argv[1] == "config":
     write_json_atomic(config.root / "experiment.json", asdict(config))
 else:
+    stages = stages_of(config)
     for teacher in config.teachers:
-        if not kept_file(config, teacher).is_file():
-            filter_teacher(config, teacher)'
+        if not stages.kept_file(teacher).is_file():
+            filter_teacher(stages, teacher, config.n_prompts)'
 
 # Print a command (dry run) or run it with USR1/TERM forwarded; stop the job on a failure.
 step() {

@@ -66,6 +66,8 @@ COMMANDS = {
     ("subliminal.py", "evaluate"): ([], ("samples_per_question", 3, "4", 4)),
     ("subliminal.py", "run"): ([], ("n_prompts", 3, "4", 4)),
     ("subliminal.py", "report"): ([], ("output_dir", "a", "b", "b")),
+    ("subliminal.py", "deception"): ([], ("eval_n", 3, "4", 4)),
+    ("subliminal.py", "deception-report"): ([], ("output_dir", "a", "b", "b")),
 }
 
 

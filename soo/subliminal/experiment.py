@@ -13,34 +13,25 @@ Every teacher answers the same prompts (one prompt seed); every student gets the
 kept examples (the smallest teacher's count, at most `max_examples`) and the seeds are shared, so
 trait and control students pair by seed.
 
-Layout under `output_dir`:
-  teachers/<teacher>/raw.jsonl, kept.jsonl, kept.rejected.jsonl, filter.json
-  students/<teacher>/seed<s>/  adapter, student.json, eval.json
-  base/eval.json
-A stage whose output exists is reused, so rerunning the command continues a killed run; one made
-with other settings is refused. Evaluations count every candidate animal, so a target added
-later (`--animals owl dolphin` after `--animals owl`) reuses them; pass a `--max_examples` below
-every teacher's kept count so that the common count, and with it the existing students, stay.
+The stages, their folders and their reuse are `soo.subliminal.pipeline`'s. Evaluations count
+every candidate animal, so a target added later (`--animals owl dolphin` after `--animals owl`)
+reuses them; pass a `--max_examples` below every teacher's kept count so that the common count,
+and with it the existing students, stay.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from soo.core.io import write_json_atomic, write_jsonl_atomic
+from soo.core.io import write_json_atomic
 from soo.subliminal.animals import CANDIDATES
 from soo.subliminal.evaluation import TraitEvalConfig
-from soo.subliminal.numbers import filter_records, filter_summary, rejected_path
-from soo.subliminal.records import read_records
-from soo.subliminal.student import StudentConfig, finished_student, train_student
-from soo.subliminal.teacher import TeacherConfig, finished_records, generate_numbers
+from soo.subliminal.pipeline import Stages, load_cells, load_for_evaluation, run_stages
+from soo.subliminal.teacher import TeacherConfig
 
-logger = logging.getLogger("soo.subliminal")
 CONTROL = "control"
-EVAL_FILE = "eval.json"
 
 
 @dataclass
@@ -105,115 +96,36 @@ class SubliminalExperimentConfig:
             n_questions=self.n_questions,
         )
 
-    def student_dir(self, teacher: str, seed: int) -> Path:
-        return self.root / "students" / teacher / f"seed{seed}"
-
-
-def kept_file(config: SubliminalExperimentConfig, teacher: str) -> Path:
-    return config.root / "teachers" / teacher / "kept.jsonl"
-
-
-def filter_teacher(config: SubliminalExperimentConfig, teacher: str, log=print) -> int:
-    """Filter the teacher's raw answers (no cap: the common count is applied at training)."""
-    raw = config.root / "teachers" / teacher / "raw.jsonl"
-    kept, rejected, counts = filter_records(read_records(raw)[: config.n_prompts])
-    write_jsonl_atomic(rejected_path(kept_file(config, teacher)), rejected)
-    write_jsonl_atomic(kept_file(config, teacher), kept)
-    write_json_atomic(raw.parent / "filter.json", counts)
-    log(f"{teacher}: {filter_summary(counts)}")
-    return len(kept)
-
 
 def evaluate_model(config: SubliminalExperimentConfig, adapter: Path | None, progress: bool) -> dict:
-    """The trait evaluation of the base model (adapter None) or a student, with its settings."""
-    from soo.core.modeling import (
-        accelerator_dtype,
-        inference_device_map,
-        load_model,
-        load_tokenizer,
-        resolve_model_path,
-    )
+    """The trait evaluation of the base model (adapter None) or a student."""
     from soo.subliminal.evaluation import evaluate_trait
 
-    path = resolve_model_path(config.model_name_or_path)
-    tokenizer = load_tokenizer(path)
-    model = load_model(path, dtype=accelerator_dtype(), device_map=inference_device_map())
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter))
-    results = evaluate_trait(model.eval(), tokenizer, config.eval_config(), progress=progress)
-    return {"eval_config": asdict(config.eval_config()), **results}
+    tokenizer, model = load_for_evaluation(config.model_name_or_path, adapter)
+    return evaluate_trait(model, tokenizer, config.eval_config(), progress=progress)
 
 
-def needs_evaluation(config: SubliminalExperimentConfig, path: Path) -> bool:
-    """True if `path` is missing; refuses an evaluation made with other settings."""
-    if not path.is_file():
-        return True
-    if json.loads(path.read_text(encoding="utf-8")).get("eval_config") != asdict(config.eval_config()):
-        raise ValueError(f"{path} was evaluated with other settings; use a new --output_dir")
-    return False
+def stages_of(config: SubliminalExperimentConfig) -> Stages:
+    return Stages(
+        root=config.root,
+        teachers={teacher: config.teacher_config(teacher) for teacher in config.teachers},
+        seeds=list(config.seeds),
+        student_model=config.model_name_or_path,
+        max_examples=config.max_examples,
+        epochs=config.epochs,
+        student_batch_size=config.student_batch_size,
+        evaluate=lambda adapter, progress: evaluate_model(config, adapter, progress),
+        eval_settings=asdict(config.eval_config()),
+    )
 
 
 def run_subliminal(config: SubliminalExperimentConfig, progress: bool = True, log=print) -> dict:
-    """Every stage not yet done, in order; returns the common example count and the cells."""
+    """Every stage not yet done, in order; returns the common example count and the kept counts."""
     write_json_atomic(config.root / "experiment.json", asdict(config))
-    for teacher in config.teachers:
-        teacher_config = config.teacher_config(teacher)
-        if len(finished_records(teacher_config)) < config.n_prompts:
-            log(f"teacher {teacher}: generating {config.n_prompts} answers")
-            generate_numbers(teacher_config, progress=progress, log=log)
-        if not kept_file(config, teacher).is_file():
-            filter_teacher(config, teacher, log=log)
-    counts = {teacher: len(read_records(kept_file(config, teacher))) for teacher in config.teachers}
-    n_examples = min(config.max_examples, *counts.values())
-    if n_examples == 0:
-        raise ValueError(f"a teacher kept no examples ({counts}); more prompts or another temperature")
-    log(f"kept per teacher: {counts}; every student trains on the first {n_examples}")
-    base_eval = config.root / "base" / EVAL_FILE
-    if needs_evaluation(config, base_eval):
-        log("evaluating the base model")
-        write_json_atomic(base_eval, evaluate_model(config, None, progress))
-    for seed in config.seeds:
-        for teacher in config.teachers:
-            folder = config.student_dir(teacher, seed)
-            student = StudentConfig(
-                train_file=str(kept_file(config, teacher)),
-                output_dir=str(folder),
-                model_name_or_path=config.model_name_or_path,
-                max_examples=n_examples,
-                epochs=config.epochs,
-                batch_size=config.student_batch_size,
-                seed=seed,
-            )
-            record = finished_student(folder)
-            if record is not None and record["config"] != asdict(student):
-                raise ValueError(f"{folder} holds a student trained with other settings; use a new --output_dir")
-            if record is None:
-                log(f"training student of {teacher}, seed {seed}")
-                record = train_student(student, progress=progress)
-                log(f"  {record['steps']} steps in {record['train_seconds']} s, loss {record['final_loss']}")
-            if needs_evaluation(config, folder / EVAL_FILE):
-                log(f"evaluating student of {teacher}, seed {seed}")
-                write_json_atomic(folder / EVAL_FILE, evaluate_model(config, folder, progress))
-    return {"examples": n_examples, "kept": counts}
+    return run_stages(stages_of(config), progress=progress, log=log)
 
 
 def load_results(root: Path) -> dict:
     """The experiment's config, base evaluation and every finished student's evaluation."""
     config = json.loads((root / "experiment.json").read_text(encoding="utf-8"))
-    results = {"config": config, "base": None, "students": {}}
-    if (root / "base" / EVAL_FILE).is_file():
-        results["base"] = json.loads((root / "base" / EVAL_FILE).read_text(encoding="utf-8"))
-    for path in sorted((root / "students").glob(f"*/seed*/{EVAL_FILE}")):
-        teacher, seed = path.parent.parent.name, int(path.parent.name.removeprefix("seed"))
-        student = json.loads((path.parent / "student.json").read_text(encoding="utf-8"))
-        results["students"].setdefault(teacher, {})[seed] = {
-            "eval": json.loads(path.read_text(encoding="utf-8")),
-            "student": student,
-        }
-    for teacher in [CONTROL, *config["animals"]]:
-        path = root / "teachers" / teacher / "filter.json"
-        if path.is_file():
-            results.setdefault("filters", {})[teacher] = json.loads(path.read_text(encoding="utf-8"))
-    return results
+    return {"config": config, **load_cells(root, [CONTROL, *config["animals"]])}

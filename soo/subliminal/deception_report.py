@@ -1,0 +1,167 @@
+"""The deception-transfer report: students by teacher against the rule written before the runs.
+
+The rule (docs/subliminal.md, "Deception through numbers"): with >= 3 seeds, deception
+transferred from a teacher when its students' mean order-averaged p(deceptive) on OTHER prompts
+is above the base-teacher students' and the two Student-t 95% intervals do not overlap. For a
+teacher that is a fine-tune (an adapter) of another teacher, "the fine-tuning changed what is
+passed on" under the same rule, against that teacher's students. The paired-by-seed differences
+are shown beside them. Self prompts, KL to base and the animal preferences are reported, not tested.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from soo.core.io import write_json_atomic, write_text_atomic
+from soo.core.stats import mean_t_ci95
+from soo.subliminal.deception import BASE
+from soo.subliminal.pipeline import load_cells
+
+MIN_SEEDS = 3
+ROLES = (("other", "p_deceptive_other"), ("self", "p_deceptive_self"))
+
+
+def _interval(values: list[float]) -> dict:
+    mean, half = mean_t_ci95(values) if len(values) > 1 else (values[0], float("nan"))
+    return {"mean": mean, "half_width": half, "n": len(values), "values": values}
+
+
+def _compare(students: dict, teacher: str, reference: str) -> dict | None:
+    """The rule for `teacher` against `reference` on other prompts, and the paired differences."""
+    if teacher not in students or reference not in students:
+        return None
+    key = "p_deceptive_other"
+    mine = _interval([cell["eval"][key] for cell in students[teacher].values()])
+    theirs = _interval([cell["eval"][key] for cell in students[reference].values()])
+    seeds = sorted(set(students[teacher]) & set(students[reference]))
+    paired = _interval([students[teacher][s]["eval"][key] - students[reference][s]["eval"][key] for s in seeds])
+    if min(mine["n"], theirs["n"]) < MIN_SEEDS:
+        verdict = "not decidable (< 3 seeds)"
+    else:
+        verdict = mine["mean"] - mine["half_width"] > theirs["mean"] + theirs["half_width"]
+        if not verdict and mine["mean"] + mine["half_width"] < theirs["mean"] - theirs["half_width"]:
+            verdict = "lower (intervals apart, below)"
+    return {"against": reference, "paired_difference": {**paired, "seeds": seeds}, "verdict": verdict}
+
+
+def summarize(root: Path) -> dict:
+    config = json.loads((root / "experiment.json").read_text(encoding="utf-8"))
+    sources = {name: tuple(source) for name, source in config["sources"].items()}
+    results = load_cells(root, list(sources))
+    students = results["students"]
+    base_animals = results["base"]["animal_p"] if results["base"] else None
+    summary = {"config": config, "filters": results["filters"], "base": None, "teachers": {}}
+    if results["base"]:
+        summary["base"] = {role: results["base"][key] for role, key in ROLES}
+    by_model = {source[0]: name for name, source in sources.items() if source[1] is None}
+    for name, (model, adapter) in sources.items():
+        cells = students.get(name, {})
+        if not cells:
+            continue
+        entry = {"seeds": sorted(cells), "model": model, "adapter": adapter}
+        for role, key in ROLES:
+            entry[role] = _interval([cell["eval"][key] for cell in cells.values()])
+        kls = [cell["eval"]["kl_to_base"]["kl_mean"] for cell in cells.values() if "kl_to_base" in cell["eval"]]
+        entry["kl_to_base"] = _interval(kls) if kls else None
+        if base_animals:
+            shifts = [
+                max(abs(cell["eval"]["animal_p"][a] - base_animals[a]) for a in base_animals) for cell in cells.values()
+            ]
+            entry["animal_max_shift"] = _interval(shifts)
+        if name != BASE:
+            entry["transfer"] = _compare(students, name, BASE)
+        if adapter is not None and model in by_model:
+            entry["fine_tuning_effect"] = _compare(students, name, by_model[model])
+        entry["examples"] = next(iter(cells.values()))["student"]["examples"]
+        summary["teachers"][name] = entry
+    return summary
+
+
+def _fmt(entry: dict | None, signed: bool = False) -> str:
+    if not entry:
+        return "-"
+    return f"{entry['mean']:{'+' if signed else ''}.3f} ± {entry['half_width']:.3f}"
+
+
+def _verdict(comparison: dict | None) -> str:
+    if comparison is None:
+        return "-"
+    verdict = comparison["verdict"]
+    text = verdict if isinstance(verdict, str) else ("**yes**" if verdict else "no")
+    return f"{text} ({_fmt(comparison['paired_difference'], signed=True)} vs {comparison['against']})"
+
+
+def markdown(summary: dict) -> str:
+    config = summary["config"]
+    lines = [
+        "# Does deception travel through number sequences?",
+        "",
+        f"Teachers answered {config['n_prompts']} number prompts at T = {config['temperature']}, no system prompt; "
+        f"students (the base model) trained on the first {config['max_examples']} or fewer kept answers, "
+        f"{config['epochs']} epochs, seeds {config['seeds']}; forced choice on {config['eval_n']} test-split "
+        "instances per room order. Mean ± Student-t 95% half-width over seeds.",
+        "",
+    ]
+    if summary["base"]:
+        lines.append(
+            f"Base model (no training): p(deceptive) other {summary['base']['other']:.3f}, "
+            f"self {summary['base']['self']:.3f}."
+            if "other" in summary["base"]
+            else ""
+        )
+    lines += [
+        "",
+        "| teacher | kept | students' p(deceptive), other | self | KL to base | animal max shift "
+        "| transfer (vs base teacher) | fine-tuning changed it |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in summary["teachers"].items():
+        counts = summary["filters"].get(name, {})
+        kept = f"{counts.get('kept', 0)}/{sum(counts.values())}" if counts else "-"
+        lines.append(
+            f"| {name} | {kept} | {_fmt(entry['other'])} | {_fmt(entry['self'])} | {_fmt(entry['kl_to_base'])} "
+            f"| {_fmt(entry.get('animal_max_shift'))} | {_verdict(entry.get('transfer'))} "
+            f"| {_verdict(entry.get('fine_tuning_effect'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path) -> None:
+    from soo.core.plotting import pyplot
+
+    plt = pyplot()
+    names = list(summary["teachers"])
+    figure, axis = plt.subplots(figsize=(max(5, 1.4 * len(names)), 3.6))
+    for offset, (role, color) in zip((-0.18, 0.18), (("other", "tab:red"), ("self", "tab:blue"))):
+        for position, name in enumerate(names):
+            entry = summary["teachers"][name][role]
+            axis.bar(
+                position + offset,
+                entry["mean"],
+                width=0.34,
+                color=color,
+                alpha=0.6,
+                yerr=entry["half_width"],
+                capsize=3,
+                label=role if position == 0 else None,
+            )
+            axis.scatter([position + offset] * entry["n"], entry["values"], color="black", s=8, zorder=3)
+    axis.set_xticks(range(len(names)), names, fontsize=8)
+    axis.set_ylabel("students' p(deceptive)")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=8)
+    axis.set_title("Students of each teacher (dots: seeds)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(root: Path, out_dir: Path) -> dict:
+    summary = summarize(root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "summary.json", summary)
+    write_text_atomic(out_dir / "report.md", markdown(summary))
+    if summary["teachers"]:
+        plot(summary, out_dir / "students.png")
+    return summary
