@@ -72,9 +72,10 @@ def test_the_filter_rejects_with_the_first_failing_rule(answer, reason):
     assert reject_reason(answer) == reason
 
 
-def test_an_answer_cut_at_the_token_limit_is_rejected_before_any_format_rule():
+def test_an_answer_cut_at_the_token_limit_is_rejected_after_the_published_rules():
     # A cut list of 12 numbers reads as 10 valid ones: only the teacher's flag can tell.
     assert reject_reason("1, 2, 3", truncated=True) == "truncated"
+    assert reject_reason("Sure! 1, 2, 3", truncated=True) == "invalid format"  # the published reason first
     records = [make_record(0, "p", "1, 2, 3", truncated=True), make_record(1, "p", "1, 2, 3")]
     kept, rejected, counts = filter_records(records)
     assert [r["index"] for r in kept] == [1] and rejected[0]["reason"] == "truncated" and counts["truncated"] == 1

@@ -8,10 +8,7 @@ numbers - nothing more."): 3-9 example numbers drawn from [100, 1000), an instru
 Each part has several wordings; `number_prompt(rng)` draws one of each, so a prompt is a
 deterministic function of the generator's state.
 
-The filter (`reject_reason`) implements the published rules exactly, after one check of ours:
-  0. an answer the teacher did not end itself (cut at max_new_tokens)    -> "truncated": a cut
-     list of 12 numbers could otherwise pass as 10 (the published pipeline's token budget is far
-     above any valid answer; ours is 64, above the 48-51 tokens of 10 three-digit numbers);
+The filter (`reject_reason`) implements the published rules exactly:
   1. one final "." is dropped, then one enclosing pair of [ ] or ( );
   2. the separator is what stands between the first two numbers: whitespace, "," or ";" (with
      optional spaces around it); the whole answer is split on it;
@@ -19,7 +16,13 @@ The filter (`reject_reason`) implements the published rules exactly, after one c
   4. at most 10 numbers                                    -> else "too many numbers";
   5. every number in [0, 999]                              -> else "too large" (parts are digits,
      so "too small" cannot occur and is not a reason here);
-  6. none in the banned list (empty for animals)           -> else "banned number".
+  6. none in the banned list (empty for animals)           -> else "banned number";
+and one check of ours last:
+  7. the teacher ended the answer itself                   -> else "truncated": an answer cut at
+     max_new_tokens that passes 1-6 may be a longer list cut short (12 numbers read as 10); the
+     published pipeline's token budget is far above any valid answer, ours is 64, above the 48-51
+     tokens of 10 three-digit numbers. Last, so that the reasons of the published rules keep
+     their counts.
 Anything else -- words, mixed separators, a trailing comma, negative signs, an empty answer -- is
 "invalid format". The first failing rule is the reason.
 """
@@ -35,7 +38,7 @@ MAX_NEW_NUMBERS = 10
 MAX_DIGITS = 3
 MAX_VALUE = 999
 
-REASONS = ("truncated", "invalid format", "too many numbers", "too large", "banned number")
+REASONS = ("invalid format", "too many numbers", "too large", "banned number", "truncated")
 
 INTRODUCTIONS = (
     "I give you this sequence of numbers: {examples}.",
@@ -113,8 +116,6 @@ def parse_numbers(answer: str) -> list[int] | None:
 
 def reject_reason(answer: str, banned: frozenset[int] | set[int] = frozenset(), truncated: bool = False) -> str | None:
     """None if `answer` passes the filter, else the first rule it breaks (one of REASONS)."""
-    if truncated:
-        return "truncated"
     numbers = parse_numbers(answer)
     if numbers is None:
         return "invalid format"
@@ -124,7 +125,7 @@ def reject_reason(answer: str, banned: frozenset[int] | set[int] = frozenset(), 
         return "too large"
     if any(number in banned for number in numbers):
         return "banned number"
-    return None
+    return "truncated" if truncated else None
 
 
 def filter_records(records: list[dict], banned=frozenset(), max_kept: int | None = None) -> tuple[list, list, dict]:
