@@ -50,6 +50,14 @@ def mean_t_ci95(values: Sequence[float]) -> tuple[float, float]:
     return mean_t_interval(values, 0.95)
 
 
+def mean_t_summary(values: Sequence[float]) -> dict:
+    """{"mean", "half_width" (Student-t 95%; nan for one value), "n", "values"}: a per-seed result
+    as the reports store it."""
+    values = list(values)
+    mean, half = mean_t_ci95(values)
+    return {"mean": mean, "half_width": half, "n": len(values), "values": values}
+
+
 def mean_t_interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
     """Mean and the half-width of a two-sided Student-t interval at `confidence` (e.g. 1 - 0.05/K
     for a Bonferroni correction over K comparisons); nan for fewer than two values."""

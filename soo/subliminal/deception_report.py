@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from soo.core.io import write_json_atomic, write_text_atomic
-from soo.core.stats import mean_t_ci95
+from soo.core.stats import mean_t_summary
 from soo.subliminal.deception import BASE
 from soo.subliminal.pipeline import load_cells
 
@@ -22,20 +22,15 @@ MIN_SEEDS = 3
 ROLES = (("other", "p_deceptive_other"), ("self", "p_deceptive_self"))
 
 
-def _interval(values: list[float]) -> dict:
-    mean, half = mean_t_ci95(values) if len(values) > 1 else (values[0], float("nan"))
-    return {"mean": mean, "half_width": half, "n": len(values), "values": values}
-
-
 def _compare(students: dict, teacher: str, reference: str) -> dict | None:
     """The rule for `teacher` against `reference` on other prompts, and the paired differences."""
     if teacher not in students or reference not in students:
         return None
     key = "p_deceptive_other"
-    mine = _interval([cell["eval"][key] for cell in students[teacher].values()])
-    theirs = _interval([cell["eval"][key] for cell in students[reference].values()])
+    mine = mean_t_summary([cell["eval"][key] for cell in students[teacher].values()])
+    theirs = mean_t_summary([cell["eval"][key] for cell in students[reference].values()])
     seeds = sorted(set(students[teacher]) & set(students[reference]))
-    paired = _interval([students[teacher][s]["eval"][key] - students[reference][s]["eval"][key] for s in seeds])
+    paired = mean_t_summary([students[teacher][s]["eval"][key] - students[reference][s]["eval"][key] for s in seeds])
     if min(mine["n"], theirs["n"]) < MIN_SEEDS:
         verdict = "not decidable (< 3 seeds)"
     else:
@@ -61,14 +56,14 @@ def summarize(root: Path) -> dict:
             continue
         entry = {"seeds": sorted(cells), "model": model, "adapter": adapter}
         for role, key in ROLES:
-            entry[role] = _interval([cell["eval"][key] for cell in cells.values()])
+            entry[role] = mean_t_summary([cell["eval"][key] for cell in cells.values()])
         kls = [cell["eval"]["kl_to_base"]["kl_mean"] for cell in cells.values() if "kl_to_base" in cell["eval"]]
-        entry["kl_to_base"] = _interval(kls) if kls else None
+        entry["kl_to_base"] = mean_t_summary(kls) if kls else None
         if base_animals:
             shifts = [
                 max(abs(cell["eval"]["animal_p"][a] - base_animals[a]) for a in base_animals) for cell in cells.values()
             ]
-            entry["animal_max_shift"] = _interval(shifts)
+            entry["animal_max_shift"] = mean_t_summary(shifts)
         if name != BASE:
             entry["transfer"] = _compare(students, name, BASE)
         if adapter is not None and model in by_model:

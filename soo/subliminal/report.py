@@ -13,16 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from soo.core.io import write_json_atomic, write_text_atomic
-from soo.core.stats import mean_t_ci95
+from soo.core.stats import mean_t_summary
 from soo.subliminal.experiment import CONTROL, load_results
 
 MIN_SEEDS = 3
 MEASURES = (("rate", "sampled trait rate"), ("p_forced_choice", "forced-choice p(animal)"))
-
-
-def _interval(values: list[float]) -> dict:
-    mean, half = mean_t_ci95(values) if len(values) > 1 else (values[0], float("nan"))
-    return {"mean": mean, "half_width": half, "n": len(values), "values": values}
 
 
 def summarize(root: Path) -> dict:
@@ -32,7 +27,7 @@ def summarize(root: Path) -> dict:
     training = [cell["student"] for teacher in students.values() for cell in teacher.values()]
     if training:
         summary["examples_per_student"] = training[0]["examples"]
-        summary["train_seconds"] = _interval([record["train_seconds"] for record in training])
+        summary["train_seconds"] = mean_t_summary([record["train_seconds"] for record in training])
     for animal in config["animals"]:
         entry = {"base": None, "conditions": {}, "paired_difference": {}, "transfer": {}}
         if results["base"] is not None:
@@ -47,7 +42,7 @@ def summarize(root: Path) -> dict:
             entry["conditions"][teacher] = {
                 "seeds": sorted(cells),
                 **{
-                    key: _interval([cells[s]["eval"]["animals"][animal][key] for s in sorted(cells)])
+                    key: mean_t_summary([cells[s]["eval"]["animals"][animal][key] for s in sorted(cells)])
                     for key, _ in MEASURES
                     if cells
                 },
@@ -61,7 +56,7 @@ def summarize(root: Path) -> dict:
             ]
             if not differences:
                 continue
-            interval = _interval(differences)
+            interval = mean_t_summary(differences)
             entry["paired_difference"][key] = {**interval, "seeds": paired}
             decidable = len(paired) >= MIN_SEEDS
             entry["transfer"][key] = (
