@@ -11,7 +11,8 @@
 
   # the whole experiment (control teacher without the trait, trait teachers, students x seeds),
   # resumable, and its report; the embedded model's run (docs/subliminal.md):
-  python subliminal.py run --animals owl --n_prompts 2400 --temperature 0.5 --samples_per_question 20 --seeds 0 1 2
+  python subliminal.py run --animals owl --n_prompts 2400 --temperature 0.5 --samples_per_question 20 --seeds 0 1 2 \
+      --max_examples 300 --epochs 1
   python subliminal.py report --output_dir outputs/subliminal/smollm2 --report_dir docs/results/subliminal
 
   # does deception travel through numbers? organisms (and their fine-tunes) as teachers of the base model:

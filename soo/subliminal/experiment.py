@@ -1,6 +1,7 @@
 """The animal experiment: teachers -> filtered numbers -> students x seeds -> trait, resumable.
 
-    python subliminal.py run --animals owl --n_prompts 2400 --temperature 0.5 --seeds 0 1 2
+    python subliminal.py run --animals owl --n_prompts 2400 --temperature 0.5 --samples_per_question 20 \
+        --seeds 0 1 2 --max_examples 300 --epochs 1      # the embedded model's run (docs/subliminal.md)
     python subliminal.py report --output_dir outputs/subliminal/smollm2
 
 Conditions (the paper's design; a different-initialisation teacher is not available for the
