@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from soo.core.io import write_json_atomic, write_text_atomic
 from soo.core.stats import mean_t_summary
 from soo.subliminal.deception import BASE
-from soo.subliminal.pipeline import load_cells
+from soo.subliminal.pipeline import load_cells, write_report_files
 
 MIN_SEEDS = 3
 ROLES = (("other", "p_deceptive_other"), ("self", "p_deceptive_self"))
@@ -154,9 +153,7 @@ def plot(summary: dict, path: Path) -> None:
 
 def write_report(root: Path, out_dir: Path) -> dict:
     summary = summarize(root)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "summary.json", summary)
-    write_text_atomic(out_dir / "report.md", markdown(summary))
+    write_report_files(out_dir, summary, markdown(summary))
     if summary["teachers"]:
         plot(summary, out_dir / "students.png")
     return summary

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from soo.core.io import write_json_atomic, write_jsonl_atomic
+from soo.core.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from soo.subliminal.numbers import filter_records, filter_summary, rejected_path
 from soo.subliminal.records import read_records
 from soo.subliminal.student import StudentConfig, finished_student, train_student
@@ -133,6 +133,13 @@ def run_stages(stages: Stages, progress: bool = True, log=print) -> dict:
                 log(f"evaluating student of {teacher}, seed {seed}")
                 _evaluate_into(stages, folder / EVAL_FILE, folder, progress)
     return {"examples": n_examples, "kept": counts}
+
+
+def write_report_files(out_dir: Path, summary: dict, text: str) -> None:
+    """An experiment report's summary.json and report.md (its plot is the report's own)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "summary.json", summary)
+    write_text_atomic(out_dir / "report.md", text)
 
 
 def load_cells(root: Path, teachers: list[str]) -> dict:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soo.core.io import write_json_atomic, write_text_atomic
 from soo.core.stats import mean_t_summary
 from soo.subliminal.experiment import CONTROL, load_results
+from soo.subliminal.pipeline import write_report_files
 
 MIN_SEEDS = 3
 MEASURES = (("rate", "sampled trait rate"), ("p_forced_choice", "forced-choice p(animal)"))
@@ -148,8 +148,6 @@ def plot(summary: dict, path: Path) -> None:
 
 def write_report(root: Path, out_dir: Path) -> dict:
     summary = summarize(root)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "summary.json", summary)
-    write_text_atomic(out_dir / "report.md", markdown(summary))
+    write_report_files(out_dir, summary, markdown(summary))
     plot(summary, out_dir / "trait.png")
     return summary
