@@ -127,7 +127,8 @@ def test_the_whole_chain_runs_resumes_and_reports(tiny_model_dir, tmp_path, monk
     assert owl["paired_difference"]["rate"]["seeds"] == [0, 1, 2]
     assert isinstance(owl["transfer"]["p_forced_choice"], bool)
     assert (tmp_path / "report" / "trait.png").stat().st_size > 0
-    assert "owl-teacher students" in (tmp_path / "report" / "report.md").read_text()
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "owl-teacher students" in text and "| teacher | keep rate | kept | invalid format |" in text
 
 
 def test_the_report_applies_the_rule(tmp_path):

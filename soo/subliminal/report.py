@@ -84,7 +84,7 @@ def markdown(summary: dict) -> str:
         f"{config['n_questions']} questions x {config['samples_per_question']} samples at T = 1. "
         "Mean ± Student-t 95% half-width over seeds.",
         "",
-        "| teacher | kept | "
+        "| teacher | keep rate | "
         + " | ".join(f"{reason}" for reason in next(iter(summary["filters"].values()), {}))
         + " |",
         "|---|---|" + "---|" * len(next(iter(summary["filters"].values()), {})),
