@@ -63,6 +63,18 @@ def test_generation_resumes_to_the_answers_of_an_uninterrupted_run(tiny_model_di
         generate_numbers(TeacherConfig(output_file=str(parts), n_prompts=9, **{**settings, "temperature": 0.5}))
 
 
+def test_a_torn_last_line_after_whole_chunks_is_dropped_before_appending(tiny_model_dir, tmp_path):
+    settings = {"model_name_or_path": str(tiny_model_dir), "max_new_tokens": 3, "batch_size": 2}
+    whole = TeacherConfig(output_file=str(tmp_path / "whole.jsonl"), n_prompts=4, **settings)
+    generate_numbers(whole, progress=False)
+    parts = tmp_path / "parts.jsonl"
+    generate_numbers(TeacherConfig(output_file=str(parts), n_prompts=2, **settings), progress=False)
+    with open(parts, "a") as handle:  # killed mid-write of the next chunk's first line
+        handle.write('{"index": 2, "pro')
+    generate_numbers(TeacherConfig(output_file=str(parts), n_prompts=4, **settings), progress=False)
+    assert _answers(parts) == _answers(whole.output_file)  # every line parses: nothing ran into the torn one
+
+
 def test_an_adapter_of_another_base_is_refused_before_generation(tiny_model_dir, tiny_adapter_dir, tmp_path):
     other = tmp_path / "other-base"
     other.mkdir()

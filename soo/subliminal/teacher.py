@@ -110,6 +110,13 @@ def finished_records(config: TeacherConfig) -> list[dict]:
     return records[:whole]
 
 
+def _holds_exactly(path: Path, records: list[dict]) -> bool:
+    """Does the file hold these records and nothing else (no partial chunk, no torn last line)?"""
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return len(lines) == len(records) and (not lines or text.endswith("\n"))
+
+
 def _append(path: Path, records: list[dict]) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
@@ -197,8 +204,10 @@ def generate_numbers(config: TeacherConfig, progress: bool = True, log=print) ->
         check_adapter_base(config.adapter, model_path)
     records = finished_records(config)
     output = Path(config.output_file)
-    if len(records) != (len(read_records(output, allow_torn_last_line=True)) if output.exists() else 0):
-        write_jsonl_atomic(output, records)  # drop a partial chunk: it is sampled again whole
+    if not _holds_exactly(output, records):
+        # Drop a partial chunk (it is sampled again whole) and a killed writer's torn last line,
+        # which the next append would otherwise run into.
+        write_jsonl_atomic(output, records)
     prompts = number_prompts(config.n_prompts, config.seed)
     done = len(records)
     if done >= config.n_prompts:
