@@ -58,6 +58,14 @@ def mean_t_summary(values: Sequence[float]) -> dict:
     return {"mean": mean, "half_width": half, "n": len(values), "values": values}
 
 
+def format_mean_t(summary: dict | None, digits: int = 3, signed: bool = False, with_n: bool = False) -> str:
+    """A `mean_t_summary` as "mean ± half-width" (optionally "(n N)"); "-" when there is none."""
+    if not summary:
+        return "-"
+    text = f"{summary['mean']:{'+' if signed else ''}.{digits}f} ± {summary['half_width']:.{digits}f}"
+    return f"{text} (n {summary['n']})" if with_n else text
+
+
 def mean_t_interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
     """Mean and the half-width of a two-sided Student-t interval at `confidence` (e.g. 1 - 0.05/K
     for a Bonferroni correction over K comparisons); nan for fewer than two values."""

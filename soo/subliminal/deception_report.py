@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from soo.core.stats import mean_t_summary
+from soo.core.stats import format_mean_t, mean_t_summary
 from soo.subliminal.deception import BASE
 from soo.subliminal.pipeline import load_cells, write_report_files
 
@@ -72,18 +72,12 @@ def summarize(root: Path) -> dict:
     return summary
 
 
-def _fmt(entry: dict | None, signed: bool = False) -> str:
-    if not entry:
-        return "-"
-    return f"{entry['mean']:{'+' if signed else ''}.3f} ± {entry['half_width']:.3f}"
-
-
 def _verdict(comparison: dict | None) -> str:
     if comparison is None:
         return "-"
     verdict = comparison["verdict"]
     text = verdict if isinstance(verdict, str) else ("**yes**" if verdict else "no")
-    return f"{text} ({_fmt(comparison['paired_difference'], signed=True)} vs {comparison['against']})"
+    return f"{text} ({format_mean_t(comparison['paired_difference'], signed=True)} vs {comparison['against']})"
 
 
 def markdown(summary: dict) -> str:
@@ -114,8 +108,8 @@ def markdown(summary: dict) -> str:
         counts = summary["filters"].get(name, {})
         kept = f"{counts.get('kept', 0)}/{sum(counts.values())}" if counts else "-"
         lines.append(
-            f"| {name} | {kept} | {_fmt(entry['other'])} | {_fmt(entry['self'])} | {_fmt(entry['kl_to_base'])} "
-            f"| {_fmt(entry.get('animal_max_shift'))} | {_verdict(entry.get('transfer'))} "
+            f"| {name} | {kept} | {format_mean_t(entry['other'])} | {format_mean_t(entry['self'])} | {format_mean_t(entry['kl_to_base'])} "
+            f"| {format_mean_t(entry.get('animal_max_shift'))} | {_verdict(entry.get('transfer'))} "
             f"| {_verdict(entry.get('fine_tuning_effect'))} |"
         )
     return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soo.core.stats import mean_t_summary
+from soo.core.stats import format_mean_t, mean_t_summary
 from soo.subliminal.experiment import CONTROL, load_results
 from soo.subliminal.pipeline import write_report_files
 
@@ -66,11 +66,8 @@ def summarize(root: Path) -> dict:
     return summary
 
 
-def _fmt(entry: dict | None, digits: int = 4, signed: bool = False) -> str:
-    if not entry:
-        return "-"
-    sign = "+" if signed else ""
-    return f"{entry['mean']:{sign}.{digits}f} ± {entry['half_width']:.{digits}f} (n {entry['n']})"
+def _fmt(entry: dict | None, signed: bool = False) -> str:
+    return format_mean_t(entry, digits=4, signed=signed, with_n=True)
 
 
 def markdown(summary: dict) -> str:
