@@ -91,27 +91,17 @@ def _filter(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from soo.core.modeling import (
-        accelerator_dtype,
-        inference_device_map,
-        load_model,
-        load_tokenizer,
-        resolve_model_path,
-    )
+    from soo.core.modeling import resolve_model_path
     from soo.eval.engine import check_adapter_base
     from soo.subliminal.evaluation import TraitEvalConfig, evaluate_trait, format_trait
+    from soo.subliminal.pipeline import load_for_evaluation
 
     config = config_from(TraitEvalConfig, args)
     path = resolve_model_path(args.model_name_or_path)
     if args.adapter:
         check_adapter_base(args.adapter, path)
-    tokenizer = load_tokenizer(path)
-    model = load_model(path, dtype=accelerator_dtype(), device_map=inference_device_map())
-    if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter)
-    results = evaluate_trait(model.eval(), tokenizer, config, progress=not args.no_progress)
+    tokenizer, model = load_for_evaluation(path, args.adapter)
+    results = evaluate_trait(model, tokenizer, config, progress=not args.no_progress)
     print(format_trait(results))
     if args.output_file:
         from soo.core.io import write_json_atomic
