@@ -6,6 +6,7 @@ result file goes through `write_text_atomic` (temporary file in the same folder,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -67,6 +68,15 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB blocks (data files can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_run_config(adapter_dir: str | os.PathLike) -> dict:

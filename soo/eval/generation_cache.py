@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from soo.core.io import file_sha256
 from soo.core.modeling import is_embedded_default, resolve_model_path
 from soo.eval.generation import DecodingConfig, generate_batched
 
@@ -119,14 +120,6 @@ class GenerationCache:
             return False
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def model_fingerprint(model_path: str | None, adapter_path: str | None = None) -> str:
     """A string naming (base model, adapter) for cache keys.
 
@@ -149,7 +142,7 @@ def model_fingerprint(model_path: str | None, adapter_path: str | None = None) -
         cached = try_to_load_from_cache(base_path, "config.json")
         config_file = Path(cached) if isinstance(cached, str) else None
         base_id = base_path if config_file is None else f"{base_path}@{config_file.parent.name}"
-    config_hash = _sha256_file(config_file)[:16] if config_file is not None and config_file.is_file() else "none"
+    config_hash = file_sha256(config_file)[:16] if config_file is not None and config_file.is_file() else "none"
     fingerprint = f"base={base_id};config_sha256={config_hash}"
     if adapter_path is None:
         return fingerprint
@@ -166,9 +159,9 @@ def model_fingerprint(model_path: str | None, adapter_path: str | None = None) -
     if weights is None:
         raise FileNotFoundError(f"No adapter_model.safetensors (or .bin) in adapter directory {adapter_dir}.")
     adapter_config = adapter_dir / "adapter_config.json"
-    adapter_config_hash = _sha256_file(adapter_config)[:16] if adapter_config.is_file() else "none"
+    adapter_config_hash = file_sha256(adapter_config)[:16] if adapter_config.is_file() else "none"
     return (
-        f"{fingerprint};adapter={adapter_dir.resolve()};adapter_sha256={_sha256_file(weights)[:16]};"
+        f"{fingerprint};adapter={adapter_dir.resolve()};adapter_sha256={file_sha256(weights)[:16]};"
         f"adapter_config_sha256={adapter_config_hash}"
     )
 

@@ -15,7 +15,6 @@ a command with one error line that names the line.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -75,7 +74,3 @@ def read_records(path: str | Path, allow_torn_last_line: bool = False) -> list[d
         _check(record, f"{path}:{number}")
         records.append(record)
     return records
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

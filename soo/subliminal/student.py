@@ -21,8 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from soo.core.io import write_json_atomic
-from soo.subliminal.records import file_sha256, read_records
+from soo.core.io import file_sha256, write_json_atomic
+from soo.subliminal.records import read_records
 
 STUDENT_FILE = "student.json"  # written last: a finished student
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
