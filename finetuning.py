@@ -23,6 +23,10 @@ Launch commands (every transformers TrainingArguments flag works too):
 Preemption: SIGUSR1 or SIGTERM saves a checkpoint at the end of the current step and exits with
 code 75; running the same command again (same --output_dir) resumes from the last complete
 checkpoint. --resume_from_checkpoint no starts over; a path resumes from that checkpoint.
+Only the same recipe resumes (soo.train.recipe): a checkpoint trained with another model, data,
+LoRA, SOO, optimizer, schedule, seed or batch geometry stops the run before training, naming each
+differing field; a longer --max_steps and other logging/saving cadence are fine, and
+soo_run_config.json lists the segments (steps, command) that trained the adapter.
 
   # smoke test on a tiny random model (no download):
   python -m soo.tools.tiny_model /tmp/tiny --arch gemma2
@@ -37,6 +41,7 @@ from soo.data.pair_io import PairDataError
 from soo.train import PREEMPTED_EXIT_CODE
 from soo.train.config import parse_finetuning_args
 from soo.train.distributed import exit_process, export_torch_env_from_slurm
+from soo.train.recipe import RecipeMismatchError
 from soo.train.run import run_finetuning
 
 
@@ -48,7 +53,14 @@ def main(argv=None) -> int:
         return fail(error)
     try:
         results = run_finetuning(model_args, data_args, config, config_path)
-    except (PairDataError, ModelLoadError, LayerResolutionError, PromptTooLongError, FileNotFoundError) as error:
+    except (
+        PairDataError,
+        ModelLoadError,
+        LayerResolutionError,
+        PromptTooLongError,
+        FileNotFoundError,
+        RecipeMismatchError,
+    ) as error:
         # Input problems: one clear line, not a traceback from deep inside a library.
         return fail(error)
     return PREEMPTED_EXIT_CODE if results.get("preempted") else 0

@@ -5,6 +5,7 @@
   run          one run end to end: load, LoRA, held-out SOO before/after, train, save
   distributed  srun task variables to torch's, gloo process group for DeepSpeed on CPU, clean exit
   preemption   SIGUSR1/SIGTERM -> checkpoint and exit PREEMPTED_EXIT_CODE; resume from the last complete one
+  recipe       what a checkpoint was trained with (recipe + segments); a resume under other settings stops
 
 CLI: finetuning.py; Slurm: submit_gemma_soo.sh (via scripts/slurm_common.sh).
 """

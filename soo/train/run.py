@@ -30,6 +30,7 @@ from soo.data.pair_io import load_pairs
 from soo.train.config import SOOConfig
 from soo.train.distributed import init_deepspeed_on_cpu
 from soo.train.preemption import PreemptionCallback, choose_resume_checkpoint, remove_incomplete_checkpoints
+from soo.train.recipe import check_resume, recipe_of
 from soo.train.trainer import SOOTrainer
 
 logger = logging.getLogger("soo")
@@ -199,6 +200,8 @@ def _run(model_args, data_args, config: SOOConfig, config_path, preemption, call
             logger.warning("Removed %s: its save was interrupted (no completion marker).", path)
     trainer.accelerator.wait_for_everyone()
     resume_checkpoint = choose_resume_checkpoint(config.resume_from_checkpoint, str(output_dir))
+    # Before any step: a checkpoint trained with other settings is not resumed (soo.train.recipe).
+    trainer.history = check_resume(resume_checkpoint, recipe_of(model_args, data_args, config, model_path), config)
     if resume_checkpoint is not None:
         logger.info("Resuming from %s (pass --resume_from_checkpoint no to start over).", resume_checkpoint)
 
@@ -241,6 +244,8 @@ def _run(model_args, data_args, config: SOOConfig, config_path, preemption, call
             "data_args": dataclasses.asdict(data_args),
             "soo_args": config.soo_settings(),
             "training_args": config.to_dict(),
+            # What changes the result, and which steps ran under which command.
+            **trainer.history.at_step(trainer.state.global_step),
         }
         write_json_atomic(output_dir / RUN_CONFIG_FILE, run_config)
         write_json_atomic(output_dir / HELDOUT_FILE, results)

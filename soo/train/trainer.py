@@ -27,6 +27,7 @@ from soo.core.loss import activation_spread_per_pair, kl_logits_per_pair, lm_los
 from soo.train.config import SOOConfig
 from soo.train.distributed import zero_stage
 from soo.train.preemption import mark_checkpoint_complete
+from soo.train.recipe import write_checkpoint_history
 
 logger = logging.getLogger("soo")
 
@@ -61,6 +62,8 @@ class SOOTrainer(Trainer):
         # Never pass num_items_in_batch to the model: we compute both losses ourselves.
         self.model_accepts_loss_kwargs = False
         self.capture = ActivationCapture(self.model, args.soo_layers, args.soo_module)
+        # soo.train.recipe.RunHistory of the run (set by run_finetuning), written into each checkpoint.
+        self.history = None
         # SOO-only training needs nothing after the deepest hooked module. Not under ZeRO-3: its
         # parameter gathering follows module hooks that an interrupted forward would leave unbalanced.
         self.early_exit = (
@@ -152,9 +155,10 @@ class SOOTrainer(Trainer):
         # so that a job killed mid-save resumes from the previous checkpoint instead of a torn one.
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            mark_checkpoint_complete(
-                os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            )
+            checkpoint = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            if self.history is not None:  # its recipe and segments, so a resume can check them
+                write_checkpoint_history(checkpoint, self.history, self.state.global_step)
+            mark_checkpoint_complete(checkpoint)
 
     def _record(self, mode: str, name: str, values: torch.Tensor) -> None:
         # On the host: the running sums live there, and a count made with torch.tensor() is a CPU
