@@ -23,6 +23,8 @@ Launch commands (every transformers TrainingArguments flag works too):
 Preemption: SIGUSR1 or SIGTERM saves a checkpoint at the end of the current step and exits with
 code 75; running the same command again (same --output_dir) resumes from the last complete
 checkpoint. --resume_from_checkpoint no starts over; a path resumes from that checkpoint.
+A full disk during a save stops the run with one error line (exit 2) naming the last complete
+checkpoint, which stays intact; free space and run the same command to resume from it.
 Only the same recipe resumes (soo.train.recipe): a checkpoint trained with another model, data,
 LoRA, SOO, optimizer, schedule, seed or batch geometry stops the run before training, naming each
 differing field; a longer --max_steps and other logging/saving cadence are fine, and
@@ -41,18 +43,21 @@ from soo.data.pair_io import PairDataError
 from soo.train import PREEMPTED_EXIT_CODE
 from soo.train.config import parse_finetuning_args
 from soo.train.distributed import exit_process, export_torch_env_from_slurm
+from soo.train.preemption import DISK_FULL_ERRNOS, disk_full_message
 from soo.train.recipe import RecipeMismatchError
 from soo.train.run import run_finetuning
 
 
-def main(argv=None) -> int:
+def main(argv=None, callbacks=None) -> int:
+    """Exit status: 0 done, 75 checkpointed on a signal, 2 bad input or a full disk (one error line).
+    `callbacks` (TrainerCallbacks) are for tests that instrument a real run (test/scale_worker.py)."""
     export_torch_env_from_slurm()  # srun tasks -> RANK/WORLD_SIZE/LOCAL_RANK, before TrainingArguments reads them
     try:  # an unknown flag or a bad --config file exits with status 2 inside the parser
         model_args, data_args, config, config_path = parse_finetuning_args(argv)
     except ValueError as error:  # a value the configs refuse (token mode, weights, ...)
         return fail(error)
     try:
-        results = run_finetuning(model_args, data_args, config, config_path)
+        results = run_finetuning(model_args, data_args, config, config_path, callbacks=callbacks)
     except (
         PairDataError,
         ModelLoadError,
@@ -63,6 +68,10 @@ def main(argv=None) -> int:
     ) as error:
         # Input problems: one clear line, not a traceback from deep inside a library.
         return fail(error)
+    except OSError as error:
+        if error.errno not in DISK_FULL_ERRNOS:
+            raise
+        return fail(disk_full_message(error, config.output_dir))
     return PREEMPTED_EXIT_CODE if results.get("preempted") else 0
 
 

@@ -1,24 +1,29 @@
-"""Reliability: a resumed run is the run its record says (docs/reliability.md).
+"""Reliability: what a crash, a full disk or a changed command may do to a run (docs/reliability.md).
 
-The resume check runs real `finetuning.py` processes on the tiny Llama: the mixed-recipe repro of
-issue 32 (a second command with another learning rate and layer must stop before training, with
-each differing field), and a matching rerun with a longer `max_steps`, which must resume and
-record both segments.
+Real training processes on the tiny Llama (`finetuning.py`, or test/scale_worker.py = finetuning.py
+plus instruments): the mixed-recipe repro of issue 32 (another learning rate and layer on resume
+must stop before training, naming each field) and a matching rerun that resumes and records both
+segments; one rank of a 2-process ZeRO-3 run SIGKILLed at a random step; a checkpoint write that
+fails with ENOSPC.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
+from test_scale import REPO_ROOT, STEPS, WORKER, adapter_weights, common_args, run_command, torchrun
 
+from soo.train.preemption import COMPLETE_MARKER
 from soo.train.recipe import RECIPE_FILE, RecipeMismatchError, check_resume, data_fingerprint, differences
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _finetune(tiny_model_dir, data_files, out: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -100,6 +105,111 @@ def test_a_resume_under_another_recipe_stops_before_training_and_a_matching_one_
     assert steps == [(0, 4, 4), (4, 6, 6)]
     assert "--max_steps 4" in record["segments"][0]["command"]
     assert "--max_steps 6" in record["segments"][1]["command"]
+
+
+# --- Hard kill of one rank under ZeRO-3 ----------------------------------------------------------
+
+# torchrun's agent notices a dead worker and stops the others: SIGTERM, then SIGKILL after its
+# close timeout (30 s in torch.distributed.elastic). A survivor blocked in a collective with the
+# dead rank is freed by that, not by gloo's 30-minute collective timeout; EXIT_BOUND_S leaves room
+# for a loaded CI host.
+EXIT_BOUND_S = 90
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_zero3(tiny_model_dir, data_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("z3-uninterrupted") / "run"
+    result = run_command([*torchrun(2), str(WORKER), *_zero3_args(tiny_model_dir, data_files, out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def _zero3_args(tiny_model_dir, data_files, out: Path) -> list[str]:
+    return [
+        *common_args(tiny_model_dir, data_files, out, 2),
+        "--max_steps",
+        str(STEPS),
+        "--save_steps",
+        "2",
+        "--deepspeed",
+        str(REPO_ROOT / "ds_config_stage3.json"),
+    ]
+
+
+def test_zero3_rank_killed_at_a_random_step_exits_in_bounded_time_and_resumes_to_the_same_adapter(
+    uninterrupted_zero3, tiny_model_dir, data_files, tmp_path
+):
+    chooser = random.Random(int(os.environ.get("SOO_KILL_SEED", time.time_ns())))
+    # After step 3 at the earliest, so that a checkpoint (every 2 steps) exists to resume from.
+    step, rank = chooser.randint(3, STEPS - 1), chooser.choice([0, 1])
+    out = tmp_path / "run"
+    command = [*torchrun(2), str(WORKER), *_zero3_args(tiny_model_dir, data_files, out)]
+    started = time.time()
+    killed = run_command([*command, "--kill_at_step", str(step), str(rank)], timeout=EXIT_BOUND_S + 240)
+    ended = time.time()
+    where = f"(rank {rank} killed after step {step})"
+    assert killed.returncode != 0, where
+    kill_line = re.search(r"SIGKILLs itself after step \d+ at ([0-9.]+)", killed.stdout)
+    assert kill_line, f"{where} the kill never happened:\n{killed.stdout[-2000:]}{killed.stderr[-2000:]}"
+    seconds_to_exit = ended - float(kill_line.group(1))
+    print(f"{where}: the job exited {seconds_to_exit:.1f} s after the kill ({ended - started:.0f} s in all)")
+    assert seconds_to_exit < EXIT_BOUND_S, where
+    assert not (out / "adapter_model.safetensors").exists(), where
+
+    complete = sorted(int(p.parent.name.split("-")[1]) for p in out.glob(f"checkpoint-*/{COMPLETE_MARKER}"))
+    # The kill comes at the step's end, before that step's save: the last complete checkpoint is
+    # the last even step before it, and no later checkpoint is marked complete.
+    assert complete and complete[-1] == 2 * ((step - 1) // 2), (where, complete)
+
+    resumed = run_command(command)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {out / f'checkpoint-{complete[-1]}'}" in resumed.stderr + resumed.stdout, where
+    mine, reference = adapter_weights(out), adapter_weights(uninterrupted_zero3)
+    assert mine.keys() == reference.keys()
+    # The resumed run restores weights, optimizer, scheduler and RNG states from the checkpoint and
+    # replays the same batches: equal to float32 rounding (the same tolerance as a one-process resume).
+    for name in reference:
+        torch.testing.assert_close(mine[name], reference[name], rtol=1e-4, atol=1e-6, msg=f"{name} {where}")
+
+
+# --- Disk full during a save ---------------------------------------------------------------------
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_resumes_cleanly(
+    tiny_model_dir, data_files, tmp_path
+):
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        str(WORKER),
+        *common_args(tiny_model_dir, data_files, out, 2),
+        "--max_steps",
+        str(STEPS),
+        "--save_steps",
+        "2",
+    ]
+    full = run_command([*command, "--enospc_at_checkpoint", "4"])
+    assert full.returncode == 2, full.stderr[-3000:]
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert "No space left on device" in errors[0] and f"{out / 'checkpoint-2'}, is intact" in errors[0]
+    assert not (out / "checkpoint-4" / COMPLETE_MARKER).exists()
+    # The previous checkpoint is whole: marked, and its adapter and optimizer state load.
+    previous = out / "checkpoint-2"
+    assert (previous / COMPLETE_MARKER).is_file()
+    assert adapter_weights(previous)
+    assert torch.load(previous / "optimizer.pt", weights_only=True)["state"]
+
+    resumed = run_command(command)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stderr + resumed.stdout
+    assert "checkpoint-4: its save was interrupted" in log and f"Resuming from {previous}" in log
+    reference = tmp_path / "reference"
+    uninterrupted = run_command([str(reference) if part == str(out) else part for part in command])
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    mine, theirs = adapter_weights(out), adapter_weights(reference)
+    for name in theirs:
+        torch.testing.assert_close(mine[name], theirs[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 # --- Units ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ WORKER = REPO_ROOT / "test" / "scale_worker.py"
 STEPS = 6
 
 
-def _common_args(tiny_model_dir, data_files, out: Path, per_device_batch: int) -> list[str]:
+def common_args(tiny_model_dir, data_files, out: Path, per_device_batch: int) -> list[str]:
     train_path, test_path = data_files
     return [
         "--model_name_or_path",
@@ -60,12 +60,12 @@ def _common_args(tiny_model_dir, data_files, out: Path, per_device_batch: int) -
     ]
 
 
-def _run(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+def run_command(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def _torchrun(nproc: int) -> list[str]:
+def torchrun(nproc: int) -> list[str]:
     # --standalone picks a free port (a fixed one collides with other runs; port 0 hangs the static rendezvous).
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
 
@@ -75,7 +75,7 @@ def _train_logs(out: Path) -> list[dict]:
     return [entry for entry in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in entry]
 
 
-def _adapter_weights(path: Path) -> dict[str, torch.Tensor]:
+def adapter_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path / "adapter_model.safetensors"))
@@ -88,7 +88,9 @@ def _adapter_weights(path: Path) -> dict[str, torch.Tensor]:
 def single_process_run(tiny_model_dir, data_files, tmp_path_factory):
     """Reference: one process, no DeepSpeed, batch 4 = the global batch of 2 processes x 2."""
     out = tmp_path_factory.mktemp("single") / "run"
-    result = _run([sys.executable, str(WORKER), *_common_args(tiny_model_dir, data_files, out, 4), "--max_steps", "2"])
+    result = run_command(
+        [sys.executable, str(WORKER), *common_args(tiny_model_dir, data_files, out, 4), "--max_steps", "2"]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -98,17 +100,17 @@ def test_zero3_two_processes_trains_like_one_and_saves_a_loadable_adapter(
 ):
     out, recorded = tmp_path / "z3", tmp_path / "trained_logits.safetensors"
     command = [
-        *_torchrun(2),
+        *torchrun(2),
         str(WORKER),
         "--record_outputs",
         str(recorded),
-        *_common_args(tiny_model_dir, data_files, out, 2),
+        *common_args(tiny_model_dir, data_files, out, 2),
         "--max_steps",
         "2",
         "--deepspeed",
         str(REPO_ROOT / "ds_config_stage3.json"),
     ]
-    result = _run(command)
+    result = run_command(command)
     assert result.returncode == 0, result.stderr[-4000:]
 
     # Same global batch (the two ranks' micro-batches are the single run's batch): the first
@@ -134,9 +136,7 @@ def test_zero3_two_processes_trains_like_one_and_saves_a_loadable_adapter(
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()(torch.tensor(RECORD_INPUT_IDS)).logits
     torch.testing.assert_close(reloaded, trained, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(reloaded, base, atol=1e-4), "the adapter should have changed the model"
-    assert all(value.numel() > 0 for value in _adapter_weights(out).values()), (
-        "ZeRO-3 saved empty (partitioned) tensors"
-    )
+    assert all(value.numel() > 0 for value in adapter_weights(out).values()), "ZeRO-3 saved empty (partitioned) tensors"
 
 
 def test_zero3_trains_the_released_kl_loss_like_one_process(tiny_model_dir, data_files, tmp_path):
@@ -156,13 +156,13 @@ def test_zero3_trains_the_released_kl_loss_like_one_process(tiny_model_dir, data
         "1",
     ]
     single, z3 = tmp_path / "single", tmp_path / "z3"
-    result = _run([sys.executable, str(WORKER), *_common_args(tiny_model_dir, data_files, single, 4), *kl])
+    result = run_command([sys.executable, str(WORKER), *common_args(tiny_model_dir, data_files, single, 4), *kl])
     assert result.returncode == 0, result.stderr[-3000:]
-    result = _run(
+    result = run_command(
         [
-            *_torchrun(2),
+            *torchrun(2),
             str(WORKER),
-            *_common_args(tiny_model_dir, data_files, z3, 2),
+            *common_args(tiny_model_dir, data_files, z3, 2),
             *kl,
             "--deepspeed",
             str(REPO_ROOT / "ds_config_stage3.json"),
@@ -182,15 +182,15 @@ def test_other_deepspeed_configs_train_like_one_process(
     """ZeRO-2, and ZeRO-3 with CPU offload (DeepSpeed's CPU Adam, compiled on first use: ~1 min once)."""
     out = tmp_path / "run"
     command = [
-        *_torchrun(2),
+        *torchrun(2),
         str(WORKER),
-        *_common_args(tiny_model_dir, data_files, out, 2),
+        *common_args(tiny_model_dir, data_files, out, 2),
         "--max_steps",
         "2",
         "--deepspeed",
         str(REPO_ROOT / ds_config),
     ]
-    result = _run(command, timeout=600)
+    result = run_command(command, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     first, single_first = _train_logs(out)[0], _train_logs(single_process_run)[0]
     for key in ("loss", "soo_loss", "lm_loss"):
@@ -204,8 +204,8 @@ def test_other_deepspeed_configs_train_like_one_process(
 @pytest.fixture(scope="module")
 def uninterrupted_run(tiny_model_dir, data_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    result = _run(
-        [sys.executable, str(WORKER), *_common_args(tiny_model_dir, data_files, out, 2), "--max_steps", str(STEPS)]
+    result = run_command(
+        [sys.executable, str(WORKER), *common_args(tiny_model_dir, data_files, out, 2), "--max_steps", str(STEPS)]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -219,11 +219,11 @@ def test_signal_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_adapter(
     command = [
         sys.executable,
         str(WORKER),
-        *_common_args(tiny_model_dir, data_files, out, 2),
+        *common_args(tiny_model_dir, data_files, out, 2),
         "--max_steps",
         str(STEPS),
     ]
-    first = _run([*command, "--signal_at_step", "2", signal_name])
+    first = run_command([*command, "--signal_at_step", "2", signal_name])
     assert first.returncode == PREEMPTED_EXIT_CODE, first.stderr[-3000:]
     assert f"got SIG{signal_name}" in first.stdout
     # The signal lands during step 2's end; the stop is taken at the next step end.
@@ -231,7 +231,7 @@ def test_signal_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_adapter(
     assert (checkpoint / COMPLETE_MARKER).is_file() and (checkpoint / "optimizer.pt").is_file()
     assert not (out / "adapter_model.safetensors").exists(), "a preempted run must not look finished"
 
-    second = _run(command)
+    second = run_command(command)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Resuming from" in second.stderr + second.stdout
     state = json.loads((out / "trainer_state.json").read_text())
@@ -244,7 +244,7 @@ def test_signal_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_adapter(
     # No pickle in the run's folder or its checkpoints: the arguments are kept as JSON.
     assert not list(out.rglob("training_args.bin")) and (out / "soo_run_config.json").is_file()
 
-    resumed, reference = _adapter_weights(out), _adapter_weights(uninterrupted_run)
+    resumed, reference = adapter_weights(out), adapter_weights(uninterrupted_run)
     assert resumed.keys() == reference.keys()
     for name in reference:
         torch.testing.assert_close(resumed[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
@@ -253,15 +253,15 @@ def test_signal_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_adapter(
 def test_zero3_signal_on_one_rank_stops_both_at_the_same_step_and_resumes(tiny_model_dir, data_files, tmp_path):
     out = tmp_path / "z3"
     command = [
-        *_torchrun(2),
+        *torchrun(2),
         str(WORKER),
-        *_common_args(tiny_model_dir, data_files, out, 2),
+        *common_args(tiny_model_dir, data_files, out, 2),
         "--max_steps",
         "4",
         "--deepspeed",
         str(REPO_ROOT / "ds_config_stage3.json"),
     ]
-    first = _run([*command, "--signal_at_step", "1", "USR1"])
+    first = run_command([*command, "--signal_at_step", "1", "USR1"])
     assert first.returncode != 0 and f"exitcode  : {PREEMPTED_EXIT_CODE}" in first.stderr, first.stderr[-3000:]
     checkpoint = out / "checkpoint-2"
     assert (checkpoint / COMPLETE_MARKER).is_file()
@@ -270,7 +270,7 @@ def test_zero3_signal_on_one_rank_stops_both_at_the_same_step_and_resumes(tiny_m
     assert any("rank_0" in name or "rank0" in name for name in shards), shards
     assert any("rank_1" in name or "rank1" in name for name in shards), shards
 
-    second = _run(command)
+    second = run_command(command)
     assert second.returncode == 0, second.stderr[-3000:]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
     assert (out / "adapter_model.safetensors").is_file()
@@ -377,11 +377,11 @@ def test_merge_cli_reproduces_the_adapted_model(single_process_run, tiny_model_d
 
 
 def test_merge_adapter_under_zero3_is_refused_before_any_work(tiny_model_dir, data_files, tmp_path):
-    result = _run(
+    result = run_command(
         [
             sys.executable,
             "finetuning.py",
-            *_common_args(tiny_model_dir, data_files, tmp_path / "run", 2),
+            *common_args(tiny_model_dir, data_files, tmp_path / "run", 2),
             "--merge_adapter",
             "--deepspeed",
             str(REPO_ROOT / "ds_config_stage3.json"),

@@ -15,6 +15,7 @@ Local check (one process):
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -31,6 +32,8 @@ logger = logging.getLogger("soo")
 PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 COMPLETE_MARKER = "soo_checkpoint_complete"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+# A save that fails for want of space (no space left, quota exceeded): a clear stop, not a traceback.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class PreemptionCallback(TrainerCallback):
@@ -136,3 +139,14 @@ def choose_resume_checkpoint(requested: str | None, output_dir: str) -> str | No
             "the save that wrote it was probably interrupted. Use an earlier checkpoint."
         )
     return requested
+
+
+def disk_full_message(error: OSError, output_dir: str) -> str:
+    """One line for a save that failed on a full disk: what was lost and how to go on."""
+    last = last_complete_checkpoint(output_dir)
+    kept = f"the last complete checkpoint, {last}, is intact" if last else "no complete checkpoint was saved yet"
+    return (
+        f"{error.strerror or 'no space left on device'} while writing {error.filename or output_dir}: "
+        f"that save is incomplete (the next run removes it); {kept}. "
+        "Free space, then run the same command to resume."
+    )
