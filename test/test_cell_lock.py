@@ -266,3 +266,53 @@ def test_a_killed_runners_cell_is_recovered_and_trained_by_the_next_runner(tmp_p
     assert ledger(tmp_path) == [(cell.name, runner.pid), (cell.name, os.getpid())]
     assert json.loads((spec.cell_dir(cell) / "done.json").read_text())["pid"] == os.getpid()
     assert not (spec.cell_dir(cell) / LOCK_FILE).exists()
+
+
+# --------------------------------------------------------------------------------------------
+# The deception experiment's cells and the RL stages
+
+
+def test_the_deception_experiment_skips_a_held_cell_and_lists_it(tmp_path, monkeypatch):
+    from soo.organism import experiment
+    from soo.organism.config import ExperimentConfig
+
+    trained = []
+    monkeypatch.setattr(experiment, "_organism_record", lambda config: {"config": {}})
+    monkeypatch.setattr(
+        experiment, "_train_finetuning_cell", lambda config, organism, condition, seed, cell: trained.append(condition)
+    )
+    monkeypatch.setattr(experiment, "evaluate_cell", lambda config, organism, adapter, progress=False: {})
+    config = ExperimentConfig(organism_dir=str(tmp_path), seeds=[0], conditions=["soo", "lm_only"])
+    lines = []
+    with CellLock(config.root / "soo" / "seed0", "soo/seed0") as held:  # another runner trains soo/seed0
+        assert held.acquired
+        outcome = experiment.run_experiment(config, progress=False, log=lines.append)
+    assert trained == ["lm_only"] and outcome["skipped"] == ["soo/seed0"] and outcome["failed"] == []
+    assert any(line.startswith("cell soo/seed0 is being trained by pid") for line in lines), lines
+    experiment.run_experiment(config, progress=False, log=lines.append)  # the lock is free now
+    assert trained == ["lm_only", "soo"]
+
+
+def test_an_rl_stage_another_runner_trains_is_waited_for_and_reused(tmp_path, monkeypatch, capsys):
+    from soo.rl import stages
+    from soo.rl.env import N_ACTIONS, DeceptionEnvConfig
+    from soo.rl.maddpg import MADDPG, MADDPGConfig
+    from soo.rl.training import observation_dims
+
+    monkeypatch.setattr(stages, "WAIT_POLL_SECONDS", 0.05)
+    agent = MADDPG(observation_dims(DeceptionEnvConfig()), N_ACTIONS, MADDPGConfig())
+    folder = tmp_path / "honest"
+    other = CellLock(folder, "honest")
+    assert other.acquire()
+
+    def other_runner_finishes():
+        agent.save(folder / "checkpoint", {"settings": {"episodes": 3}})
+        other.release()
+
+    threading.Timer(0.3, other_runner_finishes).start()
+    trained = []
+    stages._stage(folder, lambda: trained.append(1) or (agent, []), {"episodes": 3})
+    assert trained == []  # it waited, then reused the other runner's checkpoint
+    out = capsys.readouterr().out
+    assert f"cell {folder} is being trained by pid {os.getpid()}" in out and "; waiting" in out
+    assert "reusing" in out
