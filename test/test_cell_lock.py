@@ -86,6 +86,17 @@ def test_another_hosts_lock_is_respected_until_its_heartbeat_is_older_than_the_b
     assert "no heartbeat for" in lines[0]
 
 
+def test_an_unreadable_lock_is_judged_by_its_age(tmp_path):
+    # O_EXCL makes the file before its holder writes it: a runner killed in between leaves it empty.
+    (tmp_path / LOCK_FILE).write_text("")
+    old = time.time() - STALE_AFTER_SECONDS - 60
+    os.utime(tmp_path / LOCK_FILE, (old, old))
+    lines = []
+    with CellLock(tmp_path, "a", lines.append) as lock:
+        assert lock.acquired
+    assert "recovered the stale lock of a runner whose lock file is unreadable" in lines[0]
+
+
 def test_a_held_lock_keeps_its_heartbeat_fresh(tmp_path):
     with CellLock(tmp_path, "a", heartbeat_seconds=0.05) as lock:
         first = read_holder(tmp_path / LOCK_FILE)

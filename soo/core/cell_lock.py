@@ -44,6 +44,8 @@ STALE_AFTER_SECONDS = 600.0
 # The guard that serialises breaking a stale lock is held for a read and an unlink; one older
 # than this belongs to a breaker that died in between.
 BREAKING_STALE_SECONDS = 30.0
+# A lock file is empty from its O_EXCL creation until its holder's write a moment later.
+WRITE_GRACE_SECONDS = 2.0
 
 
 def process_alive(pid) -> bool:
@@ -79,6 +81,8 @@ class LockHolder:
     raw: str
 
     def describe(self) -> str:
+        if self.pid is None:
+            return f"a runner whose lock file is unreadable, since {_utc(self.started)}"
         return f"pid {self.pid} on host {self.host} since {_utc(self.started)}"
 
     def gone_because(self, now: float, stale_after: float) -> str | None:
@@ -93,13 +97,24 @@ class LockHolder:
 
 
 def read_holder(path: Path) -> LockHolder | None:
-    """The lock file's holder; None when there is no lock file. A file that is not valid JSON (a
-    holder killed between creating and writing it) is judged by its modification time alone."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-        modified = path.stat().st_mtime
-    except FileNotFoundError:
-        return None
+    """The lock file's holder; None when there is no lock file. O_EXCL creates the file before its
+    holder writes it, so an empty or torn file is read again until it is WRITE_GRACE_SECONDS old; one
+    still not valid JSON then (its holder killed in between) is judged by its modification time alone."""
+    while True:
+        try:
+            raw = path.read_text(encoding="utf-8")
+            modified = path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        holder = _parse_holder(raw)
+        if holder is not None:
+            return holder
+        if time.time() > modified + WRITE_GRACE_SECONDS:
+            return LockHolder(None, None, modified, modified, None, None, 0, raw)
+        time.sleep(0.02)
+
+
+def _parse_holder(raw: str) -> LockHolder | None:
     try:
         record = json.loads(raw)
         started = float(record["started"])
@@ -114,7 +129,7 @@ def read_holder(path: Path) -> LockHolder | None:
             raw=raw,
         )
     except (ValueError, KeyError, TypeError):
-        return LockHolder(None, None, modified, modified, None, None, 0, raw)
+        return None
 
 
 class CellLock:
