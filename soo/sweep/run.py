@@ -167,7 +167,10 @@ def run_cell(spec: SweepSpec, cell: SweepCell, python: str = sys.executable, log
     is one runner's: another may have finished the cell while this one was listing or waiting."""
     folder = spec.cell_dir(cell)
     with CellLock(folder, cell.name, log) as lock:
-        if not lock.acquired or cell_state(spec, cell)[0] == "done":
+        if not lock.acquired:
+            return SKIPPED
+        if cell_state(spec, cell)[0] == "done":
+            log(f"cell {cell.name} is done already (done.json); skipping")
             return SKIPPED
         return _train_and_evaluate(spec, cell, folder, python, log)
 
