@@ -305,12 +305,13 @@ def test_the_deception_experiment_skips_a_held_cell_and_lists_it(tmp_path, monke
 
 
 def test_an_rl_stage_another_runner_trains_is_waited_for_and_reused(tmp_path, monkeypatch, capsys):
+    from soo.core import cell_lock
     from soo.rl import stages
     from soo.rl.env import N_ACTIONS, DeceptionEnvConfig
     from soo.rl.maddpg import MADDPG, MADDPGConfig
     from soo.rl.training import observation_dims
 
-    monkeypatch.setattr(stages, "WAIT_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(cell_lock, "WAIT_POLL_SECONDS", 0.05)
     agent = MADDPG(observation_dims(DeceptionEnvConfig()), N_ACTIONS, MADDPGConfig())
     folder = tmp_path / "honest"
     other = CellLock(folder, "honest")

@@ -46,6 +46,7 @@ STALE_AFTER_SECONDS = 600.0
 BREAKING_STALE_SECONDS = 30.0
 # A lock file is empty from its O_EXCL creation until its holder's write a moment later.
 WRITE_GRACE_SECONDS = 2.0
+WAIT_POLL_SECONDS = 5.0  # how often a waiting runner (wait=True) looks at a held lock again
 
 
 def process_alive(pid) -> bool:
@@ -152,7 +153,7 @@ class CellLock:
         wait: bool = False,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         stale_after: float = STALE_AFTER_SECONDS,
-        poll_seconds: float = 5.0,
+        poll_seconds: float | None = None,
     ):
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
@@ -161,8 +162,9 @@ class CellLock:
         self.wait = wait
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_after = stale_after
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = WAIT_POLL_SECONDS if poll_seconds is None else poll_seconds
         self.acquired = False
+        self._started = 0.0  # when this runner took the lock (kept in every heartbeat)
         self.holder: LockHolder | None = None  # the other runner's, when not acquired
         self._token = secrets.token_hex(8)
         self._stop = threading.Event()
@@ -210,10 +212,14 @@ class CellLock:
                 self._break_stale(holder, reason)
                 continue
             now = time.time()
-            with open(fd, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(self._record(now, now), indent=2) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                with open(fd, "w", encoding="utf-8") as handle:
+                    handle.write(json.dumps(self._record(now, now), indent=2) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except BaseException:  # e.g. a full disk: leave no empty lock behind for 10 minutes
+                self.path.unlink(missing_ok=True)
+                raise
             self._started = now
             self.acquired = True
             self._start_heartbeat()
@@ -263,8 +269,11 @@ class CellLock:
     def _start_heartbeat(self) -> None:
         def beat():
             while not self._stop.wait(self.heartbeat_seconds):
-                if self._owned():  # never rewrite a lock another runner took over
-                    write_json_atomic(self.path, self._record(self._started, time.time()))
+                # A failed write (a full disk, a shared filesystem's hiccup) is tried again at the
+                # next beat: the bound allows nine misses.
+                with contextlib.suppress(OSError):
+                    if self._owned():  # never rewrite a lock another runner took over
+                        write_json_atomic(self.path, self._record(self._started, time.time()))
 
         self._stop.clear()
         self._heartbeat = threading.Thread(target=beat, name=f"cell-lock-{self.name}", daemon=True)

@@ -33,8 +33,6 @@ from soo.rl.maddpg import MADDPG
 from soo.rl.overlap import SOODefinition
 from soo.rl.training import observation_dims, train
 
-WAIT_POLL_SECONDS = 5.0  # how often a runner waiting for another's stage looks at its lock again
-
 
 def write_curve(path: Path, curve: list[dict]) -> None:
     keys = sorted({k for row in curve for k in row}, key=lambda k: (k != "episode", k))
@@ -58,9 +56,7 @@ def _stage(folder: Path, make: Callable[[], tuple[MADDPG, list[dict]]], settings
     The stage's lock (soo.core.cell_lock) is taken before the checkpoint check: a stage another
     runner is training is waited for (the next stages need it), then reused."""
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
-    with CellLock(
-        folder, str(folder), log=lambda line: print(line, flush=True), wait=True, poll_seconds=WAIT_POLL_SECONDS
-    ):
+    with CellLock(folder, str(folder), log=lambda line: print(line, flush=True), wait=True):
         return _reuse_or_train(folder, make, settings)
 
 
