@@ -137,6 +137,13 @@ def main(argv=None) -> int:
                 "failed cells (rerun the same command to retry):\n  " + "\n  ".join(outcome["failed"]), file=sys.stderr
             )
             return 1
+        if outcome["skipped"]:  # their results are the other runner's, not this run's
+            print(
+                "not run here, another runner holds them (rerun when it is done):\n  "
+                + "\n  ".join(outcome["skipped"]),
+                file=sys.stderr,
+            )
+            return 1
         print(f"done: {outcome['root']}")
     else:
         from soo.core.io import read_yaml

@@ -86,10 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     from soo.sweep import SweepSpecError, load_sweep
     from soo.sweep.run import (
         PREEMPTED_EXIT_CODE,
+        SKIPPED,
         cell_commands,
+        cell_state,
         forward_stop_signals,
         run_cell,
         run_local,
+        run_summary,
         status_table,
     )
 
@@ -128,15 +131,13 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"--index {args.index}: the sweep has {len(cells)} cells (0..{len(cells) - 1})")
         forward_stop_signals()
         state = run_cell(spec, cells[args.index])
+        if state == SKIPPED:  # another runner holds the cell or finished it: success only if it is done
+            state = cell_state(spec, cells[args.index])[0]
         return {"done": 0, "preempted": PREEMPTED_EXIT_CODE}.get(state, 1)
     forward_stop_signals()
     states = run_local(spec, jobs=args.jobs)
-    not_done = sorted(name for name, state in states.items() if state != "done")
-    print(
-        f"{len(cells) - len(not_done)}/{len(cells)} cells done"
-        + (f"; not done: {', '.join(not_done)}" if not_done else "")
-    )
-    return 0 if not not_done else 1
+    print(run_summary(spec, states))
+    return 0 if all(cell_state(spec, cell)[0] == "done" for cell in cells) else 1
 
 
 if __name__ == "__main__":

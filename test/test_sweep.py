@@ -352,16 +352,18 @@ def test_a_trained_cell_is_only_evaluated_again(tmp_path, tiny_model_dir, data_f
 
 
 def test_a_cell_another_live_process_runs_is_left_to_it(tmp_path, tiny_model_dir, data_files):
-    import os
-
+    from soo.core.cell_lock import CellLock
     from soo.sweep import run
 
     spec = tiny_sweep(tmp_path, tiny_model_dir, data_files, {"seed": [0]})
     (cell,) = spec.cells()
-    spec.cell_dir(cell).mkdir(parents=True)
-    run._set_state(spec.cell_dir(cell), "running", {"host": run.socket.gethostname(), "pid": os.getpid()})
-    assert run.run_local(spec, log=lambda *_: None) == {"seed-0": "running"}
+    lines = []
+    with CellLock(spec.cell_dir(cell), cell.name) as held:  # this live process is the other runner
+        assert held.acquired
+        assert run.run_local(spec, log=lines.append) == {"seed-0": run.SKIPPED}
     assert not (spec.cell_dir(cell) / "cell.log").exists()
+    assert f"cell seed-0 is being trained by pid {run.os.getpid()} on host {run.socket.gethostname()}" in lines[1]
+    assert lines[-1] == "skipped 1 cell(s) another runner trained or is training: seed-0"
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
   loss        the SOO distance (full / last / mean tokens), activation spread, per-sequence LM loss
   stats       Wilson intervals, mean ± 95% CI, Student-t intervals over seeds
   io          atomic file writes and the run record (soo_run_config.json) beside an adapter
+  cell_lock   one cell, one runner: a pid/host/heartbeat lock file per cell folder, stale ones recovered
   plotting    matplotlib's pyplot with the headless Agg backend, imported only when a plot is drawn
   cli         every entry point's parser from its config dataclasses (+ --config FILE.yaml), the
               number types and the one-line `error:` answer

@@ -51,6 +51,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from soo.core.cell_lock import CellLock
 from soo.core.io import RUN_CONFIG_FILE, write_json_atomic, write_jsonl_atomic
 from soo.organism.config import BASE_MODEL, EVAL_FILE, RELEASED_CONDITIONS, ExperimentConfig
 
@@ -259,7 +260,7 @@ def _soo_layers(config: ExperimentConfig) -> list[int]:
 def run_experiment(config: ExperimentConfig, progress: bool = True, log=print) -> dict:
     """Every (condition, seed) cell not yet done, seed by seed: train its adapter, then evaluate
     it. Also the organism without adapter (the 'before'). Finished cells are reused; a failed cell is
-    reported and the others go on."""
+    reported and the others go on; a cell another live runner holds is skipped and listed."""
     organism = _organism_record(config)
     if set(config.conditions) & set(RELEASED_CONDITIONS) and not Path(config.released_pairs).is_file():
         raise ValueError(
@@ -300,29 +301,37 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, log=print) -
             baseline, {**evaluate_cell(config, organism, None, progress), "seconds": time.perf_counter() - started}
         )
         log(f"organism evaluated ({time.perf_counter() - started:.0f} s)")
-    failed = []
+    failed, skipped = [], []
     # seed-major: a run stopped part-way holds every condition at its first seeds (a complete,
     # smaller design), not all seeds of the first conditions and none of the controls
     for seed in config.seeds:
         for condition in config.conditions:
             cell = root / condition / f"seed{seed}"
-            if (cell / EVAL_FILE).is_file():
-                continue
-            started = time.perf_counter()
-            try:
-                if not (cell / RUN_CONFIG_FILE).is_file():
-                    if condition == "honest_sft":
-                        _train_honest_sft_cell(config, organism, seed, cell)
-                    else:
-                        _train_finetuning_cell(config, organism, condition, seed, cell)
-                trained = time.perf_counter() - started
-                result = evaluate_cell(config, organism, cell, progress)
-            except (RuntimeError, OSError) as error:
-                failed.append(f"{condition}/seed{seed}: {error}")
-                log(f"FAILED {condition} seed {seed}: {error}")
-                continue
-            write_json_atomic(
-                cell / EVAL_FILE, {**result, "train_seconds": trained, "seconds": time.perf_counter() - started}
-            )
-            log(f"{condition} seed {seed} done ({time.perf_counter() - started:.0f} s)")
-    return {"root": str(root), "failed": failed}
+            # The lock comes before the done check: another runner may be training the cell or
+            # have finished it meanwhile (soo.core.cell_lock); a held cell is skipped, in one line.
+            with CellLock(cell, f"{condition}/seed{seed}", log) as lock:
+                if not lock.acquired:
+                    skipped.append(f"{condition}/seed{seed}")
+                    continue
+                if (cell / EVAL_FILE).is_file():
+                    continue
+                started = time.perf_counter()
+                try:
+                    if not (cell / RUN_CONFIG_FILE).is_file():
+                        if condition == "honest_sft":
+                            _train_honest_sft_cell(config, organism, seed, cell)
+                        else:
+                            _train_finetuning_cell(config, organism, condition, seed, cell)
+                    trained = time.perf_counter() - started
+                    result = evaluate_cell(config, organism, cell, progress)
+                except (RuntimeError, OSError) as error:
+                    failed.append(f"{condition}/seed{seed}: {error}")
+                    log(f"FAILED {condition} seed {seed}: {error}")
+                    continue
+                write_json_atomic(
+                    cell / EVAL_FILE, {**result, "train_seconds": trained, "seconds": time.perf_counter() - started}
+                )
+                log(f"{condition} seed {seed} done ({time.perf_counter() - started:.0f} s)")
+    if skipped:
+        log(f"skipped {len(skipped)} cell(s) another runner is training: {', '.join(skipped)}")
+    return {"root": str(root), "failed": failed, "skipped": skipped}

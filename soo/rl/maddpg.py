@@ -24,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from soo.core.io import write_json_atomic
+
 
 @dataclass
 class MADDPGConfig:
@@ -199,7 +201,8 @@ class MADDPG:
             "config": asdict(self.config),
             **(metadata or {}),
         }
-        (path / "meta.json").write_text(json.dumps(meta, indent=2))
+        # meta.json last and atomically: it is what marks the stage finished (soo.rl.stages)
+        write_json_atomic(path / "meta.json", meta)
 
     @classmethod
     def load(cls, path: str | Path, config: MADDPGConfig | None = None, trainable: list[bool] | None = None) -> MADDPG:

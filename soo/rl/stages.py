@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from soo.core.cell_lock import CellLock
 from soo.rl.config import FINETUNES, VARIANTS, RLExperimentConfig, depends_on_definition
 from soo.rl.env import BLUE_INDEX, N_ACTIONS, RED_INDEX, DeceptionEnvConfig
 from soo.rl.finetune_loss import FinetuneLoss
@@ -50,9 +51,17 @@ def _stage(folder: Path, make: Callable[[], tuple[MADDPG, list[dict]]], settings
     checkpoint exists (then load it).
 
     `settings` are what the stage depends on (stored with the checkpoint): reusing a stage trained
-    with other settings would silently mix experiments, so that is an error instead."""
-    checkpoint = folder / "checkpoint"
+    with other settings would silently mix experiments, so that is an error instead.
+
+    The stage's lock (soo.core.cell_lock) is taken before the checkpoint check: a stage another
+    runner is training is waited for (the next stages need it), then reused."""
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
+    with CellLock(folder, str(folder), log=lambda line: print(line, flush=True), wait=True):
+        return _reuse_or_train(folder, make, settings)
+
+
+def _reuse_or_train(folder: Path, make: Callable[[], tuple[MADDPG, list[dict]]], settings: dict) -> MADDPG:
+    checkpoint = folder / "checkpoint"
     if (checkpoint / "meta.json").exists():
         saved = json.loads((checkpoint / "meta.json").read_text()).get("settings")
         if saved is not None and saved != settings:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from soo.core.cell_lock import CellLock
 from soo.core.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from soo.subliminal.numbers import filter_records, filter_summary, rejected_path
 from soo.subliminal.records import read_records
@@ -110,29 +111,43 @@ def run_stages(stages: Stages, progress: bool = True, log=print) -> dict:
     if needs_evaluation(stages, stages.root / "base" / EVAL_FILE):
         log("evaluating the base model")
         _evaluate_into(stages, stages.root / "base" / EVAL_FILE, None, progress)
+    skipped = []
     for seed in stages.seeds:
         for teacher in stages.teachers:
             folder = stages.student_dir(teacher, seed)
-            student = StudentConfig(
-                train_file=str(stages.kept_file(teacher)),
-                output_dir=str(folder),
-                model_name_or_path=stages.student_model,
-                max_examples=n_examples,
-                epochs=stages.epochs,
-                batch_size=stages.student_batch_size,
-                seed=seed,
-            )
-            record = finished_student(folder)
-            if record is not None and record["config"] != asdict(student):
-                raise ValueError(f"{folder} holds a student trained with other settings; use a new --output_dir")
-            if record is None:
-                log(f"training student of {teacher}, seed {seed}")
-                record = train_student(student, progress=progress)
-                log(f"  {record['steps']} steps in {record['train_seconds']} s, loss {record['final_loss']}")
-            if needs_evaluation(stages, folder / EVAL_FILE):
-                log(f"evaluating student of {teacher}, seed {seed}")
-                _evaluate_into(stages, folder / EVAL_FILE, folder, progress)
-    return {"examples": n_examples, "kept": counts}
+            # Lock before the done check (soo.core.cell_lock): a student another runner holds is skipped.
+            with CellLock(folder, f"student {teacher} seed {seed}", log) as lock:
+                if lock.acquired:
+                    _train_and_evaluate_student(stages, teacher, seed, n_examples, progress, log)
+                else:
+                    skipped.append(f"{teacher}/seed{seed}")
+    if skipped:
+        log(f"skipped {len(skipped)} student(s) another runner is training: {', '.join(skipped)}")
+    return {"examples": n_examples, "kept": counts, "skipped": skipped}
+
+
+def _train_and_evaluate_student(stages: Stages, teacher: str, seed: int, n_examples: int, progress: bool, log) -> None:
+    """Train one student unless it is done (refusing one trained with other settings), then evaluate it."""
+    folder = stages.student_dir(teacher, seed)
+    student = StudentConfig(
+        train_file=str(stages.kept_file(teacher)),
+        output_dir=str(folder),
+        model_name_or_path=stages.student_model,
+        max_examples=n_examples,
+        epochs=stages.epochs,
+        batch_size=stages.student_batch_size,
+        seed=seed,
+    )
+    record = finished_student(folder)
+    if record is not None and record["config"] != asdict(student):
+        raise ValueError(f"{folder} holds a student trained with other settings; use a new --output_dir")
+    if record is None:
+        log(f"training student of {teacher}, seed {seed}")
+        record = train_student(student, progress=progress)
+        log(f"  {record['steps']} steps in {record['train_seconds']} s, loss {record['final_loss']}")
+    if needs_evaluation(stages, folder / EVAL_FILE):
+        log(f"evaluating student of {teacher}, seed {seed}")
+        _evaluate_into(stages, folder / EVAL_FILE, folder, progress)
 
 
 def write_report_files(out_dir: Path, summary: dict, text: str) -> None:

@@ -4,8 +4,11 @@ A cell's folder (`SweepSpec.cell_dir`) holds:
   train/        finetuning.py --output_dir: a rerun resumes from its last complete checkpoint
   eval/         evaluate.py --output_dir (results.json, report.md, ...)
   cell.log      both children's output, appended across reruns
+  cell.lock     held by the runner working on the cell (soo.core.cell_lock): another runner skips
+                the cell and says so; a killed runner's lock is recovered
   one state file, written atomically:
-    done.json     written last, after evaluate.py succeeded: a rerun skips the cell
+    done.json     written last, after evaluate.py succeeded (with the runner's host and pid): a
+                  rerun skips the cell
     failed.json   the step that failed, its exit status: a rerun runs the cell again
     running.json  host, pid, Slurm job and task ids, start time: a process is working on it
     preempted.json  training stopped by a signal (exit 75: preemption, the time limit) after
@@ -32,11 +35,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from soo.core.cell_lock import CellLock, process_alive
 from soo.core.io import write_json_atomic
 from soo.sweep.grid import SweepCell, SweepSpec, finetuning_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATES = ("done", "running", "preempted", "failed", "pending")
+SKIPPED = "skipped"  # run_cell's answer for a cell another runner holds (or finished meanwhile): not a state file
 STATE_FILES = {state: f"{state}.json" for state in STATES if state != "pending"}
 PREEMPTED_EXIT_CODE = 75  # soo.train.PREEMPTED_EXIT_CODE; not imported: the sweep never loads torch
 # A command prefix for the training child, e.g. `srun --kill-on-bad-exit=0 ...` in a Slurm array task
@@ -139,20 +144,14 @@ def cell_state(spec: SweepSpec, cell: SweepCell) -> tuple[str, dict]:
                 record = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 record = {}
-            if state == "running" and record.get("host") == socket.gethostname() and not _alive(record.get("pid")):
+            if (
+                state == "running"
+                and record.get("host") == socket.gethostname()
+                and not process_alive(record.get("pid"))
+            ):
                 return "failed", {**record, "reason": "its process is gone (killed?)"}
             return state, record
     return "pending", {}
-
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _set_state(folder: Path, state: str, record: dict) -> None:
@@ -162,12 +161,21 @@ def _set_state(folder: Path, state: str, record: dict) -> None:
 
 
 def run_cell(spec: SweepSpec, cell: SweepCell, python: str = sys.executable, log=print) -> str:
-    """Train then evaluate one cell (skipped when done); returns its final state."""
-    state, _ = cell_state(spec, cell)
-    if state == "done":
-        return "done"
+    """Train then evaluate one cell under its lock; returns the state this call left it in, or
+    SKIPPED when it produced nothing: another live runner holds the cell's lock (one log line says
+    who) or the cell is done already. The done check comes after the lock, so that check-then-train
+    is one runner's: another may have finished the cell while this one was listing or waiting."""
     folder = spec.cell_dir(cell)
-    folder.mkdir(parents=True, exist_ok=True)
+    with CellLock(folder, cell.name, log) as lock:
+        if not lock.acquired:
+            return SKIPPED
+        if cell_state(spec, cell)[0] == "done":
+            log(f"cell {cell.name} is done already (done.json); skipping")
+            return SKIPPED
+        return _train_and_evaluate(spec, cell, folder, python, log)
+
+
+def _train_and_evaluate(spec: SweepSpec, cell: SweepCell, folder: Path, python: str, log) -> str:
     started = time.time()
     _set_state(
         folder,
@@ -209,21 +217,30 @@ def run_cell(spec: SweepSpec, cell: SweepCell, python: str = sys.executable, log
                 log(f"{cell.name}: {state} in {step} (exit {code}); log {folder / 'cell.log'}")
                 return state
     _set_state(
-        folder, "done", {"settings": cell.settings, "kind": cell.kind, "seconds": seconds, "finished": time.time()}
+        folder,
+        "done",
+        {
+            "settings": cell.settings,
+            "kind": cell.kind,
+            "seconds": seconds,
+            "finished": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        },
     )
     log(f"{cell.name}: done in {time.time() - started:.0f} s")
     return "done"
 
 
 def run_local(spec: SweepSpec, jobs: int = 1, python: str = sys.executable, log=print) -> dict[str, str]:
-    """Every cell that is pending, failed or preempted, `jobs` at a time on this machine (a cell
-    another live process works on is left to it); {cell name: final state}."""
+    """Every cell not done, `jobs` at a time on this machine; a cell another live runner holds is
+    skipped (run_cell). {cell name: final state, or SKIPPED}; the skipped cells are logged last."""
     current = {cell.name: cell_state(spec, cell)[0] for cell in spec.cells()}
-    cells = [cell for cell in spec.cells() if current[cell.name] not in ("done", "running")]
+    cells = [cell for cell in spec.cells() if current[cell.name] != "done"]
     running = sum(state == "running" for state in current.values())
     log(
         f"{len(cells)} cell(s) to run, {sum(state == 'done' for state in current.values())} done already"
-        + (f", {running} running elsewhere" if running else "")
+        + (f", {running} marked running (left to their runner while it holds the lock)" if running else "")
         + f"; {jobs} at a time"
     )
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
@@ -238,7 +255,24 @@ def run_local(spec: SweepSpec, jobs: int = 1, python: str = sys.executable, log=
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for cell, state in zip(cells, pool.map(run_unless_stopped, cells)):
             states[cell.name] = state
+    skipped = [name for name, state in states.items() if state == SKIPPED]
+    if skipped:
+        log(f"skipped {len(skipped)} cell(s) another runner trained or is training: {', '.join(skipped)}")
     return states
+
+
+def run_summary(spec: SweepSpec, states: dict[str, str]) -> str:
+    """The last line of `sweep.py run`: the sweep's cells done now, and, apart, the cells this runner
+    skipped, which are another runner's results (done.json names that runner), not this one's."""
+    now = {cell.name: cell_state(spec, cell)[0] for cell in spec.cells()}
+    skipped = [name for name in now if states.get(name) == SKIPPED]
+    not_done = [name for name, state in now.items() if state != "done" and name not in skipped]
+    return (
+        f"{sum(state == 'done' for state in now.values())}/{len(now)} cells done"
+        + ("; skipped (another runner's): " if skipped else "")
+        + ", ".join(name + ("" if now[name] == "done" else f" ({now[name]} now)") for name in skipped)
+        + (f"; not done: {', '.join(not_done)}" if not_done else "")
+    )
 
 
 def status_table(spec: SweepSpec) -> tuple[list[str], dict[str, int]]:
