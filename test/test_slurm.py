@@ -552,16 +552,23 @@ def test_sweep_array_cancelled_and_failed_cells_run_again_on_resubmission(
 FAIL_STEPS, FAIL_SAVE_STEPS = 200, 20  # ~6 s of training: the failure lands between checkpoints
 
 
-def _fail_node_after_checkpoint(train_dir: Path, job_id: str, timeout: float = 120) -> int:
+def _fail_node_after_checkpoint(train_dir: Path, job_id: str, how: str = "power-loss", timeout: float = 120) -> int:
     """Waits for the first complete checkpoint in train_dir, fails the node, checks Slurm requeued
-    the job, resumes the node; returns the newest complete checkpoint step at the failure."""
+    the job, resumes the node; returns the newest complete checkpoint step at the failure.
+    how: "power-loss" (slurm_local.sh fail-node: nothing on the node gets a signal) or "down"
+    (`scontrol update state=down` with slurmd alive: the job's processes get TERM, then KILL)."""
     from soo.train.preemption import list_checkpoints
 
     deadline = time.monotonic() + timeout
     while not any(complete for _, _, complete in list_checkpoints(str(train_dir))):
         assert time.monotonic() < deadline, f"no complete checkpoint in {train_dir} after {timeout} s"
         time.sleep(0.05)
-    failed = subprocess.run(["bash", str(SLURM_LOCAL), "fail-node", "test"], capture_output=True, text=True, timeout=60)
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True, timeout=30).stdout.strip()
+    command = {
+        "power-loss": ["bash", str(SLURM_LOCAL), "fail-node", "test"],
+        "down": ["scontrol", "update", f"nodename={node}", "state=down", "reason=test"],
+    }[how]
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert failed.returncode == 0, failed.stdout + failed.stderr
     seen = max(step for step, _, complete in list_checkpoints(str(train_dir)) if complete)
     assert seen < FAIL_STEPS, "training had already ended: the failure came too late to test anything"
@@ -597,8 +604,9 @@ def _train_uninterrupted(command: list[str], output_dir: Path) -> None:
     assert (output_dir / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("how", ["power-loss", "down"])
 def test_node_failure_requeues_the_job_which_resumes_and_matches_an_uninterrupted_run(
-    slurm_cluster, tiny_gemma, submit_dir, tmp_path
+    slurm_cluster, tiny_gemma, submit_dir, tmp_path, how
 ):
     output_dir = tmp_path / "node-failure-run"
     train_flags = _tiny_args(
@@ -623,7 +631,7 @@ def test_node_failure_requeues_the_job_which_resumes_and_matches_an_uninterrupte
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip().split(";")[0]
     try:
-        seen = _fail_node_after_checkpoint(output_dir, job_id)
+        seen = _fail_node_after_checkpoint(output_dir, job_id, how)
         _wait_for_job_to_leave_the_queue(job_id)
     finally:
         subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
@@ -632,7 +640,11 @@ def test_node_failure_requeues_the_job_which_resumes_and_matches_an_uninterrupte
     assert "restart #1" in log and "restart #2" not in log, log[-3000:]
     resumed = re.findall(r"Resuming from (\S+)/checkpoint-(\d+) ", log)
     assert len(resumed) == 1 and resumed[0][0] == str(output_dir) and int(resumed[0][1]) >= seen, (seen, resumed)
-    assert log.rstrip().endswith("training finished (exit 0).")
+    # One success line, at the end: srun exits 0 on a node failure, and a run cut short by one
+    # must not say it finished ("down": the first run's shell lives on for a moment to say so).
+    assert log.count("training finished (exit 0).") == 1 and log.rstrip().endswith("training finished (exit 0).")
+    if how == "down":
+        assert "training did NOT finish: Slurm ended this run (node failure)" in log, log[-4000:]
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == FAIL_STEPS
 
     reference_dir = tmp_path / "uninterrupted"
@@ -642,3 +654,56 @@ def test_node_failure_requeues_the_job_which_resumes_and_matches_an_uninterrupte
         reference_dir,
     )
     _assert_same_adapter(output_dir, reference_dir)
+
+
+def test_node_failure_under_one_sweep_cell_requeues_that_task_only(slurm_cluster, tiny_gemma, submit_dir, tmp_path):
+    """Two cells, one at a time (%1): the node fails under the second after its first checkpoint.
+    That array task is requeued, resumes and ends with an uninterrupted run's adapter; the first
+    cell, done before, is neither rerun nor changed."""
+    import yaml
+
+    from soo.sweep import load_sweep
+    from soo.sweep.run import cell_commands
+
+    spec = _sweep_spec(tmp_path, tiny_gemma, {"seed": [0, 1]}, max_steps=FAIL_STEPS)
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({**yaml.safe_load(base.read_text()), "save_strategy": "steps", "save_steps": 20}))
+    first, second = load_sweep(spec).cells()
+    first_dir, second_dir = (tmp_path / "sweep" / cell.name for cell in (first, second))
+    submitted = _sweep(
+        submit_dir, "submit", str(spec), "--throttle", "1", "--", "-A", "project_test", *CPU_OVERRIDES,
+        *_gres_args(slurm_cluster),
+    )  # fmt: skip
+    match = re.search(r"submitted array job (\d+)", submitted.stdout)
+    assert submitted.returncode == 0 and match, submitted.stdout + submitted.stderr
+    job_id = match.group(1)
+    try:
+        seen = _fail_node_after_checkpoint(second_dir / "train", f"{job_id}_1", timeout=JOB_TIMEOUT)
+        assert (first_dir / "done.json").is_file(), "the first cell should have been done before the failure"
+        first_done = (
+            (first_dir / "done.json").read_bytes(),
+            (first_dir / "train" / "adapter_model.safetensors").stat().st_mtime_ns,
+        )
+        _wait_for_job_to_leave_the_queue(job_id)
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+        subprocess.run(["bash", str(SLURM_LOCAL), "resume-node"], capture_output=True, timeout=60)
+    status = _sweep(submit_dir, "status", str(spec))
+    assert status.returncode == 0 and "2 cells: 2 done" in status.stdout, status.stdout
+    first_log, second_log = (_log(submit_dir, "soo-sweep", f"{job_id}_{index}") for index in (0, 1))
+    assert "restart #0" in first_log and "restart #1" not in first_log, first_log[-2000:]
+    assert (first_dir / "cell.log").read_text().count(" train: ") == 1
+    assert first_done == (
+        (first_dir / "done.json").read_bytes(),
+        (first_dir / "train" / "adapter_model.safetensors").stat().st_mtime_ns,
+    )
+    assert "restart #1" in second_log and second_log.rstrip().endswith("cell 1 finished (exit 0)."), second_log[-3000:]
+    resumed = re.findall(r"Resuming from \S+/checkpoint-(\d+) ", (second_dir / "cell.log").read_text())
+    assert len(resumed) == 1 and int(resumed[0]) >= seen, (seen, resumed)
+    assert json.loads((second_dir / "train" / "trainer_state.json").read_text())["global_step"] == FAIL_STEPS
+
+    reference_dir = tmp_path / "uninterrupted"
+    command = cell_commands(load_sweep(spec), second, sys.executable)["train"]
+    command[command.index("--output_dir") + 1] = str(reference_dir)
+    _train_uninterrupted(command, reference_dir)
+    _assert_same_adapter(second_dir / "train", reference_dir)
