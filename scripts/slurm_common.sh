@@ -167,7 +167,10 @@ soo_run_forwarding_signals() {
     fi
     break
   done
-  trap - USR1 TERM
+  trap - USR1
+  # TERM is still recorded, not fatal, until the job script exits: on a node failure Slurm TERMs
+  # this shell just after srun returned, and soo_finish must live to say the run did not finish.
+  trap 'SOO_LAST_SIGNAL=TERM' TERM
   return "$rc"
 }
 
@@ -181,8 +184,11 @@ soo_srun() {
 # True when slurmctld counts more restarts of this job than this run's: Slurm requeued the job
 # while this run was still going (node failure, `scontrol requeue`).
 soo_requeued_by_slurm() {
-  local restarts
-  restarts="$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | grep -o 'Restarts=[0-9]*' | head -n 1)"
+  local restarts="" attempt
+  for attempt in 1 2; do  # a second try when the TERM of a node failure killed the first scontrol
+    restarts="$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | grep -o 'Restarts=[0-9]*' | head -n 1)"
+    [ -n "$restarts" ] && break
+  done
   restarts="${restarts#Restarts=}"
   [ -n "$restarts" ] && [ "$restarts" -gt "${SLURM_RESTART_COUNT:-0}" ]
 }
