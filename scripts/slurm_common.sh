@@ -167,7 +167,10 @@ soo_run_forwarding_signals() {
     fi
     break
   done
-  trap - USR1 TERM
+  trap - USR1
+  # TERM is still recorded, not fatal, until the job script exits: on a node failure Slurm TERMs
+  # this shell just after srun returned, and soo_finish must live to say the run did not finish.
+  trap 'SOO_LAST_SIGNAL=TERM' TERM
   return "$rc"
 }
 
@@ -178,12 +181,31 @@ soo_srun() {
   soo_run_forwarding_signals srun "${SOO_SRUN_FLAGS[@]}" "$@"
 }
 
+# True when slurmctld counts more restarts of this job than this run's: Slurm requeued the job
+# while this run was still going (node failure, `scontrol requeue`).
+soo_requeued_by_slurm() {
+  local restarts="" attempt
+  for attempt in 1 2; do  # a second try when the TERM of a node failure killed the first scontrol
+    restarts="$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | grep -o 'Restarts=[0-9]*' | head -n 1)"
+    [ -n "$restarts" ] && break
+  done
+  restarts="${restarts#Restarts=}"
+  [ -n "$restarts" ] && [ "$restarts" -gt "${SLURM_RESTART_COUNT:-0}" ]
+}
+
 # After soo_srun: report, requeue on preemption, and exit with the job's status.
 # soo_finish RC [WHAT]: WHAT names the work in the messages (default: training).
 soo_finish() {
   local rc="$1" what="${2:-training}"
   echo "================================================================================"
-  if [ "$rc" -eq 0 ]; then
+  if [ "$rc" -eq 0 ] && soo_requeued_by_slurm; then
+    # srun of Slurm 22.05 exits 0 when its node fails ("srun: error: Node failure on NODE"), and
+    # this shell may still run for a moment on a node Slurm has declared DOWN: exit 0 is then no
+    # proof that the work ended. Slurm has requeued the job (--requeue); say so, not "finished".
+    echo "[$(date +%T)] $what did NOT finish: Slurm ended this run (node failure) and requeued job" \
+         "$SLURM_JOB_ID; the next run resumes from the last complete checkpoint."
+    exit 1
+  elif [ "$rc" -eq 0 ]; then
     echo "[$(date +%T)] $what finished (exit 0)."
   elif [ "$rc" -eq "$SOO_PREEMPTED_EXIT_CODE" ]; then
     if [ "${SOO_LAST_SIGNAL:-}" = TERM ]; then

@@ -5,6 +5,8 @@
 #   sudo bash scripts/slurm_local.sh status    # daemons, node state, queue
 #   sudo bash scripts/slurm_local.sh stop      # cancel its jobs, stop the daemons by the PIDs in their pid files
 #   sudo bash scripts/slurm_local.sh restart   # stop + start
+#   sudo bash scripts/slurm_local.sh fail-node [REASON]  # a node failure: slurmd and every job process SIGKILLed, node DOWN
+#   sudo bash scripts/slurm_local.sh resume-node # slurmd started again, node back to idle (requeued jobs then start)
 #
 # Needs root and a Debian/Ubuntu apt (packages slurmctld slurmd slurm-client munge, installed when
 # missing, ~10 s). `start` is idempotent: when both daemons already answer it says so and changes
@@ -265,10 +267,64 @@ do_status() {
   return "$code"
 }
 
+# The node dies as in a power loss: slurmd first (so it reports nothing), then every process of
+# every job on it (each slurmstepd and everything below it) with SIGKILL, so no job gets to
+# checkpoint or clean up; then the controller is told the node is DOWN, as it would conclude
+# itself after SlurmdTimeout (300 s). Jobs submitted with --requeue go back to the queue
+# (NODE_FAIL, Restarts+1); the others end as NODE_FAIL. A plain `scontrol update state=down`
+# is gentler: slurmd, still alive, signals the jobs (TERM, KILL after KillWait) first.
+job_process_ids() {  # every slurmstepd on this host and all their descendants
+  ps -e -o pid=,ppid=,comm= | awk '
+    { parent[$1] = $2; if ($3 == "slurmstepd") keep[$1] = 1 }
+    END {
+      for (changed = 1; changed;) {
+        changed = 0
+        for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; changed = 1 }
+      }
+      for (p in keep) print p
+    }'
+}
+
+do_fail_node() {
+  need_root
+  local reason="${1:-slurm_local.sh fail-node}" pids
+  running || die "the cluster is not running (start it first)."
+  kill -KILL "$(cat "$slurmd_pid")" 2>/dev/null || true
+  rm -f "$slurmd_pid"
+  pids="$(job_process_ids | tr '\n' ' ')"
+  # shellcheck disable=SC2086
+  [ -n "${pids// /}" ] && kill -KILL $pids 2>/dev/null
+  scontrol update nodename="$node" state=down reason="$reason" || die "scontrol could not set $node DOWN."
+  say "node $node failed: slurmd and job processes [${pids% }] killed (SIGKILL), node DOWN ($reason)"
+}
+
+do_resume_node() {
+  need_root
+  pid_alive "$ctld_pid" || die "slurmctld is not running (use start)."
+  if ! pid_alive "$slurmd_pid"; then
+    slurmd || die "slurmd did not start (log: $log_dir/slurmd.log)."
+    for ((i = 0; i < 20; i++)); do pid_alive "$slurmd_pid" && break; sleep 0.25; done
+    say "started slurmd (pid $(cat "$slurmd_pid" 2>/dev/null || echo '?'))"
+  fi
+  # ReturnToService=2 returns a DOWN node when its slurmd registers; resume covers the rest (DRAIN).
+  case "$(sinfo -h -n "$node" -o %T 2>/dev/null | head -n 1)" in
+    down* | drain* | fail*) scontrol update nodename="$node" state=resume 2>/dev/null || true ;;
+  esac
+  local state="" i
+  for ((i = 0; i < 60; i++)); do  # idle, or already running a requeued job
+    state="$(sinfo -h -n "$node" -o %T 2>/dev/null | head -n 1 || true)"
+    case "$state" in idle | mixed | allocated | completing) say "node $node is $state again"; return 0 ;; esac
+    sleep 0.5
+  done
+  die "node $node did not come back in 30 s (state: '${state:-unknown}'; log: $log_dir/slurmd.log)."
+}
+
 case "${1:-}" in
   start) do_start ;;
   stop) do_stop ;;
   restart) do_stop; do_start ;;
   status) do_status ;;
-  *) echo "usage: $0 start|stop|restart|status" >&2; exit 2 ;;
+  fail-node) do_fail_node "${2:-}" ;;
+  resume-node) do_resume_node ;;
+  *) echo "usage: $0 start|stop|restart|status|fail-node [REASON]|resume-node" >&2; exit 2 ;;
 esac
