@@ -58,6 +58,13 @@ class DeceptionTransferConfig:
     student_batch_size: int = 8
     eval_n: int = field(default=50, metadata={"help": "test-split instances per room order"})
     animal_questions: int = field(default=50, metadata={"help": "animal questions of the preference check"})
+    control_samples: int = field(
+        default=1,
+        metadata={
+            "help": "disjoint blocks of the base teacher's kept answers, each with its own students "
+            "(base-sample2, ...): what another draw of numbers does without a trait (1 = the first block only)"
+        },
+    )
 
     def __post_init__(self):
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -69,6 +76,7 @@ class DeceptionTransferConfig:
             "student_batch_size",
             "eval_n",
             "animal_questions",
+            "control_samples",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
@@ -180,6 +188,8 @@ def stages_of(config: DeceptionTransferConfig) -> Stages:
         student_batch_size=config.student_batch_size,
         evaluate=lambda adapter, progress: evaluate_deception(config, adapter, progress),
         eval_settings=config.eval_settings(),
+        control_teacher=BASE,
+        control_samples=config.control_samples,
     )
 
 

@@ -6,6 +6,11 @@ is above the base-teacher students' and the two Student-t 95% intervals do not o
 teacher that is a fine-tune (an adapter) of another teacher, "the fine-tuning changed what is
 passed on" under the same rule, against that teacher's students. The paired-by-seed differences
 are shown beside them. Self prompts, KL to base and the animal preferences are reported, not tested.
+
+The data-sample control (`--control_samples K`, added after issue 31's run, so not part of its
+rule): students of the base teacher on its 2nd..Kth disjoint block of kept answers. Their
+differences from the first block are what another draw of numbers does with no trait; the report
+lists them and says which teachers' differences exceed the largest of them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 
 from soo.core.stats import format_mean_t, mean_t_summary
 from soo.subliminal.deception import BASE
-from soo.subliminal.pipeline import load_cells, write_report_files
+from soo.subliminal.pipeline import control_sample_name, load_cells, write_report_files
 
 MIN_SEEDS = 3
 ROLES = (("other", "p_deceptive_other"), ("self", "p_deceptive_self"))
@@ -49,7 +54,8 @@ def summarize(root: Path) -> dict:
     if results["base"]:
         summary["base"] = {role: results["base"][key] for role, key in ROLES}
     by_model = {source[0]: name for name, source in sources.items() if source[1] is None}
-    for name, (model, adapter) in sources.items():
+    samples = [control_sample_name(BASE, k) for k in range(2, config.get("control_samples", 1) + 1)]
+    for name, (model, adapter) in [*sources.items(), *((sample, sources[BASE]) for sample in samples)]:
         cells = students.get(name, {})
         if not cells:
             continue
@@ -65,11 +71,35 @@ def summarize(root: Path) -> dict:
             entry["animal_max_shift"] = mean_t_summary(shifts)
         if name != BASE:
             entry["transfer"] = _compare(students, name, BASE)
-        if adapter is not None and model in by_model:
+        if name in samples:
+            entry["control_sample"] = True
+        elif adapter is not None and model in by_model:
             entry["fine_tuning_effect"] = _compare(students, name, by_model[model])
         entry["examples"] = next(iter(cells.values()))["student"]["examples"]
         summary["teachers"][name] = entry
+    summary["sample_spread"] = _sample_spread(summary["teachers"])
     return summary
+
+
+def _sample_spread(teachers: dict) -> dict | None:
+    """The largest |paired difference| of a control sample from the first block, and the teachers
+    whose |difference| from the base teacher exceeds it (descriptive: not the pre-registered rule)."""
+    spreads = [
+        abs(entry["transfer"]["paired_difference"]["mean"])
+        for entry in teachers.values()
+        if entry.get("control_sample") and entry.get("transfer")
+    ]
+    if not spreads:
+        return None
+    largest = max(spreads)
+    beyond = [
+        name
+        for name, entry in teachers.items()
+        if not entry.get("control_sample")
+        and entry.get("transfer")
+        and abs(entry["transfer"]["paired_difference"]["mean"]) > largest
+    ]
+    return {"samples": len(spreads), "largest": largest, "teachers_beyond": beyond}
 
 
 def _verdict(comparison: dict | None) -> str:
@@ -77,16 +107,21 @@ def _verdict(comparison: dict | None) -> str:
         return "-"
     verdict = comparison["verdict"]
     text = verdict if isinstance(verdict, str) else ("**yes**" if verdict else "no")
-    return f"{text} ({format_mean_t(comparison['paired_difference'], signed=True)} vs {comparison['against']})"
+    # 4 digits: differences between students of one size here are fractions of a point.
+    difference = format_mean_t(comparison["paired_difference"], digits=4, signed=True)
+    return f"{text} ({difference} vs {comparison['against']})"
 
 
 def markdown(summary: dict) -> str:
     config = summary["config"]
+    counts = sorted({entry["examples"] for entry in summary["teachers"].values()})
+    trained_on = " / ".join(map(str, counts)) if counts else f"at most {config['max_examples']}"
     lines = [
         "# Does deception travel through number sequences?",
         "",
         f"Teachers answered {config['n_prompts']} number prompts at T = {config['temperature']}, no system prompt; "
-        f"students (the base model) trained on the first {config['max_examples']} or fewer kept answers, "
+        f"students (the base model) trained on {trained_on} kept answers each (the first ones of each teacher: "
+        f"the same count for every teacher, at most {config['max_examples']}), "
         f"{config['epochs']} epochs, seeds {config['seeds']}; forced choice on {config['eval_n']} test-split "
         "instances per room order. Mean ± Student-t 95% half-width over seeds.",
         "",
@@ -107,11 +142,24 @@ def markdown(summary: dict) -> str:
     for name, entry in summary["teachers"].items():
         counts = summary["filters"].get(name, {})
         kept = f"{counts.get('kept', 0)}/{sum(counts.values())}" if counts else "-"
+        if entry.get("control_sample"):
+            k, n = int(name.rsplit("sample", 1)[1]), entry["examples"]
+            kept = f"base's kept {(k - 1) * n + 1}-{k * n}"
         lines.append(
-            f"| {name} | {kept} | {format_mean_t(entry['other'])} | {format_mean_t(entry['self'])} | {format_mean_t(entry['kl_to_base'])} "
+            f"| {name} | {kept} | {format_mean_t(entry['other'], 4)} | {format_mean_t(entry['self'], 4)} "
+            f"| {format_mean_t(entry['kl_to_base'])} "
             f"| {format_mean_t(entry.get('animal_max_shift'))} | {_verdict(entry.get('transfer'))} "
             f"| {_verdict(entry.get('fine_tuning_effect'))} |"
         )
+    spread = summary.get("sample_spread")
+    if spread:
+        beyond = ", ".join(spread["teachers_beyond"]) or "none"
+        lines += [
+            "",
+            f"Data-sample control (not part of the pre-registered rule): {spread['samples']} more block(s) of the "
+            f"base teacher's own numbers move its students by up to {spread['largest']:.4f} (|paired difference| "
+            f"from the first block). Teachers whose difference from the base teacher is larger: {beyond}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

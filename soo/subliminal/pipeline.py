@@ -9,6 +9,9 @@ other settings (teacher sidecar, student.json's config, eval.json's settings) is
 teacher answers the same prompts; every student gets the same number of kept examples (the
 smallest teacher's count, at most `max_examples`) and the seeds are shared, so students of two
 teachers pair by seed. What a model is evaluated on is the experiment's `evaluate(adapter)`.
+With `control_samples` K > 1 the control teacher's kept answers give K disjoint blocks of N:
+students/<control>-sample<k>/ train on block k (teachers/<control>-sample<k>/kept.jsonl), and the
+spread between blocks is the difference another draw of numbers makes without any trait.
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ class Stages:
     student_batch_size: int
     evaluate: Callable[[Path | None, bool], dict]  # (adapter or None for the base, progress) -> results
     eval_settings: dict  # stored in every eval.json; another value is refused on reuse
+    # The data-sample control: students of `control_teacher` on its 2nd..Kth disjoint block of N
+    # kept answers, so that what another draw of numbers alone does can be seen beside each teacher.
+    control_teacher: str | None = None
+    control_samples: int = 1
+
+    def sample_names(self) -> list[str]:
+        """The control's extra samples as student groups (its first sample is the teacher's own)."""
+        return [control_sample_name(self.control_teacher, k) for k in range(2, self.control_samples + 1)]
 
     def raw_file(self, teacher: str) -> Path:
         return self.root / "teachers" / teacher / "raw.jsonl"
@@ -50,6 +61,28 @@ class Stages:
 
     def student_dir(self, teacher: str, seed: int) -> Path:
         return self.root / "students" / teacher / f"seed{seed}"
+
+
+def control_sample_name(teacher: str, k: int) -> str:
+    return f"{teacher}-sample{k}"
+
+
+def write_control_samples(stages: Stages, n_examples: int) -> None:
+    """kept.jsonl of each extra sample: block k of `n_examples` of the control's kept answers
+    (answers (k-1)N+1..kN, disjoint from the first block every other student's N come from)."""
+    kept = read_records(stages.kept_file(stages.control_teacher))
+    if len(kept) < stages.control_samples * n_examples:
+        raise ValueError(
+            f"{stages.control_samples} control samples of {n_examples} need {stages.control_samples * n_examples} "
+            f"kept answers; {stages.control_teacher} kept {len(kept)} (fewer samples, or more prompts)"
+        )
+    for k, name in enumerate(stages.sample_names(), start=2):
+        block = kept[(k - 1) * n_examples : k * n_examples]
+        path = stages.kept_file(name)
+        if not path.is_file():
+            write_jsonl_atomic(path, block)
+        elif read_records(path) != block:
+            raise ValueError(f"{path} holds another sample than the control's answers now give; use a new --output_dir")
 
 
 def filter_teacher(stages: Stages, teacher: str, n_prompts: int, log=print) -> int:
@@ -111,9 +144,11 @@ def run_stages(stages: Stages, progress: bool = True, log=print) -> dict:
     if needs_evaluation(stages, stages.root / "base" / EVAL_FILE):
         log("evaluating the base model")
         _evaluate_into(stages, stages.root / "base" / EVAL_FILE, None, progress)
+    if stages.control_samples > 1:
+        write_control_samples(stages, n_examples)
     skipped = []
     for seed in stages.seeds:
-        for teacher in stages.teachers:
+        for teacher in [*stages.teachers, *stages.sample_names()]:
             folder = stages.student_dir(teacher, seed)
             # Lock before the done check (soo.core.cell_lock): a student another runner holds is skipped.
             with CellLock(folder, f"student {teacher} seed {seed}", log) as lock:
