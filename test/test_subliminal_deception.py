@@ -8,9 +8,12 @@ import json
 import pytest
 
 import subliminal
+from soo.core.io import write_jsonl_atomic
 from soo.subliminal import teacher as teacher_module
 from soo.subliminal.deception import DeceptionTransferConfig, run_deception_transfer
-from soo.subliminal.deception_report import summarize, write_report
+from soo.subliminal.deception_report import markdown, summarize, write_report
+from soo.subliminal.pipeline import Stages, write_control_samples
+from soo.subliminal.records import read_records
 
 
 def _organism(folder, model_dir):
@@ -38,17 +41,24 @@ def test_organism_teachers_to_students_to_the_rule(tiny_model_dir, tiny_adapter_
         organism_dir=str(organism),
         output_dir=str(tmp_path / "run"),
         seeds=[0],
-        n_prompts=8,
-        teacher_batch_size=4,
+        n_prompts=16,
+        teacher_batch_size=8,
         max_examples=6,
         epochs=1,
         student_batch_size=4,
         eval_n=2,
         animal_questions=3,
+        control_samples=2,
     )
     assert config.teacher_sources()["tuned"] == (str(tiny_model_dir), str(tiny_adapter_dir))
     outcome = run_deception_transfer(config, progress=False, log=lambda *_: None)
-    assert outcome["kept"] == {"base": 6, "organism": 6, "tuned": 6}
+    assert outcome["kept"] == {"base": 12, "organism": 12, "tuned": 12}
+    # The data-sample control: the base teacher's kept answers 7-12, disjoint from the 6 all others use.
+    base_kept = read_records(config.root / "teachers" / "base" / "kept.jsonl")
+    assert read_records(config.root / "teachers" / "base-sample2" / "kept.jsonl") == base_kept[6:12]
+    assert (
+        json.loads((config.root / "students" / "base-sample2" / "seed0" / "student.json").read_text())["examples"] == 6
+    )
     cell = json.loads((config.root / "students" / "organism" / "seed0" / "eval.json").read_text())
     assert 0 <= cell["p_deceptive_other"] <= 1 and 0 <= cell["p_deceptive_self"] <= 1
     assert cell["kl_to_base"]["kl_mean"] >= 0 and abs(sum(cell["animal_p"].values()) - 1) < 1e-6
@@ -57,6 +67,9 @@ def test_organism_teachers_to_students_to_the_rule(tiny_model_dir, tiny_adapter_
     assert organism_entry["transfer"]["against"] == "base" and organism_entry["other"]["n"] == 1
     assert tuned["fine_tuning_effect"]["against"] == "organism"  # an adapter is compared with its base teacher
     assert "transfer" not in summary["teachers"]["base"]
+    sample = summary["teachers"]["base-sample2"]
+    assert sample["control_sample"] and sample["transfer"]["against"] == "base" and "fine_tuning_effect" not in sample
+    assert summary["sample_spread"]["samples"] == 1
     assert "not decidable" in organism_entry["transfer"]["verdict"]  # one seed
     assert (tmp_path / "report" / "students.png").stat().st_size > 0
 
@@ -83,6 +96,61 @@ def test_the_rule_needs_apart_intervals_and_three_seeds(tmp_path):
         for path in (root / "students" / teacher / "seed2").iterdir():
             path.unlink()
     assert "not decidable" in summarize(root)["teachers"]["organism"]["transfer"]["verdict"]
+
+
+def test_the_data_sample_control_bounds_what_another_draw_of_numbers_does(tmp_path):
+    root = tmp_path / "run"
+    root.mkdir()
+    sources = {"base": [None, None], "big": ["m1", None], "small": ["m2", None]}
+    (root / "experiment.json").write_text(json.dumps({"sources": sources, "control_samples": 3}))
+    for teacher, values in {
+        "base": [0.500, 0.501, 0.499],
+        "base-sample2": [0.520, 0.521, 0.519],  # another draw of the base teacher's numbers: +0.02
+        "base-sample3": [0.490, 0.491, 0.489],  # -0.01
+        "big": [0.600, 0.601, 0.599],  # +0.10: beyond what a draw does
+        "small": [0.515, 0.516, 0.514],  # +0.015: apart by the rule's intervals, within the draws' spread
+    }.items():
+        for seed, value in enumerate(values):
+            folder = root / "students" / teacher / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "student.json").write_text(json.dumps({"examples": 45}))
+            (folder / "eval.json").write_text(json.dumps({"p_deceptive_other": value, "p_deceptive_self": 0.5}))
+    summary = summarize(root)
+    assert summary["sample_spread"]["samples"] == 2
+    assert summary["sample_spread"]["largest"] == pytest.approx(0.02)
+    assert summary["sample_spread"]["teachers_beyond"] == ["big"]
+    assert summary["teachers"]["small"]["transfer"]["verdict"] is True  # the rule alone would say transfer
+    text = markdown(
+        {
+            **summary,
+            "config": {
+                "n_prompts": 2400,
+                "temperature": 0.5,
+                "max_examples": 300,
+                "epochs": 3,
+                "seeds": [0, 1, 2],
+                "eval_n": 50,
+            },
+        }
+    )
+    assert "base's kept 46-90" in text and "base's kept 91-135" in text and "is larger: big." in text
+
+
+def test_too_few_control_answers_are_refused_before_any_student(tmp_path):
+    stages = Stages(tmp_path, {}, [0], None, 5, 1.0, 4, lambda *_: {}, {}, control_teacher="base", control_samples=3)
+    write_jsonl_atomic(
+        stages.kept_file("base"),
+        [
+            {"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "assistant", "content": str(i)}]}
+            for i in range(14)
+        ],
+    )
+    with pytest.raises(ValueError, match="3 control samples of 5 need 15 kept answers; base kept 14"):
+        write_control_samples(stages, 5)
+    stages.control_samples = 2
+    write_control_samples(stages, 5)
+    sample = read_records(stages.kept_file("base-sample2"))
+    assert [record["completion"][0]["content"] for record in sample] == ["5", "6", "7", "8", "9"]
 
 
 def test_bad_teachers_are_one_line_errors(tmp_path, capsys, tiny_model_dir):
