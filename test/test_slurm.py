@@ -508,7 +508,9 @@ def test_sweep_array_cancelled_and_failed_cells_run_again_on_resubmission(
     shows preempted + failed; after the data file appears, the same submit command runs exactly
     those two, the first resuming from the checkpoint TERM left."""
     later = tmp_path / "later.jsonl"
-    steps = 300
+    # Long enough that the training cell is still training when the other cell's failure is seen
+    # (300 steps, ~14 s, finished first once on a loaded host).
+    steps = 600
     spec = _sweep_spec(tmp_path, tiny_gemma, {"data_path": [str(REPO_ROOT / DATA10), str(later)]}, max_steps=steps)
     job_id, _ = _submit_sweep(submit_dir, spec, slurm_cluster)
     from soo.sweep import load_sweep
