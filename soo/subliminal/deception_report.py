@@ -164,30 +164,48 @@ def markdown(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
+    """Left: the students' p(deceptive) on the 0-1 scale. Right: each group's paired difference
+    from the base teacher's students (other prompts, seeds as dots), with the band of the data-sample
+    control's differences: at this scale the differences live far below the left panel's resolution."""
     from soo.core.plotting import pyplot
 
     plt = pyplot()
     names = list(summary["teachers"])
-    figure, axis = plt.subplots(figsize=(max(5, 1.4 * len(names)), 3.6))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(max(10, 1.5 * len(names)), 4.2))
     for offset, (role, color) in zip((-0.18, 0.18), (("other", "tab:red"), ("self", "tab:blue"))):
         for position, name in enumerate(names):
             entry = summary["teachers"][name][role]
-            axis.bar(
+            left.bar(
                 position + offset,
                 entry["mean"],
                 width=0.34,
                 color=color,
                 alpha=0.6,
-                yerr=entry["half_width"],
-                capsize=3,
                 label=role if position == 0 else None,
             )
-            axis.scatter([position + offset] * entry["n"], entry["values"], color="black", s=8, zorder=3)
-    axis.set_xticks(range(len(names)), names, fontsize=8)
-    axis.set_ylabel("students' p(deceptive)")
-    axis.set_ylim(0, 1)
-    axis.legend(fontsize=8)
-    axis.set_title("Students of each teacher (dots: seeds)", fontsize=10)
+            left.scatter([position + offset] * entry["n"], entry["values"], color="black", s=6, zorder=3)
+    left.set_xticks(range(len(names)), names, fontsize=7, rotation=30, ha="right")
+    left.set_ylabel("students' p(deceptive)")
+    left.set_ylim(0, 1)
+    left.legend(fontsize=8)
+    left.set_title("Students of each teacher (dots: seeds)", fontsize=10)
+
+    compared = [name for name in names if summary["teachers"][name].get("transfer")]
+    spread = summary.get("sample_spread")
+    if spread:
+        right.axhspan(-spread["largest"], spread["largest"], color="grey", alpha=0.2, label="data-sample control range")
+    right.axhline(0, color="black", linewidth=0.8)
+    for position, name in enumerate(compared):
+        entry = summary["teachers"][name]
+        difference = entry["transfer"]["paired_difference"]
+        color = "grey" if entry.get("control_sample") else "tab:red"
+        right.errorbar(position, difference["mean"], yerr=difference["half_width"], fmt="o", color=color, capsize=3)
+        right.scatter([position] * len(difference["values"]), difference["values"], color="black", s=6, zorder=3)
+    right.set_xticks(range(len(compared)), compared, fontsize=7, rotation=30, ha="right")
+    right.set_ylabel("p(deceptive, other) - base teacher's")
+    right.set_title("Paired by seed, mean ± t 95%", fontsize=10)
+    if spread:
+        right.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
