@@ -20,38 +20,25 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_scale import REPO_ROOT, STEPS, WORKER, adapter_weights, common_args, run_command, torchrun
+from test_scale import (
+    REPO_ROOT,
+    STEPS,
+    WORKER,
+    adapter_weights,
+    common_args,
+    one_process_worker,
+    run_command,
+    torchrun,
+)
 
 from soo.train.preemption import COMPLETE_MARKER
 from soo.train.recipe import RECIPE_FILE, RecipeMismatchError, check_resume, data_fingerprint, differences
 
 
 def _finetune(tiny_model_dir, data_files, out: Path, *flags: str) -> subprocess.CompletedProcess:
-    train_path, _ = data_files
-    command = [
-        sys.executable,
-        "finetuning.py",
-        "--model_name_or_path",
-        str(tiny_model_dir),
-        "--data_path",
-        str(train_path),
-        "--use_cpu",
-        "--output_dir",
-        str(out),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--per_device_train_batch_size",
-        "2",
-        "--save_steps",
-        "2",
-        "--seed",
-        "0",
-        *flags,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    """finetuning.py on the tiny Llama, saving every 2 steps; later flags override common_args'."""
+    base = common_args(tiny_model_dir, data_files, out, 2)
+    return run_command([sys.executable, "finetuning.py", *base, "--save_steps", "2", *flags])
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -181,15 +168,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_resumes_clea
     tiny_model_dir, data_files, tmp_path
 ):
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        str(WORKER),
-        *common_args(tiny_model_dir, data_files, out, 2),
-        "--max_steps",
-        str(STEPS),
-        "--save_steps",
-        "2",
-    ]
+    command = [*one_process_worker(tiny_model_dir, data_files, out), "--save_steps", "2"]
     full = run_command([*command, "--enospc_at_checkpoint", "4"])
     assert full.returncode == 2, full.stderr[-3000:]
     errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]

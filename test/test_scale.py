@@ -60,6 +60,11 @@ def common_args(tiny_model_dir, data_files, out: Path, per_device_batch: int) ->
     ]
 
 
+def one_process_worker(tiny_model_dir, data_files, out: Path) -> list[str]:
+    """test/scale_worker.py in this interpreter, batch 2, STEPS steps (instrument flags go after)."""
+    return [sys.executable, str(WORKER), *common_args(tiny_model_dir, data_files, out, 2), "--max_steps", str(STEPS)]
+
+
 def run_command(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
@@ -216,13 +221,7 @@ def test_signal_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_adapter(
     signal_name, uninterrupted_run, tiny_model_dir, data_files, tmp_path
 ):
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        str(WORKER),
-        *common_args(tiny_model_dir, data_files, out, 2),
-        "--max_steps",
-        str(STEPS),
-    ]
+    command = one_process_worker(tiny_model_dir, data_files, out)
     first = run_command([*command, "--signal_at_step", "2", signal_name])
     assert first.returncode == PREEMPTED_EXIT_CODE, first.stderr[-3000:]
     assert f"got SIG{signal_name}" in first.stdout

@@ -145,6 +145,15 @@ def _sbatch(submit_dir: Path, script: str, sbatch_args: list[str], env: dict):
     return subprocess.run(command, cwd=submit_dir, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
 
 
+def _submit_main_job(submit_dir: Path, has_gpus: bool, env: dict) -> str:
+    """submit_gemma_soo.sh on one task without waiting; returns the job id."""
+    command = ["sbatch", "--parsable", "-A", "project_test", "--ntasks-per-node=1", *CPU_OVERRIDES]
+    command += [*_gres_args(has_gpus), "submit_gemma_soo.sh"]
+    result = subprocess.run(command, cwd=submit_dir, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(";")[0]
+
+
 def _job_id(sbatch_stdout: str) -> str:
     match = re.search(r"Submitted batch job (\d+)", sbatch_stdout)
     assert match, f"no job id in sbatch output: {sbatch_stdout!r}"
@@ -263,25 +272,7 @@ def test_scancel_checkpoints_and_does_not_requeue(slurm_cluster, tiny_gemma, sub
         SOO_EVAL_DATA=DATA10,
         SOO_EXTRA_ARGS=_tiny_args(tiny_gemma, "--max_steps", "5000", "--save_strategy", "no", "--logging_steps", "1"),
     )
-    result = subprocess.run(
-        [
-            "sbatch",
-            "--parsable",
-            "-A",
-            "project_test",
-            "--ntasks-per-node=1",
-            *CPU_OVERRIDES,
-            *_gres_args(slurm_cluster),
-            "submit_gemma_soo.sh",
-        ],
-        cwd=submit_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    job_id = result.stdout.strip().split(";")[0]
+    job_id = _submit_main_job(submit_dir, slurm_cluster, env)
     try:
         log_path = _wait_for_training(submit_dir)
         subprocess.run(["scancel", job_id], check=True, timeout=30)
@@ -623,17 +614,7 @@ def test_node_failure_requeues_the_job_which_resumes_and_matches_an_uninterrupte
         SOO_EVAL_DATA=DATA10,
         SOO_EXTRA_ARGS=train_flags + " --save_strategy steps",
     )
-    sbatch = ["sbatch", "--parsable", "-A", "project_test", "--ntasks-per-node=1", *CPU_OVERRIDES]
-    result = subprocess.run(
-        [*sbatch, *_gres_args(slurm_cluster), "submit_gemma_soo.sh"],
-        cwd=submit_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    job_id = result.stdout.strip().split(";")[0]
+    job_id = _submit_main_job(submit_dir, slurm_cluster, env)
     try:
         seen = _fail_node_after_checkpoint(output_dir, job_id, how)
         _wait_for_job_to_leave_the_queue(job_id)
