@@ -336,6 +336,21 @@ def test_a_stop_signal_reaches_the_running_child_and_leaves_the_cell_preempted(t
     assert state == "preempted" and record["exit_code"] == 75 and record["step"] == "train"
 
 
+def test_a_training_that_exits_0_without_an_adapter_leaves_the_cell_failed(tmp_path, tiny_model_dir, data_files):
+    from soo.sweep import run
+
+    spec = tiny_sweep(tmp_path, tiny_model_dir, data_files, {"seed": [0]})
+    (cell,) = spec.cells()
+    calls = tmp_path / "calls"
+    silent = tmp_path / "silent-python"
+    silent.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexit 0\n')  # as srun on a failed node: 0, nothing saved
+    silent.chmod(0o755)
+    assert run.run_cell(spec, cell, python=str(silent), log=lambda *_: None) == "failed"
+    state, record = run.cell_state(spec, cell)
+    assert state == "failed" and record["step"] == "train" and "without saving the adapter" in record["reason"]
+    assert [Path(line).name for line in calls.read_text().split()] == ["finetuning.py"]  # no evaluation of nothing
+
+
 def test_a_trained_cell_is_only_evaluated_again(tmp_path, tiny_model_dir, data_files):
     from soo.sweep import run
 
@@ -425,7 +440,11 @@ def test_cells_side_by_side_share_the_cores(tmp_path, tiny_model_dir, data_files
     spec = tiny_sweep(tmp_path, tiny_model_dir, data_files, {"seed": [0, 1]})
     seen = tmp_path / "threads"
     recorder = tmp_path / "recording-python"
-    recorder.write_text(f'#!/bin/sh\necho "$OMP_NUM_THREADS" >> {seen}\n')
+    # Records the threads each child gets, and saves an "adapter" as a finished training does.
+    recorder.write_text(
+        f'#!/bin/sh\necho "$OMP_NUM_THREADS" >> {seen}\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --output_dir ] && mkdir -p "$2" && touch "$2/adapter_model.safetensors"; shift; done\n'
+    )
     recorder.chmod(0o755)
     monkeypatch.setenv("OMP_NUM_THREADS", "unset")  # so that monkeypatch restores it afterwards ...
     monkeypatch.delenv("OMP_NUM_THREADS")  # ... whatever run_local sets

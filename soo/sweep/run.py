@@ -205,6 +205,21 @@ def _train_and_evaluate(spec: SweepSpec, cell: SweepCell, folder: Path, python: 
             step_started = time.time()
             code = _run_child(command, cell_log)
             seconds[step] = round(time.time() - step_started, 1)
+            if code == 0 and step == "train" and not training_finished(folder):
+                # Exit 0 without the adapter is no finished training (srun exits 0 when its node
+                # fails, for one): evaluating would fail, or score a stale adapter.
+                _set_state(
+                    folder,
+                    "failed",
+                    {
+                        "step": step,
+                        "exit_code": 0,
+                        "seconds": seconds,
+                        "reason": "training exited 0 without saving the adapter",
+                    },
+                )
+                log(f"{cell.name}: failed in train (exit 0 but no adapter saved); log {folder / 'cell.log'}")
+                return "failed"
             if code != 0:
                 # Exit 75: training checkpointed on a signal. Any step a stop signal ended is resumable too.
                 preempted = (step == "train" and code == PREEMPTED_EXIT_CODE) or _stop_requested.is_set()
