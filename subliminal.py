@@ -151,18 +151,15 @@ def main(argv=None) -> int:
             config = config_from(DeceptionTransferConfig, args)
             outcome = run_deception_transfer(config, progress=not args.no_progress)
             print(f"done: {config.root} ({outcome['examples']} examples per student)")
-        elif args.command == "deception-report":
-            from soo.subliminal.deception_report import markdown, write_report
+        else:  # report, deception-report
+            from soo.subliminal.pipeline import EXPERIMENT_FILE
 
+            if args.command == "deception-report":
+                from soo.subliminal.deception_report import markdown, write_report
+            else:
+                from soo.subliminal.report import markdown, write_report
             root = Path(args.output_dir)
-            if not (root / "experiment.json").is_file():
-                return fail(f"{root}: no experiment here (run it first)")
-            print(markdown(write_report(root, Path(args.report_dir))))
-        else:
-            from soo.subliminal.report import markdown, write_report
-
-            root = Path(args.output_dir)
-            if not (root / "experiment.json").is_file():
+            if not (root / EXPERIMENT_FILE).is_file():
                 return fail(f"{root}: no experiment here (run it first)")
             print(markdown(write_report(root, Path(args.report_dir))))
     except (ValueError, ModelLoadError) as error:

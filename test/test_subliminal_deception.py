@@ -4,6 +4,7 @@ students -> p(deceptive), KL, animal check -> the report's rule, in seconds."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -59,6 +60,11 @@ def test_organism_teachers_to_students_to_the_rule(tiny_model_dir, tiny_adapter_
     assert (
         json.loads((config.root / "students" / "base-sample2" / "seed0" / "student.json").read_text())["examples"] == 6
     )
+    # A refused invocation (5 samples of 6 need 30 answers) leaves the run's record as it was.
+    record = (config.root / "experiment.json").read_text()
+    with pytest.raises(ValueError, match="5 control samples of 6 need 30"):
+        run_deception_transfer(replace(config, control_samples=5, seeds=[7]), progress=False, log=lambda *_: None)
+    assert (config.root / "experiment.json").read_text() == record
     cell = json.loads((config.root / "students" / "organism" / "seed0" / "eval.json").read_text())
     assert 0 <= cell["p_deceptive_other"] <= 1 and 0 <= cell["p_deceptive_self"] <= 1
     assert cell["kl_to_base"]["kl_mean"] >= 0 and abs(sum(cell["animal_p"].values()) - 1) < 1e-6

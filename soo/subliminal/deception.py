@@ -27,7 +27,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from soo.core.io import write_json_atomic
 from soo.subliminal.pipeline import Stages, load_for_evaluation, run_stages
 from soo.subliminal.teacher import TeacherConfig
 
@@ -190,11 +189,10 @@ def stages_of(config: DeceptionTransferConfig) -> Stages:
         eval_settings=config.eval_settings(),
         control_teacher=BASE,
         control_samples=config.control_samples,
+        record={**asdict(config), "sources": config.teacher_sources()},
     )
 
 
 def run_deception_transfer(config: DeceptionTransferConfig, progress: bool = True, log=print) -> dict:
     """Every stage not yet done, in order; returns the common example count and the kept counts."""
-    stages = stages_of(config)
-    write_json_atomic(config.root / "experiment.json", {**asdict(config), "sources": config.teacher_sources()})
-    return run_stages(stages, progress=progress, log=log)
+    return run_stages(stages_of(config), progress=progress, log=log)

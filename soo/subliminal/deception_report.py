@@ -20,7 +20,7 @@ from pathlib import Path
 
 from soo.core.stats import format_mean_t, mean_t_summary
 from soo.subliminal.deception import BASE
-from soo.subliminal.pipeline import control_sample_name, load_cells, write_report_files
+from soo.subliminal.pipeline import EXPERIMENT_FILE, control_sample_name, load_cells, write_report_files
 
 MIN_SEEDS = 3
 ROLES = (("other", "p_deceptive_other"), ("self", "p_deceptive_self"))
@@ -45,7 +45,7 @@ def _compare(students: dict, teacher: str, reference: str) -> dict | None:
 
 
 def summarize(root: Path) -> dict:
-    config = json.loads((root / "experiment.json").read_text(encoding="utf-8"))
+    config = json.loads((root / EXPERIMENT_FILE).read_text(encoding="utf-8"))
     sources = {name: tuple(source) for name, source in config["sources"].items()}
     results = load_cells(root, list(sources))
     students = results["students"]

@@ -26,10 +26,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from soo.core.io import write_json_atomic
 from soo.subliminal.animals import CANDIDATES
 from soo.subliminal.evaluation import TraitEvalConfig
-from soo.subliminal.pipeline import Stages, load_cells, load_for_evaluation, run_stages
+from soo.subliminal.pipeline import EXPERIMENT_FILE, Stages, load_cells, load_for_evaluation, run_stages
 from soo.subliminal.teacher import TeacherConfig
 
 CONTROL = "control"
@@ -117,16 +116,16 @@ def stages_of(config: SubliminalExperimentConfig) -> Stages:
         student_batch_size=config.student_batch_size,
         evaluate=lambda adapter, progress: evaluate_model(config, adapter, progress),
         eval_settings=asdict(config.eval_config()),
+        record=asdict(config),
     )
 
 
 def run_subliminal(config: SubliminalExperimentConfig, progress: bool = True, log=print) -> dict:
     """Every stage not yet done, in order; returns the common example count and the kept counts."""
-    write_json_atomic(config.root / "experiment.json", asdict(config))
     return run_stages(stages_of(config), progress=progress, log=log)
 
 
 def load_results(root: Path) -> dict:
     """The experiment's config, base evaluation and every finished student's evaluation."""
-    config = json.loads((root / "experiment.json").read_text(encoding="utf-8"))
+    config = json.loads((root / EXPERIMENT_FILE).read_text(encoding="utf-8"))
     return {"config": config, **load_cells(root, [CONTROL, *config["animals"]])}

@@ -29,6 +29,7 @@ from soo.subliminal.student import StudentConfig, finished_student, train_studen
 from soo.subliminal.teacher import TeacherConfig, finished_records, generate_numbers
 
 EVAL_FILE = "eval.json"
+EXPERIMENT_FILE = "experiment.json"
 
 
 @dataclass
@@ -48,6 +49,9 @@ class Stages:
     # kept answers, so that what another draw of numbers alone does can be seen beside each teacher.
     control_teacher: str | None = None
     control_samples: int = 1
+    # The experiment's settings, written to EXPERIMENT_FILE once the checks that can refuse this run
+    # passed: a refused invocation leaves the record of the run already there as it was.
+    record: dict | None = None
 
     def sample_names(self) -> list[str]:
         """The control's extra samples as student groups (its first sample is the teacher's own)."""
@@ -141,11 +145,14 @@ def run_stages(stages: Stages, progress: bool = True, log=print) -> dict:
     if n_examples == 0:
         raise ValueError(f"a teacher kept no examples ({counts}); more prompts or another temperature")
     log(f"kept per teacher: {counts}; every student trains on the first {n_examples}")
-    if needs_evaluation(stages, stages.root / "base" / EVAL_FILE):
-        log("evaluating the base model")
-        _evaluate_into(stages, stages.root / "base" / EVAL_FILE, None, progress)
     if stages.control_samples > 1:
         write_control_samples(stages, n_examples)
+    base_needs_evaluation = needs_evaluation(stages, stages.root / "base" / EVAL_FILE)
+    if stages.record is not None:
+        write_json_atomic(stages.root / EXPERIMENT_FILE, stages.record)
+    if base_needs_evaluation:
+        log("evaluating the base model")
+        _evaluate_into(stages, stages.root / "base" / EVAL_FILE, None, progress)
     skipped = []
     for seed in stages.seeds:
         for teacher in [*stages.teachers, *stages.sample_names()]:
