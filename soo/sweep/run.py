@@ -205,31 +205,20 @@ def _train_and_evaluate(spec: SweepSpec, cell: SweepCell, folder: Path, python: 
             step_started = time.time()
             code = _run_child(command, cell_log)
             seconds[step] = round(time.time() - step_started, 1)
-            if code == 0 and step == "train" and not training_finished(folder):
-                # Exit 0 without the adapter is no finished training (srun exits 0 when its node
-                # fails, for one): evaluating would fail, or score a stale adapter.
-                _set_state(
-                    folder,
-                    "failed",
-                    {
-                        "step": step,
-                        "exit_code": 0,
-                        "seconds": seconds,
-                        "reason": "training exited 0 without saving the adapter",
-                    },
-                )
-                log(f"{cell.name}: failed in train (exit 0 but no adapter saved); log {folder / 'cell.log'}")
-                return "failed"
-            if code != 0:
+            # Exit 0 without the adapter is no finished training (srun exits 0 when its node fails,
+            # for one): evaluating would fail, or score a stale adapter.
+            no_adapter = code == 0 and step == "train" and not training_finished(folder)
+            if code != 0 or no_adapter:
                 # Exit 75: training checkpointed on a signal. Any step a stop signal ended is resumable too.
                 preempted = (step == "train" and code == PREEMPTED_EXIT_CODE) or _stop_requested.is_set()
                 state = "preempted" if preempted else "failed"
-                _set_state(
-                    folder,
-                    state,
-                    {"step": step, "exit_code": code, "seconds": seconds, "log": str(folder / "cell.log")},
+                record = {"step": step, "exit_code": code, "seconds": seconds, "log": str(folder / "cell.log")}
+                if no_adapter:
+                    record["reason"] = "training exited 0 without saving the adapter"
+                _set_state(folder, state, record)
+                log(
+                    f"{cell.name}: {state} in {step} (exit {code}{', no adapter saved' if no_adapter else ''}); log {folder / 'cell.log'}"
                 )
-                log(f"{cell.name}: {state} in {step} (exit {code}); log {folder / 'cell.log'}")
                 return state
     _set_state(
         folder,
