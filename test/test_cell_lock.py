@@ -202,6 +202,7 @@ def start_runner(spec, python: Path, go: Path, jobs: int) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_two_runners_on_one_sweep_train_every_cell_once_with_a_single_runners_results(tmp_path):
     from soo.sweep.run import SKIPPED, run_local
 

@@ -123,6 +123,7 @@ def _zero3_args(tiny_model_dir, data_files, out: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_zero3_rank_killed_at_a_random_step_exits_in_bounded_time_and_resumes_to_the_same_adapter(
     uninterrupted_zero3, tiny_model_dir, data_files, tmp_path
 ):
@@ -164,6 +165,7 @@ def test_zero3_rank_killed_at_a_random_step_exits_in_bounded_time_and_resumes_to
 # --- Disk full during a save ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_resumes_cleanly(
     tiny_model_dir, data_files, tmp_path
 ):

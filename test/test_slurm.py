@@ -599,6 +599,7 @@ def _train_uninterrupted(command: list[str], output_dir: Path) -> None:
     assert (output_dir / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["power-loss", "down"])
 def test_node_failure_requeues_the_job_which_resumes_and_matches_an_uninterrupted_run(
     slurm_cluster, tiny_gemma, submit_dir, tmp_path, how
@@ -645,6 +646,7 @@ def test_node_failure_requeues_the_job_which_resumes_and_matches_an_uninterrupte
     _assert_same_adapter(output_dir, reference_dir)
 
 
+@pytest.mark.slow
 def test_node_failure_under_one_sweep_cell_requeues_that_task_only(slurm_cluster, tiny_gemma, submit_dir, tmp_path):
     """Two cells, one at a time (%1): the node fails under the second after its first checkpoint.
     That array task is requeued, resumes and ends with an uninterrupted run's adapter; the first
